@@ -1,0 +1,33 @@
+# `make test` is the one command that sets up what the suite needs and runs all of it.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test lint typecheck unit bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check jobsched tests bench main.py
+	$(BIN)/ruff format --check jobsched tests bench main.py
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -q
+
+test: lint typecheck unit
+
+bench-deps: $(STAMP)
+	$(BIN)/pip install -q -e '.[test,bench]'
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,245 @@
+"""The scheduler's rules over a Store and a clock: one synchronous engine that
+every transport (stdio node, HTTP service, dispatcher) calls.
+
+Time is passed in as ``now`` (UTC epoch ms) on every call, so a request's
+``current_time`` and a test's fixed clock work the same way as the wall clock.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from jobsched import transitions
+from jobsched.ids import uuid7
+from jobsched.errors import JobExists, JobNotFound, Malformed, PreconditionFailed
+from jobsched.jobs import (
+    ALL_STATES,
+    ONCE,
+    CronSchedule,
+    IntervalSchedule,
+    Job,
+    JobState,
+    Schedule,
+)
+from jobsched.runner import Outcome, TaskRegistry
+from jobsched.spec import ScheduleSpec
+from jobsched.stores.base import RunRecord, Store
+from jobsched.timefmt import MAX_MS
+
+FORCED = "forced failure (force_fail)"
+
+
+@dataclass(frozen=True, slots=True)
+class Executed:
+    """What one execute_job did."""
+
+    job_id: str
+    ok: bool
+    retry_scheduled: bool = False
+    backoff_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    node_id: str = "jobsched"
+    lease_ms: int = 30_000
+    claim_batch: int = 1000
+    # How many times a guarded write is retried when another writer got there first.
+    guard_retries: int = 5
+
+
+class Engine:
+    def __init__(
+        self,
+        store: Store,
+        registry: TaskRegistry | None = None,
+        config: EngineConfig | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.registry = registry or TaskRegistry()
+        self.config = config or EngineConfig()
+        self.rng = rng or random.Random()
+
+    # -- scheduling ---------------------------------------------------------
+
+    def schedule(self, spec: ScheduleSpec, now: int) -> Job:
+        """Create the job (or return the existing one for an idempotent re-send)."""
+        if spec.job_id is not None:
+            existing = self.store.get(spec.job_id)
+            if existing is not None:
+                return self._same_spec(existing, spec)
+        if not self.registry.knows(spec.task):
+            raise Malformed("task", f"no handler is registered for task {spec.task!r}")
+        schedule, due = _first_due(spec, now)
+        job = Job(
+            job_id=spec.job_id or uuid7(),
+            task=spec.task,
+            payload_json=spec.payload_json,
+            schedule=schedule,
+            state=JobState.SCHEDULED,
+            due_at=due,
+            created_at=now,
+            updated_at=now,
+            retry=spec.retry,
+            options=spec.options,
+            first_due=due,
+            spec_key=spec.spec_key,
+        )
+        try:
+            return self.store.insert(job)
+        except JobExists:
+            # Another node inserted the same caller id between our get and insert.
+            existing = self.store.get(job.job_id)
+            if existing is None:
+                raise
+            return self._same_spec(existing, spec)
+
+    @staticmethod
+    def _same_spec(existing: Job, spec: ScheduleSpec) -> Job:
+        if existing.spec_key is None or existing.spec_key != spec.spec_key:
+            raise JobExists(existing.job_id, "with a different spec")
+        return existing
+
+    # -- running ------------------------------------------------------------
+
+    def execute_due(self, now: int) -> tuple[list[str], list[str]]:
+        """Run every job due at or before ``now`` once; return (ran, failed).
+
+        All due jobs are claimed before any runs, so a job whose retry comes
+        due again within ``now`` (base_ms 0) still runs once per call.
+        """
+        claimed: list[Job] = []
+        owner, cfg = self.config.node_id, self.config
+        while True:
+            batch = self.store.claim_due(now, cfg.claim_batch, owner, now + cfg.lease_ms)
+            for job in batch:
+                advanced = transitions.on_claim(job, now)
+                if advanced is not job:
+                    self.store.replace(advanced, JobState.RUNNING, owner)
+                claimed.append(advanced)
+            if len(batch) < cfg.claim_batch:
+                break
+        ran: list[str] = []
+        failed: list[str] = []
+        for job in claimed:
+            if not self.finish(job, self._run(job, False), now, now):
+                failed.append(job.job_id)
+            ran.append(job.job_id)
+        return ran, failed
+
+    def finish(self, job: Job, outcome: Outcome, now: int, started: int) -> bool:
+        """Apply a claimed job's outcome, guarded by our lease; return outcome.ok."""
+        if outcome.ok:
+            new = transitions.on_success(job, now, started)
+        else:
+            new, _ = transitions.on_failure(job, now, started, outcome.error or "failed", self.rng)
+        # If the guard fails the job was cancelled or rescued meanwhile: the
+        # newer state wins, and only the run record tells of this run.
+        self.store.replace(new, JobState.RUNNING, job.locked_by)
+        self._record(job.job_id, started, now, outcome)
+        return outcome.ok
+
+    def execute_one(self, job_id: str, force_fail: bool, now: int) -> Executed:
+        """Run one job now, due or not (execute_job)."""
+        job = self.get(job_id)
+        transitions.check_runnable(job)
+        outcome = self._run(job, force_fail)
+        if outcome.ok:
+            new = transitions.on_success(job, now, now)
+            decision = None
+        else:
+            new, decision = transitions.on_failure(job, now, now, outcome.error or "failed", self.rng)
+        if not self.store.replace(new, job.state):
+            raise PreconditionFailed(job_id, "changed while it ran; its outcome was not applied")
+        self._record(job_id, now, now, outcome)
+        if decision is None:
+            return Executed(job_id, True)
+        return Executed(job_id, False, decision.retry, decision.backoff_ms)
+
+    def _run(self, job: Job, force_fail: bool) -> Outcome:
+        if force_fail:
+            return Outcome(False, FORCED)
+        return self.registry.run(job.task, job.payload_json, job.options.timeout_ms)
+
+    def _record(self, job_id: str, started: int, now: int, outcome: Outcome) -> None:
+        self.store.record_run(
+            RunRecord(
+                job_id=job_id,
+                started_at=started,
+                finished_at=now,
+                outcome="succeeded" if outcome.ok else "failed",
+                error=outcome.error,
+                node=self.config.node_id,
+            )
+        )
+
+    # -- reading ------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job:
+        job = self.store.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    def list(
+        self, state: JobState | None, task: str | None, after: str | None, limit: int
+    ) -> tuple[list[Job], str | None]:
+        """A page of jobs in scheduling order and the cursor of the next page."""
+        jobs = self.store.list_jobs(state, task, after, limit + 1)
+        if len(jobs) > limit:
+            return jobs[:limit], jobs[limit - 1].job_id
+        return jobs, None
+
+    def stats(self) -> dict[str, int]:
+        counts = self.store.counts()
+        return {state.value: counts.get(state, 0) for state in ALL_STATES}
+
+    # -- changes ------------------------------------------------------------
+
+    def cancel(self, job_id: str, now: int) -> Job:
+        return self._transition(job_id, lambda job: transitions.cancel(job, now))
+
+    def pause(self, job_id: str, now: int) -> Job:
+        return self._transition(job_id, lambda job: transitions.pause(job, now))
+
+    def resume(self, job_id: str, now: int) -> Job:
+        return self._transition(job_id, lambda job: transitions.resume(job, now))
+
+    def requeue(self, job_id: str, now: int) -> Job:
+        return self._transition(job_id, lambda job: transitions.requeue(job, now))
+
+    def _transition(self, job_id: str, change: Callable[[Job], Job]) -> Job:
+        """Read, compute the next value, write guarded by the state read; a lost
+        race (another node changed the job meanwhile) is re-read and retried."""
+        for _ in range(self.config.guard_retries):
+            job = self.get(job_id)
+            new = change(job)
+            if self.store.replace(new, job.state):
+                return new
+        raise PreconditionFailed(job_id, "kept changing under concurrent updates; try again")
+
+
+def _first_due(spec: ScheduleSpec, now: int) -> tuple[Schedule, int]:
+    schedule: Schedule
+    if spec.cron is not None:
+        from jobsched.cron import CronExpr
+
+        schedule = CronSchedule(CronExpr.parse(spec.cron, spec.timezone))
+        due = schedule.next_after(now)
+        if due is None:
+            raise Malformed("cron", "has no occurrence after the current time")
+        return schedule, due
+    if spec.interval_ms is not None:
+        schedule = IntervalSchedule(spec.interval_ms, now)
+        due, field = schedule.next_after(now), "interval_ms"
+    elif spec.delay_ms is not None:
+        schedule, due, field = ONCE, now + spec.delay_ms, "delay_ms"
+    else:
+        schedule, due, field = ONCE, spec.run_at if spec.run_at is not None else now, "run_at"
+    if due > MAX_MS:
+        raise Malformed(field, "puts the due time past the year 9999")
+    return schedule, due
+

@@ -1,0 +1,178 @@
+"""Message types: each reads its fields, calls the engine, and answers a body.
+
+A handler returns ``(reply_type, fields)``; the wire layer puts ``type`` and
+``in_reply_to`` in front, so every reply keeps the documented key order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobsched import validate as v
+from jobsched.engine import Engine
+from jobsched.errors import Malformed
+from jobsched.jobs import Job
+from jobsched.stores.base import RunRecord
+from jobsched.timefmt import format_ms, format_opt, now_ms, parse_timestamp
+
+Fields = dict[str, Any]
+Reply = tuple[str, Fields]
+
+
+@dataclass
+class Context:
+    """What handlers share: the engine, the clock and the node's settings."""
+
+    engine: Engine
+    clock: Callable[[], int] = now_ms
+    max_payload: int = v.DEFAULT_MAX_PAYLOAD
+    node_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def now(self, body: Fields) -> int:
+        value = body.get("current_time")
+        return self.clock() if value is None else parse_timestamp(value, "current_time")
+
+
+def job_json(job: Job, runs: list[RunRecord] | None = None) -> Fields:
+    """The job object of the protocol, in its documented key order."""
+    out: Fields = {
+        "job_id": job.job_id,
+        "task": job.task,
+        "payload": json.loads(job.payload_json),
+        "state": job.state.value,
+        "schedule": job.schedule.to_json(),
+        "due_at": format_opt(job.due_at),
+        "attempts": job.attempts,
+        "max_attempts": job.retry.max_attempts,
+        "base_ms": job.retry.base_ms,
+        "max_backoff_ms": job.retry.max_backoff_ms,
+        "jitter": job.retry.jitter,
+        "runs": job.runs,
+        "last_run_at": format_opt(job.last_run_at),
+        "last_error": job.last_error,
+        "created_at": format_ms(job.created_at),
+        "updated_at": format_ms(job.updated_at),
+        # Beyond the seed's object: the real-time options and policy counters.
+        "timeout_ms": job.options.timeout_ms,
+        "overlap": job.options.overlap,
+        "misfire": job.options.misfire,
+        "skipped": job.skipped,
+        "locked_by": job.locked_by,
+    }
+    if runs is not None:
+        out["recent_runs"] = [
+            {
+                "started_at": format_ms(r.started_at),
+                "finished_at": format_ms(r.finished_at),
+                "outcome": r.outcome,
+                "error": r.error,
+                "node": r.node,
+            }
+            for r in runs
+        ]
+    return out
+
+
+def _due_field(job: Job, due: int | None) -> Fields:
+    key = "next_run" if job.recurring else "scheduled_at"
+    return {"job_id": job.job_id, key: format_opt(due)}
+
+
+def schedule_job(ctx: Context, body: Fields) -> Reply:
+    spec = v.schedule_spec(body, ctx.max_payload)
+    job = ctx.engine.schedule(spec, ctx.now(body))
+    return "job_scheduled", _due_field(job, job.first_due)
+
+
+def execute_jobs(ctx: Context, body: Fields) -> Reply:
+    ran, failed = ctx.engine.execute_due(ctx.now(body))
+    fields: Fields = {"count": len(ran), "jobs": ran}
+    if failed:
+        fields["failed"] = failed
+    return "jobs_executed", fields
+
+
+def execute_job(ctx: Context, body: Fields) -> Reply:
+    jid = v.job_id(body)
+    force = body.get("force_fail")
+    force_fail = False if force is None else v.boolean(force, "force_fail")
+    done = ctx.engine.execute_one(jid, force_fail, ctx.now(body))
+    if done.ok:
+        return "job_executed", {"job_id": jid}
+    if done.retry_scheduled:
+        return "job_failed", {"job_id": jid, "retry_scheduled": True, "backoff_ms": done.backoff_ms}
+    return "job_failed", {"job_id": jid, "retry_scheduled": False}
+
+
+def get_job(ctx: Context, body: Fields) -> Reply:
+    job = ctx.engine.get(v.job_id(body))
+    return "job_info", {"job": job_json(job, ctx.engine.store.recent_runs(job.job_id))}
+
+
+def list_jobs(ctx: Context, body: Fields) -> Reply:
+    state = v.state(body.get("state"))
+    task = None if body.get("task") is None else v.text(body["task"], "task")
+    limit = 100 if body.get("limit") is None else v.integer(body["limit"], "limit", 1, 1000)
+    after = v.optional_job_id(body, "after")
+    jobs, cursor = ctx.engine.list(state, task, after, limit)
+    return "jobs_listed", {"jobs": [job_json(j) for j in jobs], "next": cursor}
+
+
+def cancel_job(ctx: Context, body: Fields) -> Reply:
+    job = ctx.engine.cancel(v.job_id(body), ctx.now(body))
+    return "job_cancelled", {"job_id": job.job_id}
+
+
+def pause_job(ctx: Context, body: Fields) -> Reply:
+    job = ctx.engine.pause(v.job_id(body), ctx.now(body))
+    return "job_paused", {"job_id": job.job_id}
+
+
+def resume_job(ctx: Context, body: Fields) -> Reply:
+    job = ctx.engine.resume(v.job_id(body), ctx.now(body))
+    return "job_resumed", _due_field(job, job.due_at)
+
+
+def retry_job(ctx: Context, body: Fields) -> Reply:
+    job = ctx.engine.requeue(v.job_id(body), ctx.now(body))
+    return "job_requeued", {"job_id": job.job_id, "scheduled_at": format_opt(job.due_at)}
+
+
+def stats(ctx: Context, body: Fields) -> Reply:
+    counts = ctx.engine.stats()
+    return "stats", {"jobs": counts, "total": sum(counts.values())}
+
+
+def init(ctx: Context, body: Fields) -> Reply:
+    node_id = body.get("node_id")
+    if node_id is not None and not isinstance(node_id, str):
+        raise Malformed("node_id", "must be a string")
+    ids = body.get("node_ids")
+    if ids is not None and not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
+        raise Malformed("node_ids", "must be an array of strings")
+    if node_id is not None:
+        ctx.node_id = node_id
+    return "init_ok", {}
+
+
+HANDLERS: dict[str, Callable[[Context, Fields], Reply]] = {
+    "init": init,
+    "schedule_job": schedule_job,
+    "execute_jobs": execute_jobs,
+    "execute_job": execute_job,
+    "get_job": get_job,
+    "list_jobs": list_jobs,
+    "cancel_job": cancel_job,
+    "pause_job": pause_job,
+    "resume_job": resume_job,
+    "retry_job": retry_job,
+    "requeue_job": retry_job,
+    "stats": stats,
+}
+
+# Replies that report a change: under a durable store these wait for the commit.
+READ_ONLY = frozenset({"init", "get_job", "list_jobs", "stats"})

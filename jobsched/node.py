@@ -1,0 +1,110 @@
+"""The stdio node: lines in on stdin, replies out on stdout, one batch at a time.
+
+Group commit: every complete line already waiting on stdin is handled inside
+one store transaction (each request in its own savepoint), the batch is
+committed once, and only then are its replies written and flushed. A durable
+store thus never acknowledges a change it has not committed, and a pipelining
+client pays one fsync per batch, not per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from typing import BinaryIO
+
+from jobsched.errors import JobschedError
+from jobsched.messages import Context
+from jobsched.wire import Pending, handle, malformed_line
+
+log = logging.getLogger("jobsched.node")
+READ_SIZE = 1 << 16
+# A line longer than this can only be an attack or a bug; it is answered with
+# an error instead of growing the buffer without bound.
+MAX_LINE = 8 << 20
+
+
+class _Undo(Exception):
+    def __init__(self, reply: Pending) -> None:
+        self.reply = reply
+
+
+class _Stop(Exception):
+    """Raised by the SIGTERM handler to leave a blocking read."""
+
+
+class StdioNode:
+    def __init__(self, ctx: Context, fd_in: int, out: BinaryIO) -> None:
+        self.ctx = ctx
+        self.fd_in = fd_in
+        self.out = out
+        self._stopping = False
+        self._reading = False
+
+    def _on_term(self, signum: int, frame: object) -> None:
+        self._stopping = True
+        if self._reading:
+            raise _Stop
+
+    def run(self) -> int:
+        previous = signal.signal(signal.SIGTERM, self._on_term)
+        try:
+            self._loop()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        return 0
+
+    def _loop(self) -> None:
+        pending = b""
+        while not self._stopping:
+            try:
+                self._reading = True
+                chunk = os.read(self.fd_in, READ_SIZE)
+            except _Stop:
+                break
+            finally:
+                self._reading = False
+            if not chunk:
+                break
+            lines = (pending + chunk).split(b"\n")
+            pending = lines.pop()
+            if len(pending) > MAX_LINE:
+                lines.append(pending)
+                pending = b""
+            if lines:
+                self.process(lines)
+        if pending.strip():
+            self.process([pending])
+
+    def process(self, lines: list[bytes]) -> None:
+        """Handle a batch in one transaction, then write its replies."""
+        replies: list[Pending] = []
+        store = self.ctx.engine.store
+        try:
+            with store.transaction():
+                for line in lines:
+                    reply = self._one(line)
+                    if reply is not None:
+                        replies.append(reply)
+        except JobschedError as exc:
+            # The commit failed: nothing in this batch is durable, so nothing
+            # in it may be acknowledged as done.
+            log.error("commit failed: %s", exc)
+            for reply in replies:
+                reply.fail_unavailable(f"storage unavailable, nothing changed: {exc.text}")
+        if replies:
+            self.out.write("".join(r.encode() + "\n" for r in replies).encode())
+            self.out.flush()
+
+    def _one(self, line: bytes) -> Pending | None:
+        if len(line) > MAX_LINE:
+            return malformed_line(f"a line may be at most {MAX_LINE} bytes")
+        try:
+            with self.ctx.engine.store.transaction():
+                reply = handle(self.ctx, line)
+                if reply is not None and reply.reply_type == "error":
+                    raise _Undo(reply)  # roll this request back to its savepoint
+        except _Undo as undo:
+            return undo.reply
+        return reply

@@ -1,0 +1,24 @@
+"""A validated ``schedule_job`` request, before it becomes a job. Pure domain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from jobsched.jobs import DEFAULT_OPTIONS, DEFAULT_RETRY, JobOptions, RetryPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleSpec:
+    task: str
+    payload_json: str
+    # Exactly one "when" (or none: due now). run_at is absolute ms.
+    delay_ms: int | None = None
+    run_at: int | None = None
+    cron: str | None = None
+    interval_ms: int | None = None
+    timezone: str = "UTC"
+    retry: RetryPolicy = DEFAULT_RETRY
+    options: JobOptions = DEFAULT_OPTIONS
+    job_id: str | None = None
+    # Canonical text of everything but msg_id and current_time, for idempotency.
+    spec_key: str | None = None

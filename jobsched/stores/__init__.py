@@ -1,0 +1,1 @@
+"""Stores: one interface (``base.Store``), three backends (memory, SQLite, PostgreSQL)."""

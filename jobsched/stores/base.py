@@ -1,0 +1,136 @@
+"""The store interface and the contract every backend keeps.
+
+The conformance suite (tests/test_store_conformance.py) runs these promises
+against every backend; a new backend is done when it passes that suite.
+
+Promises:
+
+1. Atomic changes. Every method either applies its whole change or none of it.
+   Inside ``transaction()`` the changes of all calls become visible to other
+   processes together, when the outermost block exits without an exception,
+   and are durable (for durable stores) before it returns. A failed commit
+   raises ``Unavailable`` and leaves nothing applied.
+2. Guarded updates. ``replace`` writes a job only if the stored job is still in
+   ``expect_state`` (and, when ``expect_owner`` is given, still held by that
+   owner); otherwise it changes nothing and returns False. Two processes can
+   never both win the same guard.
+3. Claims are exclusive. ``claim_due`` moves each due job from scheduled or
+   retrying to running in one atomic step; a job is returned by at most one
+   concurrent claim, however many processes share the store.
+4. Order. Due jobs are claimed in (due_at, seq) order; ``list_jobs`` returns
+   jobs in seq (scheduling) order; seq is assigned on insert and increases.
+5. Values. Jobs are values: callers never mutate one (they ``evolve`` a new
+   one), so a store may hand out the objects it holds. Stores keep every field
+   of Job exactly (round trip).
+6. Faults. A store that cannot be reached or written raises ``Unavailable``
+   (error 11) and the request changes nothing.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+from jobsched.jobs import Job, JobState
+
+# How many recent runs get_job shows.
+RECENT_RUNS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One run of a job: when it started and ended, and how it went."""
+
+    job_id: str
+    started_at: int
+    finished_at: int
+    outcome: str  # succeeded | failed | skipped | lost
+    error: str | None = None
+    node: str | None = None
+
+
+class Store(ABC):
+    """Where jobs live. See the module docstring for what every store promises."""
+
+    #: True when an acknowledged change survives the process being killed.
+    durable: bool = False
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[None]:
+        """Group the calls inside into one atomic, durable commit. Re-entrant:
+        an inner block joins the outer one."""
+
+    @abstractmethod
+    def insert(self, job: Job) -> Job:
+        """Store a new job; return it with its ``seq`` assigned.
+        Raises ``JobExists`` if the id is taken (and changes nothing)."""
+
+    @abstractmethod
+    def get(self, job_id: str) -> Job | None:
+        """The job with this id, or None."""
+
+    @abstractmethod
+    def replace(self, job: Job, expect_state: JobState, expect_owner: str | None = None) -> bool:
+        """Overwrite the stored job with ``job`` (same id) if its stored state is
+        ``expect_state`` (and its ``locked_by`` is ``expect_owner`` when given).
+        Returns whether it was written."""
+
+    @abstractmethod
+    def claim_due(self, now: int, limit: int, owner: str, lease_until: int) -> list[Job]:
+        """Atomically take up to ``limit`` jobs in state scheduled or retrying
+        whose ``due_at <= now``, oldest (due_at, seq) first: each becomes
+        ``running`` with ``locked_by=owner`` and ``locked_until=lease_until``.
+        Returns them as stored after the claim, in claim order."""
+
+    @abstractmethod
+    def next_due(self) -> int | None:
+        """The earliest ``due_at`` among scheduled and retrying jobs, or None."""
+
+    @abstractmethod
+    def list_jobs(
+        self, state: JobState | None, task: str | None, after: str | None, limit: int
+    ) -> list[Job]:
+        """Up to ``limit`` jobs in seq order, filtered by state and task, after the
+        job named by the cursor ``after`` (a job id). Raises ``JobNotFound`` if the
+        cursor names no job."""
+
+    @abstractmethod
+    def counts(self) -> dict[JobState, int]:
+        """How many jobs are in each state (states with none may be left out)."""
+
+    @abstractmethod
+    def extend_leases(self, owner: str, until: int) -> int:
+        """Push ``locked_until`` of every running job held by ``owner`` to
+        ``until``; return how many."""
+
+    @abstractmethod
+    def expired_leases(self, now: int, limit: int) -> list[Job]:
+        """Running jobs whose lease ended before ``now`` (their holder is gone)."""
+
+    @abstractmethod
+    def record_run(self, run: RunRecord) -> None:
+        """Append a run to the job's history."""
+
+    @abstractmethod
+    def recent_runs(self, job_id: str, limit: int = RECENT_RUNS) -> list[RunRecord]:
+        """The job's latest runs, newest first."""
+
+    @abstractmethod
+    def prune(self, finished_before: int, batch: int) -> int:
+        """Delete up to ``batch`` final jobs last updated before ``finished_before``
+        and run records that finished before it; return how many rows went."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Release connections and files."""
+
+    def iter_all(self) -> Iterator[Job]:
+        """Every job in seq order (tests and tools; not on any hot path)."""
+        after: str | None = None
+        while True:
+            page = self.list_jobs(None, None, after, 1000)
+            yield from page
+            if len(page) < 1000:
+                return
+            after = page[-1].job_id

@@ -1,0 +1,199 @@
+"""Reading request fields: each reader names the field and what is wrong with it."""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from jobsched.errors import Malformed
+from jobsched.jobs import DEFAULT_OPTIONS, DEFAULT_RETRY, JobOptions, JobState, RetryPolicy
+from jobsched.spec import ScheduleSpec
+from jobsched.timefmt import MAX_MS, parse_timestamp
+
+JOB_ID = re.compile(r"[A-Za-z0-9._:-]{1,200}")
+WHEN_FIELDS = ("delay_ms", "run_at", "cron", "interval_ms")
+RETRY_FIELDS = ("max_attempts", "base_ms", "max_backoff_ms", "jitter")
+DEFAULT_MAX_PAYLOAD = 65_536
+_STATES = {s.value: s for s in JobState}
+_dumps_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def integer(value: Any, field: str, minimum: int, maximum: int = MAX_MS) -> int:
+    """A JSON integer (an integral float like 5.0 too); booleans and strings are not."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Malformed(field, f"must be an integer, not {_kind(value)}")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise Malformed(field, f"must be a whole number, not {value!r}")
+        value = int(value)
+    if value < minimum:
+        raise Malformed(field, f"must be at least {minimum}, not {value}")
+    if value > maximum:
+        raise Malformed(field, f"must be at most {maximum}, not {value}")
+    return value
+
+
+def boolean(value: Any, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise Malformed(field, f"must be true or false, not {_kind(value)}")
+    return value
+
+
+def job_id(body: dict[str, Any], field: str = "job_id") -> str:
+    value = body.get(field)
+    if value is None:
+        raise Malformed(field, "is required")
+    if not isinstance(value, str) or not JOB_ID.fullmatch(value):
+        raise Malformed(field, "must be 1-200 characters of A-Z a-z 0-9 . _ : -")
+    return value
+
+
+def optional_job_id(body: dict[str, Any], field: str) -> str | None:
+    return None if body.get(field) is None else job_id(body, field)
+
+
+def state(value: Any) -> JobState | None:
+    if value is None:
+        return None
+    found = _STATES.get(value) if isinstance(value, str) else None
+    if found is None:
+        raise Malformed("state", f"must be one of {', '.join(_STATES)}")
+    return found
+
+
+def text(value: Any, field: str, max_len: int = 255) -> str:
+    if not isinstance(value, str) or not value:
+        raise Malformed(field, f"must be a non-empty string, not {_kind(value)}")
+    if len(value) > max_len:
+        raise Malformed(field, f"must be at most {max_len} characters, not {len(value)}")
+    return value
+
+
+@lru_cache(maxsize=256)
+def _zone_ok(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except Exception:  # ValueError for bad keys, ZoneInfoNotFoundError, OSError
+        return False
+    return True
+
+
+def timezone(value: Any) -> str:
+    if value is None:
+        return "UTC"
+    if not isinstance(value, str) or not value or len(value) > 64 or not _zone_ok(value):
+        raise Malformed("timezone", f"unknown time zone {str(value)[:64]!r}")
+    return value
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, int | float):
+        return f"{value!r}"
+    return "an array" if isinstance(value, list) else "an object"
+
+
+def schedule_spec(body: dict[str, Any], max_payload: int = DEFAULT_MAX_PAYLOAD) -> ScheduleSpec:
+    """The whole schedule_job request, validated."""
+    task = text(body.get("task"), "task")
+    payload = body.get("payload", {})
+    payload_json = _dumps_compact(payload)
+    if len(payload_json) * 4 > max_payload and len(payload_json.encode()) > max_payload:
+        size = len(payload_json.encode())
+        raise Malformed("payload", f"is {size} bytes as compact JSON; the limit is {max_payload}")
+    given = [name for name in WHEN_FIELDS if body.get(name) is not None]
+    if len(given) > 1:
+        raise Malformed(given[1], f"give at most one of {', '.join(WHEN_FIELDS)} (got {' and '.join(given)})")
+    tz = timezone(body.get("timezone"))
+    when: dict[str, Any] = {}
+    if given:
+        when = _when(given[0], body[given[0]], tz)
+    jid = optional_job_id(body, "job_id")
+    retry = _retry(body)
+    options = _options(body)
+    key = None
+    if jid is not None:
+        # Everything but msg_id and current_time, normalised, so that the same
+        # job sent flat or nested, with defaults spelt out or not, is the same spec.
+        key = _dumps_compact(
+            [task, payload_json, sorted(when.items()), tz if "cron" in when else None,
+             list(_astuple_retry(retry)), list(_astuple_options(options))]
+        )
+    return ScheduleSpec(
+        task=task, payload_json=payload_json, timezone=tz, retry=retry, options=options,
+        job_id=jid, spec_key=key, **when,
+    )
+
+
+def _when(name: str, value: Any, tz: str) -> dict[str, Any]:
+    if name == "delay_ms":
+        return {"delay_ms": integer(value, name, 0)}
+    if name == "interval_ms":
+        return {"interval_ms": integer(value, name, 1)}
+    if name == "run_at":
+        return {"run_at": parse_timestamp(value, name)}
+    if not isinstance(value, str) or not value.strip():
+        raise Malformed("cron", f"must be a cron expression string, not {_kind(value)}")
+    from jobsched.cron import CronExpr
+
+    CronExpr.parse(value, tz)  # raises CronError naming the bad field
+    return {"cron": value}
+
+
+def _retry(body: dict[str, Any]) -> RetryPolicy:
+    nested = body.get("retry")
+    if nested is None:
+        nested = {}
+    elif not isinstance(nested, dict):
+        raise Malformed("retry", f"must be an object, not {_kind(nested)}")
+    for key in nested:
+        if key not in RETRY_FIELDS:
+            raise Malformed(f"retry.{key}", f"unknown field; retry takes {', '.join(RETRY_FIELDS)}")
+    values: dict[str, Any] = {}
+    for name in RETRY_FIELDS:
+        flat, inner = body.get(name), nested.get(name)
+        if flat is not None and inner is not None and flat != inner:
+            raise Malformed(name, f"given both flat and in retry with different values")
+        value = flat if flat is not None else inner
+        if value is None:
+            continue
+        where = name if flat is not None else f"retry.{name}"
+        if name == "jitter":
+            values[name] = boolean(value, where)
+        else:
+            values[name] = integer(value, where, 1 if name == "max_attempts" else 0)
+    if not values:
+        return DEFAULT_RETRY
+    return RetryPolicy(**values)
+
+
+def _options(body: dict[str, Any]) -> JobOptions:
+    values: dict[str, Any] = {}
+    if body.get("timeout_ms") is not None:
+        values["timeout_ms"] = integer(body["timeout_ms"], "timeout_ms", 1)
+    if body.get("catchup_window_ms") is not None:
+        values["catchup_window_ms"] = integer(body["catchup_window_ms"], "catchup_window_ms", 0)
+    for name, allowed in (("overlap", ("skip", "allow")), ("misfire", ("coalesce", "skip", "all"))):
+        value = body.get(name)
+        if value is None:
+            continue
+        if value not in allowed:
+            raise Malformed(name, f"must be one of {', '.join(allowed)}")
+        values[name] = value
+    return JobOptions(**values) if values else DEFAULT_OPTIONS
+
+
+def _astuple_retry(r: RetryPolicy) -> tuple[Any, ...]:
+    return (r.max_attempts, r.base_ms, r.max_backoff_ms, r.jitter)
+
+
+def _astuple_options(o: JobOptions) -> tuple[Any, ...]:
+    return (o.timeout_ms, o.overlap, o.misfire, o.catchup_window_ms)

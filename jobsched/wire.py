@@ -1,0 +1,106 @@
+"""The wire format: a line in, a reply out.
+
+A request is decoded and handled into a ``Pending`` reply; replies are encoded
+only after the store has committed the batch they belong to, so that a failed
+commit can still turn them into error 11 before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from jobsched.errors import JobschedError, Unavailable
+from jobsched.messages import HANDLERS, READ_ONLY, Context, Fields
+
+log = logging.getLogger("jobsched.wire")
+_MISSING = object()
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_decode = json.JSONDecoder(parse_constant=_no_constants).decode
+_encode = json.JSONEncoder().encode  # default separators ", " and ": ", as the contract says
+
+
+@dataclass(slots=True)
+class Pending:
+    """A reply waiting for its batch's commit."""
+
+    envelope: dict[str, Any] | None  # None: the request was a bare body
+    msg_id: Any  # _MISSING when the request had none
+    reply_type: str
+    fields: Fields
+    changes: bool  # does this reply report a change (and so wait for the commit)?
+
+    def fail_unavailable(self, text: str) -> None:
+        if self.changes:
+            self.reply_type, self.fields = "error", {"code": Unavailable.code, "text": text}
+
+    def encode(self) -> str:
+        body: dict[str, Any] = {"type": self.reply_type}
+        if self.msg_id is not _MISSING:
+            body["in_reply_to"] = self.msg_id
+        body.update(self.fields)
+        if self.envelope is None:
+            return _encode(body)
+        self.envelope["body"] = body
+        return _encode(self.envelope)
+
+
+def _error(code: int, text: str) -> Fields:
+    return {"code": code, "text": text}
+
+
+def malformed_line(text: str) -> Pending:
+    """The bare error 12 for a line that is not a request at all."""
+    return Pending(None, _MISSING, "error", _error(12, text), False)
+
+
+def handle(ctx: Context, line: str | bytes) -> Pending | None:
+    """Decode one line and run it; None for a blank line."""
+    if not line.strip():
+        return None
+    try:
+        obj = _decode(line if isinstance(line, str) else line.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        return Pending(None, _MISSING, "error", _error(12, f"not valid JSON: {exc}"[:300]), False)
+    if not isinstance(obj, dict) or ("body" not in obj and "type" not in obj):
+        text = "a line must be a JSON object with a body or a type"
+        return Pending(None, _MISSING, "error", _error(12, text), False)
+    if "body" in obj:
+        body = obj["body"]
+        node = ctx.node_id if ctx.node_id is not None else obj.get("dest")
+        envelope: dict[str, Any] | None = {"src": node, "dest": obj.get("src")}
+    else:
+        body, envelope = obj, None
+    if not isinstance(body, dict):
+        return Pending(envelope, _MISSING, "error", _error(12, "body: must be a JSON object"), False)
+    return _dispatch(ctx, body, envelope)
+
+
+def _dispatch(ctx: Context, body: dict[str, Any], envelope: dict[str, Any] | None) -> Pending:
+    msg_id = body.get("msg_id", _MISSING)
+    kind = body.get("type")
+    handler = HANDLERS.get(kind) if isinstance(kind, str) else None
+    if handler is None:
+        if not isinstance(kind, str):
+            fields = _error(12, "type: is required and must be a string")
+        else:
+            fields = _error(10, f"type: unknown message type {kind[:64]!r}")
+        return Pending(envelope, msg_id, "error", fields, False)
+    try:
+        reply_type, fields = handler(ctx, body)
+    except JobschedError as exc:
+        return Pending(envelope, msg_id, "error", _error(exc.code, exc.text), exc.code == 11)
+    except Exception as exc:  # a bug must not stop the node: answer 13 and go on
+        log.exception("crash handling %s", kind)
+        text = f"internal error handling {kind}: {type(exc).__name__}"
+        return Pending(envelope, msg_id, "error", _error(13, text), False)
+    if kind == "init" and envelope is not None and ctx.node_id is not None:
+        envelope["src"] = ctx.node_id
+    return Pending(envelope, msg_id, reply_type, fields, kind not in READ_ONLY)
