@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from jobsched import transitions
-from jobsched.ids import uuid7
 from jobsched.errors import JobExists, JobNotFound, Malformed, PreconditionFailed
+from jobsched.ids import uuid7
 from jobsched.jobs import (
     ALL_STATES,
     ONCE,
@@ -151,7 +151,9 @@ class Engine:
             new = transitions.on_success(job, now, now)
             decision = None
         else:
-            new, decision = transitions.on_failure(job, now, now, outcome.error or "failed", self.rng)
+            new, decision = transitions.on_failure(
+                job, now, now, outcome.error or "failed", self.rng
+            )
         if not self.store.replace(new, job.state):
             raise PreconditionFailed(job_id, "changed while it ran; its outcome was not applied")
         self._record(job_id, now, now, outcome)
@@ -242,4 +244,3 @@ def _first_due(spec: ScheduleSpec, now: int) -> tuple[Schedule, int]:
     if due > MAX_MS:
         raise Malformed(field, "puts the due time past the year 9999")
     return schedule, due
-

@@ -34,7 +34,7 @@ def uuid7() -> str:
                 _last_ms += 1
                 _counter = 0
         ms, counter = _last_ms, _counter
-    value = (ms & 0xFFFFFFFFFFFF) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62
-    value |= rand & 0x3FFFFFFFFFFFFFFF
-    h = f"{value:032x}"
+    high = (ms & 0xFFFFFFFFFFFF) << 16 | 0x7000 | counter  # 48-bit time, version, counter
+    low = 0x8000000000000000 | (rand & 0x3FFFFFFFFFFFFFFF)  # variant 10, 62 random bits
+    h = f"{high:016x}{low:016x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

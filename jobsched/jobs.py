@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, replace
-from enum import Enum
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from jobsched.cron import CronExpr
 
 
-class JobState(str, Enum):
+class JobState(StrEnum):
     SCHEDULED = "scheduled"
     RUNNING = "running"
     RETRYING = "retrying"
@@ -59,7 +59,8 @@ class CronSchedule:
     kind: str = "cron"
 
     def next_after(self, ms: int) -> int | None:
-        return self.expr.next_after(ms)
+        found: int | None = self.expr.next_after(ms)
+        return found
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": "cron", "cron": self.expr.text, "timezone": self.expr.tz}

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from jobsched.jobs import DEFAULT_OPTIONS, DEFAULT_RETRY, JobOptions, RetryPolicy
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass pays object.__setattr__ per field, and one of
+# these is built per schedule_job on the hot path. Treat it as immutable.
+@dataclass(slots=True)
 class ScheduleSpec:
     task: str
     payload_json: str

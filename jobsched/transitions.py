@@ -39,16 +39,25 @@ def on_success(job: Job, now: int, started: int) -> Job:
     """
     common = {"runs": job.runs + 1, "attempts": 0}
     if not job.recurring:
-        return _released(job, now, started, state=S.COMPLETED, due_at=None, paused_from=None, **common)
+        return _released(
+            job, now, started, state=S.COMPLETED, due_at=None, paused_from=None, **common
+        )
     if job.state is S.PAUSED:
         if job.paused_from is S.RETRYING:
             # The retry it was waiting for is moot; back on the schedule.
             return _released(
-                job, now, started, paused_from=S.SCHEDULED, due_at=job.next_occurrence(now), **common
+                job,
+                now,
+                started,
+                paused_from=S.SCHEDULED,
+                due_at=job.next_occurrence(now),
+                **common,
             )
         return _released(job, now, started, **common)
     if job.state is S.RETRYING:
-        return _released(job, now, started, state=S.SCHEDULED, due_at=job.next_occurrence(now), **common)
+        return _released(
+            job, now, started, state=S.SCHEDULED, due_at=job.next_occurrence(now), **common
+        )
     return _released(job, now, started, state=S.SCHEDULED, **common)
 
 
@@ -65,12 +74,21 @@ def on_failure(
     paused = job.state is S.PAUSED
     if decision.retry:
         after = S.RETRYING
-        changes: dict[str, object] = {"attempts": decision.attempts, "due_at": now + decision.backoff_ms}
+        changes: dict[str, object] = {
+            "attempts": decision.attempts,
+            "due_at": now + decision.backoff_ms,
+        }
     elif not job.recurring:
         return (
             _released(
-                job, now, started, state=S.DEAD, due_at=None, paused_from=None,
-                attempts=decision.attempts, last_error=error,
+                job,
+                now,
+                started,
+                state=S.DEAD,
+                due_at=None,
+                paused_from=None,
+                attempts=decision.attempts,
+                last_error=error,
             ),
             decision,
         )
@@ -96,7 +114,11 @@ def cancel(job: Job, now: int) -> Job:
     if job.state in FINAL_STATES:
         raise PreconditionFailed(job.job_id, f"is {job.state.value} and cannot be cancelled")
     return job.evolve(
-        state=S.CANCELLED, due_at=None, paused_from=None, locked_by=None, locked_until=None,
+        state=S.CANCELLED,
+        due_at=None,
+        paused_from=None,
+        locked_by=None,
+        locked_until=None,
         updated_at=now,
     )
 
@@ -123,5 +145,7 @@ def resume(job: Job, now: int) -> Job:
 def requeue(job: Job, now: int) -> Job:
     """retry_job: a dead job back to retrying, due now, with a fresh count."""
     if job.state is not S.DEAD:
-        raise PreconditionFailed(job.job_id, f"is {job.state.value}; only a dead job can be retried")
+        raise PreconditionFailed(
+            job.job_id, f"is {job.state.value}; only a dead job can be retried"
+        )
     return job.evolve(state=S.RETRYING, due_at=now, attempts=0, updated_at=now)

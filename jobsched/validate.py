@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from functools import lru_cache
 from typing import Any
@@ -10,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 from jobsched.errors import Malformed
 from jobsched.jobs import DEFAULT_OPTIONS, DEFAULT_RETRY, JobOptions, JobState, RetryPolicy
+from jobsched.jsonfast import dumps_compact as _dumps_compact
 from jobsched.spec import ScheduleSpec
 from jobsched.timefmt import MAX_MS, parse_timestamp
 
@@ -18,7 +18,8 @@ WHEN_FIELDS = ("delay_ms", "run_at", "cron", "interval_ms")
 RETRY_FIELDS = ("max_attempts", "base_ms", "max_backoff_ms", "jitter")
 DEFAULT_MAX_PAYLOAD = 65_536
 _STATES = {s.value: s for s in JobState}
-_dumps_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_RETRY_KEYS = frozenset((*RETRY_FIELDS, "retry"))
+_OPTION_KEYS = frozenset(("timeout_ms", "catchup_window_ms", "overlap", "misfire"))
 
 
 def integer(value: Any, field: str, minimum: int, maximum: int = MAX_MS) -> int:
@@ -33,7 +34,7 @@ def integer(value: Any, field: str, minimum: int, maximum: int = MAX_MS) -> int:
         raise Malformed(field, f"must be at least {minimum}, not {value}")
     if value > maximum:
         raise Malformed(field, f"must be at most {maximum}, not {value}")
-    return value
+    return int(value)
 
 
 def boolean(value: Any, field: str) -> bool:
@@ -105,31 +106,50 @@ def schedule_spec(body: dict[str, Any], max_payload: int = DEFAULT_MAX_PAYLOAD) 
     """The whole schedule_job request, validated."""
     task = text(body.get("task"), "task")
     payload = body.get("payload", {})
-    payload_json = _dumps_compact(payload)
+    try:
+        payload_json = _dumps_compact(payload)
+    except RecursionError:
+        raise Malformed("payload", "is nested too deeply") from None
     if len(payload_json) * 4 > max_payload and len(payload_json.encode()) > max_payload:
         size = len(payload_json.encode())
         raise Malformed("payload", f"is {size} bytes as compact JSON; the limit is {max_payload}")
     given = [name for name in WHEN_FIELDS if body.get(name) is not None]
     if len(given) > 1:
-        raise Malformed(given[1], f"give at most one of {', '.join(WHEN_FIELDS)} (got {' and '.join(given)})")
+        raise Malformed(
+            given[1], f"give at most one of {', '.join(WHEN_FIELDS)} (got {' and '.join(given)})"
+        )
     tz = timezone(body.get("timezone"))
     when: dict[str, Any] = {}
     if given:
         when = _when(given[0], body[given[0]], tz)
     jid = optional_job_id(body, "job_id")
-    retry = _retry(body)
-    options = _options(body)
+    # Most requests carry no retry or option fields: skip their readers then.
+    keys = body.keys()
+    retry = DEFAULT_RETRY if keys.isdisjoint(_RETRY_KEYS) else _retry(body)
+    options = DEFAULT_OPTIONS if keys.isdisjoint(_OPTION_KEYS) else _options(body)
     key = None
     if jid is not None:
         # Everything but msg_id and current_time, normalised, so that the same
         # job sent flat or nested, with defaults spelt out or not, is the same spec.
         key = _dumps_compact(
-            [task, payload_json, sorted(when.items()), tz if "cron" in when else None,
-             list(_astuple_retry(retry)), list(_astuple_options(options))]
+            [
+                task,
+                payload_json,
+                sorted(when.items()),
+                tz if "cron" in when else None,
+                list(_astuple_retry(retry)),
+                list(_astuple_options(options)),
+            ]
         )
     return ScheduleSpec(
-        task=task, payload_json=payload_json, timezone=tz, retry=retry, options=options,
-        job_id=jid, spec_key=key, **when,
+        task=task,
+        payload_json=payload_json,
+        timezone=tz,
+        retry=retry,
+        options=options,
+        job_id=jid,
+        spec_key=key,
+        **when,
     )
 
 
@@ -161,7 +181,7 @@ def _retry(body: dict[str, Any]) -> RetryPolicy:
     for name in RETRY_FIELDS:
         flat, inner = body.get(name), nested.get(name)
         if flat is not None and inner is not None and flat != inner:
-            raise Malformed(name, f"given both flat and in retry with different values")
+            raise Malformed(name, "given both flat and in retry with different values")
         value = flat if flat is not None else inner
         if value is None:
             continue
@@ -170,9 +190,7 @@ def _retry(body: dict[str, Any]) -> RetryPolicy:
             values[name] = boolean(value, where)
         else:
             values[name] = integer(value, where, 1 if name == "max_attempts" else 0)
-    if not values:
-        return DEFAULT_RETRY
-    return RetryPolicy(**values)
+    return RetryPolicy(**values) if values else DEFAULT_RETRY
 
 
 def _options(body: dict[str, Any]) -> JobOptions:

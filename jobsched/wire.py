@@ -7,24 +7,20 @@ commit can still turn them into error 11 before anything is written.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 from jobsched.errors import JobschedError, Unavailable
+from jobsched.jsonfast import dumps, loads
 from jobsched.messages import HANDLERS, READ_ONLY, Context, Fields
 
 log = logging.getLogger("jobsched.wire")
 _MISSING = object()
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-_decode = json.JSONDecoder(parse_constant=_no_constants).decode
-_encode = json.JSONEncoder().encode  # default separators ", " and ": ", as the contract says
+_decode = loads
+_encode = dumps  # json.dumps with its default separators ", " and ": ", as the contract says
 
 
 @dataclass(slots=True)
@@ -79,7 +75,9 @@ def handle(ctx: Context, line: str | bytes) -> Pending | None:
     else:
         body, envelope = obj, None
     if not isinstance(body, dict):
-        return Pending(envelope, _MISSING, "error", _error(12, "body: must be a JSON object"), False)
+        return Pending(
+            envelope, _MISSING, "error", _error(12, "body: must be a JSON object"), False
+        )
     return _dispatch(ctx, body, envelope)
 
 
