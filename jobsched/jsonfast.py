@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
-
 from json.encoder import c_make_encoder as _c_make_encoder  # type: ignore[attr-defined]
 from json.scanner import make_scanner as _make_scanner
+from typing import Any
 
 # None on interpreters without the C accelerators; then json's own paths serve.
 _make_encoder: Any = _c_make_encoder
@@ -62,7 +61,7 @@ dumps = _encoder(", ", ": ", True)
 dumps_compact = _encoder(",", ":", False)
 
 _decoder = json.JSONDecoder(parse_constant=_no_constants)
-_scan: Any = _make_scanner(_decoder) if _make_encoder is not None else None
+_scan: Any = _make_scanner(_decoder) if _make_encoder is not None else None  # type: ignore[arg-type]
 _WS = " \t\n\r"
 
 
