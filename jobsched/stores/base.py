@@ -9,7 +9,13 @@ Promises:
    Inside ``transaction()`` the changes of all calls become visible to other
    processes together, when the outermost block exits without an exception,
    and are durable (for durable stores) before it returns. A failed commit
-   raises ``Unavailable`` and leaves nothing applied.
+   raises ``Unavailable`` and leaves nothing applied. A call outside any
+   block is a transaction of its own.
+   Rollback (stores with ``rollback = True``, which every durable store is):
+   a block that raises undoes its own writes and nothing else; an inner block
+   undoes only what was written inside it, and the outer block goes on. The
+   memory store (``rollback = False``) applies writes as they happen and
+   undoes nothing; callers must not depend on undo with it.
 2. Guarded updates. ``replace`` writes a job only if the stored job is still in
    ``expect_state`` (and, when ``expect_owner`` is given, still held by that
    owner); otherwise it changes nothing and returns False. Two processes can
@@ -23,20 +29,40 @@ Promises:
    one), so a store may hand out the objects it holds. Stores keep every field
    of Job exactly (round trip).
 6. Faults. A store that cannot be reached or written raises ``Unavailable``
-   (error 11) and the request changes nothing.
+   (error 11) and the request changes nothing. A read may still succeed while
+   writes fail (a locked or read-only file).
+7. Retention. ``prune`` measures age on the store's own clock (``clock``,
+   wall-clock ms; tests replace it), stamped when a job or run record is
+   written, never on the jobs' logical times: a caller's ``current_time`` may
+   lie anywhere, and a job finished a second ago must not vanish because its
+   logical time says 2024. ``maybe_prune`` applies the retention policy in
+   small batches, at most once a minute.
 """
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
+from jobsched.errors import JobschedError
 from jobsched.jobs import Job, JobState
+from jobsched.timefmt import now_ms
+
+log = logging.getLogger("jobsched.store")
 
 # How many recent runs get_job shows.
 RECENT_RUNS = 5
+DAY_MS = 24 * 3600 * 1000
+# Final jobs and run records older than this are pruned (see maybe_prune).
+DEFAULT_RETENTION_MS = 7 * DAY_MS
+PRUNE_EVERY_MS = 60_000
+PRUNE_BATCH = 500
+# A maybe_prune call stops after this many batches and resumes at the next call,
+# so that pruning a backlog never stalls the node for long.
+PRUNE_MAX_BATCHES = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +82,13 @@ class Store(ABC):
 
     #: True when an acknowledged change survives the process being killed.
     durable: bool = False
+    #: True when a transaction block that raises undoes its writes (promise 1).
+    rollback: bool = True
+    #: How long final jobs and run records are kept; None keeps them forever.
+    retention_ms: int | None = DEFAULT_RETENTION_MS
+    #: The store's clock for retention stamps (promise 7); tests replace it.
+    clock: Callable[[], int] = staticmethod(now_ms)
+    _last_prune: int | None = None
 
     @abstractmethod
     def transaction(self) -> AbstractContextManager[None]:
@@ -119,8 +152,33 @@ class Store(ABC):
 
     @abstractmethod
     def prune(self, finished_before: int, batch: int) -> int:
-        """Delete up to ``batch`` final jobs last updated before ``finished_before``
-        and run records that finished before it; return how many rows went."""
+        """Delete up to ``batch`` final jobs (with all their run records) whose
+        last write was stamped before ``finished_before``, and up to ``batch``
+        run records stamped before it (times on ``clock``). Return how many
+        jobs and run records went; 0 means nothing is left to prune."""
+
+    def maybe_prune(self, now: int | None = None) -> int:
+        """Apply the retention policy if a minute has passed since the last time.
+
+        Cheap to call after every batch of requests, outside any transaction:
+        each batch of deletions is its own short transaction. Never raises: a
+        storage fault is logged and pruning is tried again later.
+        """
+        now = self.clock() if now is None else now
+        last = self._last_prune
+        if self.retention_ms is None or (last is not None and 0 <= now - last < PRUNE_EVERY_MS):
+            return 0
+        self._last_prune = now
+        total = 0
+        try:
+            for _ in range(PRUNE_MAX_BATCHES):
+                gone = self.prune(now - self.retention_ms, PRUNE_BATCH)
+                total += gone
+                if gone == 0:
+                    break
+        except JobschedError as exc:
+            log.warning("pruning old jobs failed, will retry: %s", exc.text)
+        return total
 
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release connections and files."""

@@ -1,0 +1,386 @@
+"""The SQLite store: durable on one machine, safe for several processes on one file.
+
+Durability: WAL journal, ``synchronous=FULL`` by default (a commit is fsynced
+before it returns). ``transaction()`` is re-entrant: the outermost block is
+``BEGIN IMMEDIATE ... COMMIT`` (the write lock is taken up front, so two
+processes never deadlock upgrading a read to a write), inner blocks are
+savepoints that roll back alone. A call outside any block is its own
+transaction. Every SQLite fault (locked, read-only, disk full, I/O error) is
+raised as ``Unavailable`` after rolling back what it touched.
+
+Each thread gets its own connection (the real-time dispatcher calls from
+another thread than the stdio loop); SQLite's locks order them like processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+
+from jobsched.errors import JobExists, JobNotFound, JobschedError, Unavailable
+from jobsched.jobs import Job, JobState
+from jobsched.stores.base import RECENT_RUNS, RunRecord, Store
+from jobsched.stores.sqlite_schema import (
+    COLUMNS,
+    SELECT,
+    check_header,
+    ensure_schema,
+    job_from_row,
+    job_to_row,
+    probe,
+)
+
+log = logging.getLogger("jobsched.sqlite")
+
+DEFAULT_BUSY_TIMEOUT_MS = 5000
+SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+_UPDATE = ", ".join(f"{c} = ?" for c in COLUMNS[1:])
+_INSERT = (
+    f"INSERT INTO jobs ({', '.join(COLUMNS)}, touched_ms) "
+    f"VALUES ({', '.join('?' * (len(COLUMNS) + 1))}) RETURNING seq"
+)
+_REPLACE = f"UPDATE jobs SET {_UPDATE}, touched_ms = ? WHERE job_id = ? AND state = ?"
+_CLAIM = (
+    "UPDATE jobs SET state = 'running', locked_by = ?, locked_until = ?, touched_ms = ? "
+    "WHERE seq IN (SELECT seq FROM jobs WHERE state IN ('scheduled', 'retrying') "
+    "AND due_at <= ? ORDER BY due_at, seq LIMIT ?) "
+    f"RETURNING {SELECT}"
+)
+_FINAL = "('completed', 'dead', 'cancelled')"
+
+# What an operator should read for each SQLite primary result code.
+_CAUSES = {
+    "SQLITE_BUSY": "the database is locked by another connection",
+    "SQLITE_LOCKED": "the database is locked by another connection",
+    "SQLITE_READONLY": "the database file is read-only",
+    "SQLITE_FULL": "the disk is full",
+    "SQLITE_IOERR": "a disk I/O error occurred",
+    "SQLITE_CANTOPEN": "the database file cannot be opened",
+    "SQLITE_CORRUPT": "the database file is corrupt",
+    "SQLITE_NOTADB": "the file is not a SQLite database",
+    "SQLITE_NOMEM": "out of memory",
+}
+
+
+def describe(exc: sqlite3.Error) -> str:
+    """The operator's reading of a SQLite error, with SQLite's own words after it."""
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    primary = "_".join(name.split("_")[:2])  # SQLITE_IOERR_WRITE -> SQLITE_IOERR
+    cause = _CAUSES.get(primary)
+    return f"{cause} ({exc})" if cause else str(exc)
+
+
+def _is_fault(exc: BaseException) -> bool:
+    """SQLite faults of the environment (not bugs in our SQL): answered with 11."""
+    return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
+
+
+@dataclass(slots=True)
+class _Conn:
+    """One thread's connection and where it is in a transaction."""
+
+    db: sqlite3.Connection
+    depth: int = 0
+    doomed: str | None = None  # why the open transaction can no longer commit
+    read_only: str | None = None  # why this transaction could only get a read lock
+
+
+class SQLiteStore(Store):
+    durable = True
+
+    def __init__(
+        self, path: str, synchronous: str = "FULL", busy_timeout_ms: int | None = None
+    ) -> None:
+        self.path = path
+        self.synchronous = synchronous.upper()
+        if self.synchronous not in SYNCHRONOUS:
+            raise JobschedError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}")
+        env = os.environ.get("JOBSCHED_SQLITE_BUSY_TIMEOUT_MS")
+        self.busy_timeout_ms = busy_timeout_ms or int(env or DEFAULT_BUSY_TIMEOUT_MS)
+        self._tls = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        check_header(path)
+        try:
+            conn = self._local()
+            ensure_schema(conn.db, path)
+            probe(conn.db)
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            if isinstance(exc, sqlite3.OperationalError):  # locked, read-only dir, ...
+                raise JobschedError(f"cannot open {path}: {describe(exc)}") from exc
+            raise JobschedError(
+                f"{path} is corrupt or not a jobsched SQLite database ({describe(exc)}); "
+                "refusing to use it: restore a backup or point --db at a new file"
+            ) from exc
+        except BaseException:
+            self.close()
+            raise
+
+    # -- connections and transactions ---------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(
+            self.path,
+            timeout=self.busy_timeout_ms / 1000,
+            isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+            check_same_thread=False,  # used by one thread; close() may run on another
+        )
+        db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            db.execute("PRAGMA journal_mode = WAL")
+        db.execute(f"PRAGMA synchronous = {self.synchronous}")
+        db.execute("PRAGMA cache_size = -32768")  # 32 MiB of page cache per connection
+        db.execute("PRAGMA temp_store = MEMORY")
+        return db
+
+    def _local(self) -> _Conn:
+        conn: _Conn | None = getattr(self._tls, "conn", None)
+        if conn is None:
+            try:
+                db = self._connect()
+            except sqlite3.Error as exc:
+                if not _is_fault(exc):
+                    raise
+                raise Unavailable(f"cannot open {self.path}: {describe(exc)}") from exc
+            conn = self._tls.conn = _Conn(db)
+            with self._all_lock:
+                self._all.append(db)
+        return conn
+
+    def transaction(self) -> AbstractContextManager[None]:
+        conn = self._local()
+        return self._inner(conn) if conn.depth else self._outer(conn)
+
+    @contextmanager
+    def _outer(self, conn: _Conn) -> Iterator[None]:
+        conn.doomed = conn.read_only = None
+        try:
+            conn.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            if not _is_fault(exc):
+                raise
+            # No write lock (another process holds it, or the file is read-only):
+            # reads can still be served; every write in this block answers 11.
+            conn.read_only = describe(exc)
+            try:
+                conn.db.execute("BEGIN")
+            except sqlite3.Error as exc2:
+                conn.doomed = describe(exc2)
+        conn.depth = 1
+        try:
+            yield
+        except BaseException:
+            conn.depth = 0
+            _rollback(conn.db)
+            raise
+        conn.depth = 0
+        if conn.doomed is not None:
+            _rollback(conn.db)
+            raise Unavailable(f"storage unavailable, nothing was saved: {conn.doomed}")
+        try:
+            conn.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _rollback(conn.db)
+            raise Unavailable(f"commit failed, nothing was saved: {describe(exc)}") from exc
+
+    @contextmanager
+    def _inner(self, conn: _Conn) -> Iterator[None]:
+        name = f"sp{conn.depth}"
+        if conn.doomed is None:
+            self._guarded(conn, f"SAVEPOINT {name}")
+        conn.depth += 1
+        try:
+            yield
+        except BaseException:
+            conn.depth -= 1
+            if conn.doomed is None:
+                self._guarded(conn, f"ROLLBACK TO {name}")
+                self._guarded(conn, f"RELEASE {name}")
+            raise
+        conn.depth -= 1
+        if conn.doomed is None:
+            self._guarded(conn, f"RELEASE {name}")
+
+    def _guarded(self, conn: _Conn, sql: str) -> None:
+        try:
+            conn.db.execute(sql)
+        except sqlite3.Error as exc:
+            self._fault(conn, exc)
+
+    def _fault(self, conn: _Conn, exc: sqlite3.Error) -> None:
+        """Turn a SQLite error inside a transaction into Unavailable (or re-raise a bug)."""
+        if not _is_fault(exc):
+            raise exc
+        if conn.depth and not conn.db.in_transaction:
+            # SQLite rolled the whole transaction back (it may on FULL, IOERR,
+            # BUSY): earlier writes of this block are gone, so none may commit.
+            conn.doomed = describe(exc)
+        raise Unavailable(f"storage unavailable, nothing changed: {describe(exc)}") from exc
+
+    @contextmanager
+    def _use(self, write: bool) -> Iterator[sqlite3.Connection]:
+        """The connection for one call: inside the caller's transaction, or (for
+        a write) in a transaction of its own. Reads outside one autocommit."""
+        conn = self._local()
+        if conn.depth == 0 and write:
+            with self._outer(conn), self._use(True) as db:
+                yield db
+            return
+        if conn.doomed is not None:
+            raise Unavailable(f"storage unavailable, nothing changed: {conn.doomed}")
+        if write and conn.read_only is not None:
+            raise Unavailable(f"storage unavailable, nothing changed: {conn.read_only}")
+        try:
+            yield conn.db
+        except sqlite3.Error as exc:
+            self._fault(conn, exc)
+
+    def close(self) -> None:
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for db in conns:
+            try:
+                db.close()
+            except sqlite3.Error:  # closing is best effort
+                log.warning("closing %s failed", self.path, exc_info=True)
+        self._tls = threading.local()
+
+    # -- jobs -----------------------------------------------------------------
+
+    def insert(self, job: Job) -> Job:
+        with self._use(True) as db:
+            try:
+                # fetchall: a RETURNING statement left unfinished would block COMMIT.
+                rows = db.execute(_INSERT, (*job_to_row(job), self.clock())).fetchall()
+            except sqlite3.IntegrityError as exc:
+                raise JobExists(job.job_id) from exc
+        job.seq = rows[0][0]
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        with self._use(False) as db:
+            row = db.execute(f"SELECT {SELECT} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return None if row is None else job_from_row(row)
+
+    def replace(self, job: Job, expect_state: JobState, expect_owner: str | None = None) -> bool:
+        values = (*job_to_row(job)[1:], self.clock(), job.job_id, expect_state.value)
+        sql = _REPLACE
+        if expect_owner is not None:
+            sql, values = sql + " AND locked_by = ?", (*values, expect_owner)
+        with self._use(True) as db:
+            rows = db.execute(sql + " RETURNING seq", values).fetchall()
+        if not rows:
+            return False
+        job.seq = rows[0][0]
+        return True
+
+    def claim_due(self, now: int, limit: int, owner: str, lease_until: int) -> list[Job]:
+        with self._use(True) as db:
+            rows = db.execute(_CLAIM, (owner, lease_until, self.clock(), now, limit)).fetchall()
+        jobs = [job_from_row(r) for r in rows]
+        # RETURNING gives rows in no promised order; the claim order is (due_at, seq).
+        jobs.sort(key=lambda j: (j.due_at or 0, j.seq))
+        return jobs
+
+    def next_due(self) -> int | None:
+        with self._use(False) as db:
+            row = db.execute(
+                "SELECT due_at FROM jobs WHERE state IN ('scheduled', 'retrying') "
+                "AND due_at IS NOT NULL ORDER BY due_at LIMIT 1"
+            ).fetchone()
+        return None if row is None else int(row[0])
+
+    def list_jobs(
+        self, state: JobState | None, task: str | None, after: str | None, limit: int
+    ) -> list[Job]:
+        sql = f"SELECT {SELECT} FROM jobs WHERE seq > ?"
+        args: list[object] = [0]
+        with self._use(False) as db:
+            if after is not None:
+                row = db.execute("SELECT seq FROM jobs WHERE job_id = ?", (after,)).fetchone()
+                if row is None:
+                    raise JobNotFound(after)
+                args[0] = row[0]
+            if state is not None:
+                sql += " AND state = ?"
+                args.append(state.value)
+            if task is not None:
+                sql += " AND task = ?"
+                args.append(task)
+            rows = db.execute(sql + " ORDER BY seq LIMIT ?", (*args, limit)).fetchall()
+        return [job_from_row(r) for r in rows]
+
+    def counts(self) -> dict[JobState, int]:
+        with self._use(False) as db:
+            rows = db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall()
+        return {JobState(s): n for s, n in rows}
+
+    def extend_leases(self, owner: str, until: int) -> int:
+        with self._use(True) as db:
+            cur = db.execute(
+                "UPDATE jobs SET locked_until = ?, touched_ms = ? "
+                "WHERE state = 'running' AND locked_by = ?",
+                (until, self.clock(), owner),
+            )
+        return cur.rowcount
+
+    def expired_leases(self, now: int, limit: int) -> list[Job]:
+        with self._use(False) as db:
+            rows = db.execute(
+                f"SELECT {SELECT} FROM jobs WHERE state = 'running' AND locked_until < ? "
+                "ORDER BY locked_until, seq LIMIT ?",
+                (now, limit),
+            ).fetchall()
+        return [job_from_row(r) for r in rows]
+
+    # -- run history --------------------------------------------------------
+
+    def record_run(self, run: RunRecord) -> None:
+        with self._use(True) as db:
+            db.execute(
+                "INSERT INTO runs (job_id, started_at, finished_at, outcome, error, node, "
+                "recorded_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (run.job_id, run.started_at, run.finished_at, run.outcome, run.error, run.node,
+                 self.clock()),
+            )  # fmt: skip
+
+    def recent_runs(self, job_id: str, limit: int = RECENT_RUNS) -> list[RunRecord]:
+        with self._use(False) as db:
+            rows = db.execute(
+                "SELECT job_id, started_at, finished_at, outcome, error, node FROM runs "
+                "WHERE job_id = ? ORDER BY id DESC LIMIT ?",
+                (job_id, limit),
+            ).fetchall()
+        return [RunRecord(*r) for r in rows]
+
+    def prune(self, finished_before: int, batch: int) -> int:
+        with self.transaction(), self._use(True) as db:
+            before = db.total_changes
+            old = db.execute(
+                f"SELECT seq, job_id FROM jobs WHERE state IN {_FINAL} AND touched_ms < ? "
+                "ORDER BY touched_ms LIMIT ?",
+                (finished_before, batch),
+            ).fetchall()
+            db.executemany("DELETE FROM runs WHERE job_id = ?", [(jid,) for _, jid in old])
+            db.executemany("DELETE FROM jobs WHERE seq = ?", [(seq,) for seq, _ in old])
+            db.execute(
+                "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE recorded_ms < ? "
+                "ORDER BY recorded_ms LIMIT ?)",
+                (finished_before, batch),
+            )
+            return db.total_changes - before
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    if db.in_transaction:
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error:  # the connection is broken; SQLite undoes it on reopen
+            log.warning("rollback failed", exc_info=True)
