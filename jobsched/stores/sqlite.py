@@ -118,14 +118,10 @@ class SQLiteStore(Store):
             conn = self._local()
             ensure_schema(conn.db, path)
             probe(conn.db)
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, Unavailable) as exc:
             self.close()
-            if isinstance(exc, sqlite3.OperationalError):  # locked, read-only dir, ...
-                raise JobschedError(f"cannot open {path}: {describe(exc)}") from exc
-            raise JobschedError(
-                f"{path} is corrupt or not a jobsched SQLite database ({describe(exc)}); "
-                "refusing to use it: restore a backup or point --db at a new file"
-            ) from exc
+            cause = exc if isinstance(exc, sqlite3.Error) else exc.__cause__
+            raise _refusal(path, cause if isinstance(cause, sqlite3.Error) else None) from exc
         except BaseException:
             self.close()
             raise
@@ -187,12 +183,12 @@ class SQLiteStore(Store):
             return
         if conn.doomed is not None:
             _rollback(conn.db)
-            raise Unavailable(f"storage unavailable, nothing was saved: {conn.doomed}")
+            raise Unavailable(f"the transaction was rolled back: {conn.doomed}")
         try:
             conn.db.execute("COMMIT")
         except sqlite3.Error as exc:
             _rollback(conn.db)
-            raise Unavailable(f"commit failed, nothing was saved: {describe(exc)}") from exc
+            raise Unavailable(f"the commit failed: {describe(exc)}") from exc
 
     def _guarded(self, conn: _Conn, sql: str) -> None:
         try:
@@ -423,6 +419,18 @@ class _Use:
             self.block.__exit__(None if error is None else type(error), error, None)
         if error is not None and error is not exc:
             raise error from exc if isinstance(exc, BaseException) else None
+
+
+def _refusal(path: str, exc: sqlite3.Error | None) -> JobschedError:
+    """Why the file cannot be used, in words that say what to do about it."""
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    text = "unknown error" if exc is None else describe(exc)
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or type(exc) is sqlite3.DatabaseError:
+        return JobschedError(
+            f"{path} is corrupt or not a SQLite database ({text}); refusing to use it: "
+            "restore a backup (see docs/operations.md) or point --db at a new file"
+        )
+    return JobschedError(f"cannot open {path}: {text}")
 
 
 def _rollback(db: sqlite3.Connection) -> None:
