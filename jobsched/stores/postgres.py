@@ -1,0 +1,318 @@
+"""The PostgreSQL store: several nodes share one database.
+
+``PostgresStore("postgresql://user@host/db?schema=name")``: the optional
+``schema`` parameter puts every table in that schema (created if missing), so
+that several clusters, or tests, share one database. The schema comes from the
+numbered migrations in ``sql/postgres/``, applied at start under an advisory
+lock (nodes starting together do not race); a database newer than this code
+is refused with ``StoreVersionError``.
+
+Claims take due jobs in one statement with ``FOR UPDATE SKIP LOCKED``: two
+nodes never take the same job, and neither waits for the other. Every state
+change is guarded (``WHERE state = expected [AND locked_by = owner]``) and
+its row count checked. Connections, transactions and faults: see
+``postgres_conn``.
+
+Beyond the Store interface, for the real-time dispatcher and the service:
+
+- ``db_now()``: the database's clock in epoch ms (the cluster's clock);
+- ``wait_for_wakeup(timeout_s) -> bool``: sleep until a write makes a job due
+  sooner than any other (LISTEN/NOTIFY) or ``timeout_s`` passes; ``wake()``
+  ends such a wait early from another thread (shutdown);
+- ``heartbeat(node_id, now)`` and ``nodes_seen(since)``: cluster membership.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import TYPE_CHECKING, Any
+
+from jobsched.errors import JobExists, JobNotFound, JobschedError, Malformed, Unavailable
+from jobsched.jobs import RUNNABLE_STATES, Job, JobState
+from jobsched.stores.base import RECENT_RUNS, RunRecord, Store
+from jobsched.stores.sqlite_schema import COLUMNS, SELECT, job_from_row, job_to_row
+
+if TYPE_CHECKING:
+    from jobsched.stores.postgres_conn import PgConn, Pool
+    from jobsched.stores.postgres_listen import Listener
+
+log = logging.getLogger("jobsched.postgres")
+
+INSTALL_HINT = "pip install 'jobsched[postgres]'"
+# The database clock is read again after this long; in between, db_now adds
+# the measured offset to the local clock (no round trip per call).
+CLOCK_REFRESH_S = 5.0
+
+_QSELECT = ", ".join(f"jobs.{c}" for c in SELECT.split(", "))
+_INSERT = (
+    f"INSERT INTO jobs ({', '.join(COLUMNS)}, touched_ms) "
+    f"VALUES ({', '.join(['%s'] * (len(COLUMNS) + 1))}) "
+    "ON CONFLICT (job_id) DO NOTHING RETURNING seq"
+)
+_UPDATE = ", ".join(f"{c} = %s" for c in COLUMNS[1:])
+_REPLACE = f"UPDATE jobs SET {_UPDATE}, touched_ms = %s WHERE job_id = %s AND state = %s"
+_CLAIM = (
+    "WITH c AS (SELECT seq FROM jobs WHERE state IN ('scheduled', 'retrying') "
+    "AND due_at <= %s ORDER BY due_at, seq LIMIT %s FOR UPDATE SKIP LOCKED) "
+    "UPDATE jobs SET state = 'running', locked_by = %s, locked_until = %s, touched_ms = %s "
+    f"FROM c WHERE jobs.seq = c.seq RETURNING {_QSELECT}"
+)
+_FINAL = "('completed', 'dead', 'cancelled')"
+_PRUNE_JOBS = (
+    f"WITH old AS (SELECT seq, job_id FROM jobs WHERE state IN {_FINAL} AND touched_ms < %s "
+    "ORDER BY touched_ms LIMIT %s), "
+    "r AS (DELETE FROM runs WHERE job_id IN (SELECT job_id FROM old) RETURNING 1), "
+    "j AS (DELETE FROM jobs WHERE seq IN (SELECT seq FROM old) RETURNING 1) "
+    "SELECT (SELECT count(*) FROM r) + (SELECT count(*) FROM j)"
+)
+_PRUNE_RUNS = (
+    "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE recorded_ms < %s "
+    "ORDER BY recorded_ms LIMIT %s)"
+)
+_NODES_SEEN = (
+    "SELECT n.node_id, n.last_seen, (SELECT count(*) FROM jobs j "
+    "WHERE j.state = 'running' AND j.locked_by = n.node_id) "
+    "FROM nodes n WHERE n.last_seen >= %s ORDER BY n.node_id"
+)
+# Heartbeat rows of nodes gone this long are dropped by the next heartbeat.
+NODE_FORGET_MS = 7 * 24 * 3600 * 1000
+
+
+def _require_psycopg() -> None:
+    try:
+        import psycopg  # noqa: F401
+    except ImportError as exc:
+        raise JobschedError(
+            f"the PostgreSQL store needs psycopg 3, which is not installed: {INSTALL_HINT}"
+        ) from exc
+
+
+def _nul_free(text: str | None) -> str | None:
+    # PostgreSQL text cannot hold NUL; an error message with one keeps a visible mark.
+    return text.replace("\x00", "\\x00") if text is not None and "\x00" in text else text
+
+
+class PostgresStore(Store):
+    durable = True
+
+    def __init__(self, dsn: str) -> None:
+        _require_psycopg()
+        from jobsched.stores.postgres_conn import Pool
+        from jobsched.stores.postgres_listen import Listener
+
+        self._pool: Pool = Pool(dsn)
+        self.schema = self._pool.schema
+        self._listener: Listener = Listener(self._pool)
+        self._offset_ms: int | None = None
+        self._offset_at = 0.0
+        self._clock_lock = threading.Lock()
+        try:
+            self._pool.ensure_schema()
+        except BaseException:
+            self._pool.close()
+            raise
+
+    # -- connections and transactions ---------------------------------------
+
+    def transaction(self) -> AbstractContextManager[None]:
+        return self._pool.transaction()
+
+    @contextmanager
+    def _use(self) -> Iterator[PgConn]:
+        with self._pool.use() as pg:
+            yield pg
+
+    def close(self) -> None:
+        self._listener.close()
+        self._pool.close()
+
+    # -- jobs -----------------------------------------------------------------
+
+    def insert(self, job: Job) -> Job:
+        if "\x00" in job.task:
+            raise Malformed("task", "must not contain NUL characters")
+        row = job_to_row(job)
+        row = (*row[:23], _nul_free(row[23]), *row[24:])  # last_error
+        with self._use() as pg:
+            found = pg.execute(_INSERT, (*row, self.clock())).fetchone()
+        if found is None:
+            raise JobExists(job.job_id)
+        job.seq = found[0]
+        self._note(job)
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        with self._use() as pg:
+            row = pg.execute(f"SELECT {SELECT} FROM jobs WHERE job_id = %s", (job_id,)).fetchone()
+        return None if row is None else job_from_row(row)
+
+    def replace(self, job: Job, expect_state: JobState, expect_owner: str | None = None) -> bool:
+        row = job_to_row(job)
+        values: tuple[Any, ...] = (*row[1:23], _nul_free(row[23]), *row[24:])
+        values = (*values, self.clock(), job.job_id, expect_state.value)
+        sql = _REPLACE
+        if expect_owner is not None:
+            sql, values = sql + " AND locked_by = %s", (*values, expect_owner)
+        with self._use() as pg:
+            found = pg.execute(sql + " RETURNING seq", values).fetchone()
+        if found is None:
+            return False
+        job.seq = found[0]
+        self._note(job)
+        return True
+
+    def _note(self, job: Job) -> None:
+        if job.state in RUNNABLE_STATES:
+            self._pool.note_due(job.due_at)
+
+    def claim_due(self, now: int, limit: int, owner: str, lease_until: int) -> list[Job]:
+        with self._use() as pg:
+            rows = pg.execute(_CLAIM, (now, limit, owner, lease_until, self.clock())).fetchall()
+        jobs = [job_from_row(r) for r in rows]
+        # RETURNING gives rows in no promised order; the claim order is (due_at, seq).
+        jobs.sort(key=lambda j: (j.due_at or 0, j.seq))
+        return jobs
+
+    def next_due(self) -> int | None:
+        with self._use() as pg:
+            row = pg.execute(
+                "SELECT min(due_at) FROM jobs WHERE state IN ('scheduled', 'retrying')"
+            ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def list_jobs(
+        self, state: JobState | None, task: str | None, after: str | None, limit: int
+    ) -> list[Job]:
+        sql = f"SELECT {SELECT} FROM jobs WHERE seq > %s"
+        args: list[object] = [0]
+        with self._use() as pg:
+            if after is not None:
+                row = pg.execute("SELECT seq FROM jobs WHERE job_id = %s", (after,)).fetchone()
+                if row is None:
+                    raise JobNotFound(after)
+                args[0] = row[0]
+            if state is not None:
+                sql += " AND state = %s"
+                args.append(state.value)
+            if task is not None:
+                sql += " AND task = %s"
+                args.append(task)
+            rows = pg.execute(sql + " ORDER BY seq LIMIT %s", (*args, limit)).fetchall()
+        return [job_from_row(r) for r in rows]
+
+    def counts(self) -> dict[JobState, int]:
+        with self._use() as pg:
+            rows = pg.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall()
+        return {JobState(s): n for s, n in rows}
+
+    def extend_leases(self, owner: str, until: int) -> int:
+        with self._use() as pg:
+            cur = pg.execute(
+                "UPDATE jobs SET locked_until = %s, touched_ms = %s "
+                "WHERE state = 'running' AND locked_by = %s",
+                (until, self.clock(), owner),
+            )
+        return cur.rowcount
+
+    def expired_leases(self, now: int, limit: int) -> list[Job]:
+        with self._use() as pg:
+            rows = pg.execute(
+                f"SELECT {SELECT} FROM jobs WHERE state = 'running' AND locked_until < %s "
+                "ORDER BY locked_until, seq LIMIT %s",
+                (now, limit),
+            ).fetchall()
+        return [job_from_row(r) for r in rows]
+
+    # -- run history --------------------------------------------------------
+
+    def record_run(self, run: RunRecord) -> None:
+        with self._use() as pg:
+            pg.execute(
+                "INSERT INTO runs (job_id, started_at, finished_at, outcome, error, node, "
+                "recorded_ms) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (run.job_id, run.started_at, run.finished_at, run.outcome,
+                 _nul_free(run.error), run.node, self.clock()),
+            )  # fmt: skip
+
+    def recent_runs(self, job_id: str, limit: int = RECENT_RUNS) -> list[RunRecord]:
+        with self._use() as pg:
+            rows = pg.execute(
+                "SELECT job_id, started_at, finished_at, outcome, error, node FROM runs "
+                "WHERE job_id = %s ORDER BY id DESC LIMIT %s",
+                (job_id, limit),
+            ).fetchall()
+        return [RunRecord(*r) for r in rows]
+
+    def prune(self, finished_before: int, batch: int) -> int:
+        with self.transaction(), self._use() as pg:
+            row = pg.execute(_PRUNE_JOBS, (finished_before, batch)).fetchone()
+            jobs = int(row[0]) if row else 0
+            runs = pg.execute(_PRUNE_RUNS, (finished_before, batch)).rowcount
+        return jobs + runs
+
+    # -- cluster: clock, wake-ups, membership -------------------------------
+
+    def db_now(self) -> int:
+        """The database's clock (``clock_timestamp()``) in epoch ms: the cluster's
+        clock, so that nodes with skewed clocks agree on what is due.
+
+        Measured with a round trip every few seconds (the offset from the local
+        clock, taken at the round trip's midpoint); in between, and while the
+        database is unreachable, the last offset is applied to the local clock.
+        Never raises: before any measurement it is the local clock.
+        """
+        mono = time.monotonic()
+        with self._clock_lock:
+            if self._offset_ms is None or mono - self._offset_at >= CLOCK_REFRESH_S:
+                self._offset_at = mono
+                self._measure_offset()
+            offset = self._offset_ms or 0
+        return int(time.time() * 1000) + offset
+
+    def _measure_offset(self) -> None:
+        try:
+            before = time.time()
+            with self._use() as pg:
+                row = pg.execute(
+                    "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+                ).fetchone()
+            after = time.time()
+        except Unavailable as exc:
+            log.warning("cannot read the database clock, using the last offset: %s", exc.text)
+            return
+        assert row is not None
+        self._offset_ms = int(row[0]) - int((before + after) * 500)
+
+    def wait_for_wakeup(self, timeout_s: float) -> bool:
+        """Block until a write (on any node) makes a job due sooner than every
+        other, ``wake()`` is called, or ``timeout_s`` passes; True if woken.
+        Uses a dedicated LISTEN connection, opened at the first call: call
+        ``wait_for_wakeup(0)`` once before the first ``next_due`` read so that
+        no wake-up is missed. If the database is unreachable it just waits
+        (polling stays the fallback). Never raises."""
+        return self._listener.wait(timeout_s)
+
+    def wake(self) -> None:
+        """End a ``wait_for_wakeup`` in another thread now (e.g. on shutdown)."""
+        self._listener.wake()
+
+    def heartbeat(self, node_id: str, now: int) -> None:
+        """Record that ``node_id`` is alive at ``now`` (cluster clock)."""
+        with self._use() as pg:
+            pg.execute(
+                "WITH gone AS (DELETE FROM nodes WHERE last_seen < %s AND node_id <> %s) "
+                "INSERT INTO nodes (node_id, first_seen, last_seen) VALUES (%s, %s, %s) "
+                "ON CONFLICT (node_id) DO UPDATE SET last_seen = EXCLUDED.last_seen",
+                (now - NODE_FORGET_MS, node_id, node_id, now, now),
+            )
+
+    def nodes_seen(self, since: int) -> list[tuple[str, int, int]]:
+        """Nodes whose last heartbeat is at or after ``since``, by id:
+        ``(node_id, last_seen, jobs_held)``, jobs_held = running jobs it leases."""
+        with self._use() as pg:
+            rows = pg.execute(_NODES_SEEN, (since,)).fetchall()
+        return [(str(n), int(t), int(k)) for n, t, k in rows]

@@ -1,0 +1,335 @@
+"""PostgreSQL plumbing for the store: connections, transactions, faults, schema.
+
+One connection per thread (the stdio loop and the real-time dispatcher each
+get their own), in autocommit mode: a call outside ``transaction()`` is one
+statement and commits alone; the outermost ``transaction()`` issues BEGIN and
+COMMIT, inner ones SAVEPOINTs that roll back alone.
+
+Faults (connection refused or reset, server restarting, admin shutdown,
+deadlock, disk full, a read-only standby) become ``Unavailable`` (error 11):
+the open transaction is doomed, every later call in it raises at once, and
+its end rolls back and raises, so nothing of it is applied. The broken
+connection is dropped; the next call outside a transaction reconnects, and
+after a failed attempt further attempts wait a growing delay (50 ms doubling
+to 2 s), so a down database costs the node one quick error per request and no
+storm of connection attempts. Nothing here ever lets a psycopg fault escape
+as a crash.
+
+This module imports psycopg at the top; ``postgres.py`` imports it only after
+checking that psycopg is installed, so the node can say what to install.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any, NoReturn
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import conninfo as pg_conninfo
+from psycopg import errors as pg_errors
+
+from jobsched.errors import JobschedError, Unavailable
+from jobsched.stores import migrate
+
+log = logging.getLogger("jobsched.postgres")
+
+PgConn = psycopg.Connection[tuple[Any, ...]]
+MIN_DELAY_S = 0.05
+MAX_DELAY_S = 2.0
+_SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# Connection settings a node wants unless the DSN says otherwise: fail fast
+# when the server is down, and notice a dead peer on an idle socket.
+_DEFAULTS = {
+    "connect_timeout": "5",
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "application_name": "jobsched",
+}
+# Errors that say "the database cannot do this now", not "this request is wrong".
+_FAULTS: tuple[type[Exception], ...] = (
+    psycopg.OperationalError,  # connection errors, shutdowns, deadlocks, disk full, timeouts
+    psycopg.InterfaceError,  # the connection is closed
+    pg_errors.ReadOnlySqlTransaction,  # a standby after failover
+)
+
+# A dispatcher sleeps at most until the earliest due time it read, and reads
+# again when it wakes; so a new due time needs a wake-up only when it is the
+# earliest of all (ties included: the written job's own row is visible here).
+# This keeps NOTIFY (whose commit takes a database-wide lock) off the common
+# path of a busy cluster, where overdue jobs are already waiting.
+NOTIFY_SQL = (
+    "SELECT pg_notify(%s, %s) WHERE %s <= (SELECT min(due_at) FROM jobs "
+    "WHERE state IN ('scheduled', 'retrying'))"
+)
+
+
+def parse_dsn(dsn: str) -> tuple[str, str | None]:
+    """The libpq conninfo and the schema a ``?schema=name`` query parameter names.
+
+    libpq refuses unknown URI parameters, so ``schema`` is taken out here and
+    applied as the connection's ``search_path``.
+    """
+    schema: str | None = None
+    if dsn.startswith(("postgresql://", "postgres://")):
+        parts = urlsplit(dsn)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        schema = next((v for k, v in query if k == "schema"), None)
+        rest = urlencode([(k, v) for k, v in query if k != "schema"])
+        dsn = urlunsplit(parts._replace(query=rest))
+    if schema is not None and not _SCHEMA.match(schema):
+        raise JobschedError(
+            f"schema {schema!r}: must be a plain identifier ([A-Za-z_][A-Za-z0-9_]*)"
+        )
+    try:
+        params = pg_conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise JobschedError(f"invalid PostgreSQL DSN: {exc}") from exc
+    for key, value in _DEFAULTS.items():
+        params.setdefault(key, value)
+    if schema is not None:
+        options = str(params.get("options") or "")
+        params["options"] = f"{options} -c search_path={schema}".strip()
+    return pg_conninfo.make_conninfo("", **params), schema
+
+
+def describe(exc: BaseException) -> str:
+    """The first line of a psycopg error: what an operator needs to read."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def safe_target(conninfo: str) -> str:
+    """Where the store points, for messages: host, port, database; no password."""
+    params = pg_conninfo.conninfo_to_dict(conninfo)
+    host = params.get("host") or params.get("hostaddr") or "localhost"
+    return f"{host}:{params.get('port') or 5432}/{params.get('dbname') or ''}"
+
+
+@dataclass(slots=True)
+class _Conn:
+    """One thread's connection and where it is in a transaction."""
+
+    pg: PgConn | None
+    depth: int = 0
+    doomed: str | None = None  # why the open transaction can no longer commit
+    due: int | None = None  # earliest due time written in the open transaction
+
+
+class Pool:
+    """Per-thread connections, re-entrant transactions, and fault handling."""
+
+    def __init__(self, dsn: str) -> None:
+        self.conninfo, self.schema = parse_dsn(dsn)
+        self.where = safe_target(self.conninfo) + (f" schema {self.schema}" if self.schema else "")
+        self.channel = "jobsched_due" + (f"_{self.schema}" if self.schema else "")
+        self._tls = threading.local()
+        self._all: list[_Conn] = []
+        self._lock = threading.Lock()
+        self._retry_at = 0.0
+        self._delay = 0.0
+        self._last_error = ""
+
+    # -- connecting ---------------------------------------------------------
+
+    def connect(self) -> PgConn:
+        """A new autocommit connection, or Unavailable (with backoff after a failure)."""
+        with self._lock:
+            wait = self._retry_at - time.monotonic()
+            if wait > 0:
+                raise Unavailable(
+                    f"PostgreSQL at {self.where} is unreachable ({self._last_error}); "
+                    f"next attempt in {int(wait * 1000)} ms"
+                )
+        try:
+            pg = psycopg.connect(self.conninfo, autocommit=True)
+        except psycopg.Error as exc:
+            with self._lock:
+                self._delay = min(max(self._delay * 2, MIN_DELAY_S), MAX_DELAY_S)
+                self._retry_at = time.monotonic() + self._delay
+                self._last_error = describe(exc)
+            raise Unavailable(
+                f"cannot connect to PostgreSQL at {self.where}: {describe(exc)}"
+            ) from exc
+        with self._lock:
+            self._delay = self._retry_at = 0.0
+        return pg
+
+    def local(self) -> _Conn:
+        """This thread's connection; (re)connected when no transaction is open."""
+        conn: _Conn | None = getattr(self._tls, "conn", None)
+        if conn is None:
+            conn = self._tls.conn = _Conn(None)
+            with self._lock:
+                self._all.append(conn)
+        if conn.pg is None and conn.depth == 0:
+            conn.pg = self.connect()
+        return conn
+
+    def discard(self, conn: _Conn) -> None:
+        pg, conn.pg = conn.pg, None
+        if pg is not None:
+            with suppress(psycopg.Error):  # already broken: closing is best effort
+                pg.close()
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            self.discard(conn)
+        self._tls = threading.local()
+
+    # -- transactions -------------------------------------------------------
+
+    def transaction(self) -> AbstractContextManager[None]:
+        conn: _Conn | None = getattr(self._tls, "conn", None)
+        if conn is not None and conn.depth:
+            return self._inner(conn)
+        try:
+            conn = self.local()
+        except Unavailable as exc:
+            # Never raise on entry: the caller's requests must each get their
+            # answer (error 11) from the calls inside, and the block its end.
+            conn = self._tls.conn
+            conn.doomed = exc.text
+            return self._outer(conn, doomed=True)
+        return self._outer(conn)
+
+    @contextmanager
+    def _outer(self, conn: _Conn, doomed: bool = False) -> Iterator[None]:
+        if not doomed:
+            conn.doomed = None
+            self._quiet(conn, "BEGIN")
+        conn.due = None
+        conn.depth = 1
+        try:
+            yield
+        except BaseException:
+            conn.depth = 0
+            self._rollback(conn)
+            raise
+        conn.depth = 0
+        if conn.doomed is not None:
+            self._rollback(conn)
+            raise Unavailable(f"PostgreSQL unavailable, nothing was saved: {conn.doomed}")
+        try:
+            assert conn.pg is not None
+            if conn.due is not None:
+                conn.pg.execute(NOTIFY_SQL, (self.channel, str(conn.due), conn.due))
+            conn.pg.execute("COMMIT")
+        except psycopg.Error as exc:
+            self._rollback(conn)
+            raise Unavailable(f"commit failed, nothing was saved: {describe(exc)}") from exc
+
+    @contextmanager
+    def _inner(self, conn: _Conn) -> Iterator[None]:
+        name = f"sp{conn.depth}"
+        self._quiet(conn, f"SAVEPOINT {name}")
+        conn.depth += 1
+        try:
+            yield
+        except BaseException:
+            conn.depth -= 1
+            self._quiet(conn, f"ROLLBACK TO SAVEPOINT {name}")
+            self._quiet(conn, f"RELEASE SAVEPOINT {name}")
+            raise
+        conn.depth -= 1
+        self._quiet(conn, f"RELEASE SAVEPOINT {name}")
+
+    def _quiet(self, conn: _Conn, sql: str) -> None:
+        """Run transaction control; a fault only dooms the transaction (the calls
+        inside and the block's end report it as error 11)."""
+        if conn.doomed is not None:
+            return
+        if conn.pg is None:
+            conn.doomed = self._last_error or "the connection was lost"
+            return
+        try:
+            conn.pg.execute(sql.encode())
+        except psycopg.Error as exc:
+            conn.doomed = describe(exc)
+            if conn.pg.broken or conn.pg.closed:
+                self.discard(conn)
+
+    def _rollback(self, conn: _Conn) -> None:
+        conn.due = None
+        if conn.pg is None:
+            return
+        try:
+            conn.pg.execute("ROLLBACK")
+        except psycopg.Error:  # the connection broke: the server rolls it back
+            self.discard(conn)
+
+    # -- calls --------------------------------------------------------------
+
+    @contextmanager
+    def use(self) -> Iterator[PgConn]:
+        """The connection for one call, inside the caller's transaction or not."""
+        conn = self.local()
+        if conn.doomed is not None and conn.depth:
+            raise Unavailable(f"PostgreSQL unavailable, nothing changed: {conn.doomed}")
+        if conn.pg is None:  # lost inside this transaction: it cannot commit
+            conn.doomed = conn.doomed or self._last_error or "the connection was lost"
+            raise Unavailable(f"PostgreSQL unavailable, nothing changed: {conn.doomed}")
+        try:
+            yield conn.pg
+        except psycopg.Error as exc:
+            self.fault(conn, exc)
+
+    def fault(self, conn: _Conn, exc: psycopg.Error) -> NoReturn:
+        """A psycopg error in a call: Unavailable for faults, re-raised for bugs."""
+        broken = conn.pg is None or conn.pg.broken or conn.pg.closed
+        is_fault = broken or isinstance(exc, _FAULTS)
+        if conn.depth and (is_fault or conn.depth == 1):
+            # The server aborted the transaction (or lost it): nothing of it may commit.
+            conn.doomed = describe(exc)
+        if broken:
+            log.warning("PostgreSQL connection lost: %s", describe(exc))
+            self.discard(conn)
+        if is_fault:
+            raise Unavailable(f"PostgreSQL unavailable, nothing changed: {describe(exc)}") from exc
+        raise exc
+
+    def note_due(self, due: int | None) -> None:
+        """A write made a job runnable at ``due``: tell sleeping dispatchers, at
+        commit, if no other runnable job is due as early (see ``NOTIFY_SQL``)."""
+        if due is None:
+            return
+        conn: _Conn = self._tls.conn
+        if conn.depth:
+            conn.due = due if conn.due is None else min(conn.due, due)
+        elif conn.pg is not None:
+            try:
+                conn.pg.execute(NOTIFY_SQL, (self.channel, str(due), due))
+            except psycopg.Error as exc:  # the write is committed; pollers will see it
+                log.info("NOTIFY failed (polling will catch up): %s", describe(exc))
+
+    # -- schema -------------------------------------------------------------
+
+    def ensure_schema(self) -> None:
+        """Create the schema if needed and apply pending migrations, once, even
+        when several nodes start together (an advisory lock serialises them)."""
+        known = migrate.migrations("postgres")
+        with self.transaction(), self.use() as pg:
+            key = f"jobsched.migrate.{self.schema or ''}"
+            pg.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
+            if self.schema is not None:
+                pg.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            pg.execute(migrate.MIGRATIONS_TABLE)
+            applied = [v for (v,) in pg.execute("SELECT version FROM schema_migrations")]
+            for m in migrate.pending(known, applied, f"the PostgreSQL database {self.where}"):
+                log.info("applying migration %03d_%s", m.version, m.name)
+                pg.execute(m.sql.encode())
+                pg.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_ms) "
+                    "VALUES (%s, %s, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)",
+                    (m.version, m.name),
+                )
