@@ -1,33 +1,51 @@
-"""Command line: ``jobsched node`` (the stdio node; also ``python3 main.py``)."""
+"""Command line: ``jobsched node`` (the stdio node; also ``python3 main.py``),
+``jobsched serve`` (the HTTP service) and ``jobsched cron`` (check an expression)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 from jobsched.engine import Engine, EngineConfig
 from jobsched.errors import JobschedError
 from jobsched.messages import Context
 from jobsched.node import StdioNode
+from jobsched.runner import TaskRegistry, default_registry
 from jobsched.stores.base import Store
+from jobsched.timefmt import format_ms, now_ms
 from jobsched.validate import DEFAULT_MAX_PAYLOAD
 
 NODE_HELP = """\
 The jobsched node: JSON messages on stdin, one per line, replies on stdout.
-Logs go to stderr. See docs/protocol.md for every message.
+Logs go to stderr. See docs/protocol.md for every message, docs/service.md
+for --realtime.
 """
+USAGE = """\
+usage: jobsched node  [options]   the stdio node (JSON lines on stdin/stdout)
+       jobsched serve [options]   the HTTP service with real-time running
+       jobsched cron EXPR [--tz ZONE] [-n N]   the next occurrences of a cron expression
+(jobsched COMMAND --help lists each command's options)"""
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
 
-def add_store_args(p: argparse.ArgumentParser) -> None:
+def add_store_args(p: argparse.ArgumentParser, default_db: str | None = None) -> None:
     p.add_argument(
         "--db",
-        default=os.environ.get("JOBSCHED_DB") or None,
+        default=os.environ.get("JOBSCHED_DB") or default_db,
         help="where jobs live: omitted = in memory (lost on exit); a file path = SQLite "
         "(durable); postgresql://... = PostgreSQL (shared by several nodes). "
-        "Default: $JOBSCHED_DB, else memory.",
+        f"Default: $JOBSCHED_DB, else {default_db or 'memory'}.",
     )
     p.add_argument(
         "--synchronous",
@@ -38,17 +56,53 @@ def add_store_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def node_parser(prog: str = "jobsched node") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=NODE_HELP)
-    add_store_args(p)
+def add_common_args(p: argparse.ArgumentParser, log_level: str) -> None:
     p.add_argument(
         "--max-payload-bytes",
         type=int,
         default=DEFAULT_MAX_PAYLOAD,
         help="largest payload accepted, as compact UTF-8 JSON (default 65536)",
     )
-    p.add_argument("--node-id", default=None, help="this node's id (default: from init, or the request's dest)")
-    p.add_argument("--log-level", default="WARNING", help="stderr log level (default WARNING)")
+    p.add_argument("--node-id", default=None, help="this node's id")
+    p.add_argument("--log-level", default=log_level, help=f"stderr log level (default {log_level})")
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tasks",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import this module (or .py file) of @task handlers; repeatable. With "
+        "handlers loaded, scheduling an unknown task is an error; built-in tasks "
+        "(webhook) are loaded too.",
+    )
+    p.add_argument("--workers", type=int, default=4, help="handlers run at once (default 4)")
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        help="seconds running handlers get to end on SIGTERM/SIGINT (default 10); "
+        "jobs still running then run again after a restart",
+    )
+    p.add_argument("--poll-ms", type=int, default=1000, help=argparse.SUPPRESS)
+
+
+def node_parser(prog: str = "jobsched node") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=NODE_HELP)
+    add_store_args(p)
+    add_common_args(p, "WARNING")
+    p.add_argument(
+        "--realtime",
+        action="store_true",
+        help="run due jobs at their time (a dispatcher thread), not only on execute_jobs",
+    )
+    p.add_argument(
+        "--events",
+        action="store_true",
+        help="with --realtime: write one run_event line on stdout per run event",
+    )
+    add_run_args(p)
     return p
 
 
@@ -59,39 +113,222 @@ def open_store(db: str | None, synchronous: str = "FULL") -> Store:
 
         return MemoryStore()
     if db.startswith(("postgresql://", "postgres://")):
-        from jobsched.stores.postgres import PostgresStore  # type: ignore[import-not-found, unused-ignore]
+        from jobsched.stores.postgres import (  # type: ignore[import-not-found, unused-ignore]
+            PostgresStore,
+        )
 
         return PostgresStore(db)  # type: ignore[no-any-return, unused-ignore]
-    from jobsched.stores.sqlite import SQLiteStore  # type: ignore[import-not-found, unused-ignore]
+    from jobsched.stores.sqlite import SQLiteStore
 
-    return SQLiteStore(db, synchronous=synchronous)  # type: ignore[no-any-return, unused-ignore]
+    return SQLiteStore(db, synchronous=synchronous)
 
 
-def run_node(argv: Sequence[str] | None = None, prog: str = "jobsched node") -> int:
-    args = node_parser(prog).parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
+def load_tasks(names: Sequence[str], builtins: bool) -> TaskRegistry:
+    """The registry for a run: the default one, filled by importing the modules."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` would: ./myapp/tasks.py works
+    for name in names:
+        if name.endswith(".py"):
+            path = Path(name)
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"cannot load {name}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[path.stem] = module
+            spec.loader.exec_module(module)
+        else:
+            importlib.import_module(name)
+    if names or builtins:
+        default_registry.add_builtins()
+    return default_registry
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr, format=LOG_FORMAT)
+
+
+def _prepare(args: argparse.Namespace, builtins: bool) -> tuple[Store, Engine] | int:
+    try:
+        registry = load_tasks(args.tasks, builtins)
+    except Exception as exc:  # any error raised while importing the user's module
+        print(f"jobsched: cannot load task module: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    if args.workers < 1:
+        print("jobsched: --workers must be at least 1", file=sys.stderr)
+        return 2
     try:
         store = open_store(args.db, args.synchronous)
     except JobschedError as exc:
         print(f"jobsched: cannot open the store: {exc.text}", file=sys.stderr)
         return 2
-    node_id = args.node_id or "jobsched"
-    engine = Engine(store, config=EngineConfig(node_id=node_id))
+    config = EngineConfig(node_id=args.node_id or "jobsched")
+    return store, Engine(store, registry, config)
+
+
+def run_node(argv: Sequence[str] | None = None, prog: str = "jobsched node") -> int:
+    args = node_parser(prog).parse_args(argv)
+    _setup_logging(args.log_level)
+    prepared = _prepare(args, builtins=False)
+    if isinstance(prepared, int):
+        return prepared
+    store, engine = prepared
     ctx = Context(engine, max_payload=args.max_payload_bytes, node_id=args.node_id)
+    out = sys.stdout.buffer
+    if not args.realtime:
+        try:
+            return StdioNode(ctx, sys.stdin.fileno(), out).run()
+        finally:
+            store.close()
+    from jobsched.dispatcher import Dispatcher
+    from jobsched.runner import Runner
+
+    dispatcher = Dispatcher(engine, Runner(engine.registry, args.workers), poll_ms=args.poll_ms)
+    node = StdioNode(ctx, sys.stdin.fileno(), out, after_batch=dispatcher.wake, sigint=True)
+    if args.events:
+
+        def emit(body: dict[str, Any]) -> None:
+            node_id = ctx.node_id or engine.config.node_id
+            node.emit(json.dumps({"src": node_id, "dest": "events", "body": body}))
+
+        dispatcher.events = emit
+    dispatcher.start()
     try:
-        return StdioNode(ctx, sys.stdin.fileno(), sys.stdout.buffer).run()
+        return node.run()
     finally:
+        dispatcher.stop(args.grace)
         store.close()
+
+
+# -- serve ---------------------------------------------------------------------
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="jobsched serve",
+        description="The jobsched service: real-time running and an HTTP API "
+        "(docs/service.md). Stops gracefully on SIGTERM/SIGINT.",
+    )
+    add_store_args(p, default_db="jobsched.db")
+    add_common_args(p, "INFO")
+    add_run_args(p)
+    p.add_argument(
+        "--listen",
+        default="127.0.0.1:8080",
+        help="HOST:PORT to listen on (default 127.0.0.1:8080; port 0 picks a free one)",
+    )
+    p.add_argument(
+        "--token",
+        default=os.environ.get("JOBSCHED_TOKEN") or None,
+        help="require 'Authorization: Bearer TOKEN' on every route but /healthz "
+        "(default: $JOBSCHED_TOKEN)",
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=1 << 20,
+        help="largest request body (default 1 MiB); larger ones get 413",
+    )
+    return p
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"--listen wants HOST:PORT, not {text!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def run_serve(argv: Sequence[str] | None = None) -> int:
+    args = serve_parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    log = logging.getLogger("jobsched.serve")
+    try:
+        host, port = _listen_address(args.listen)
+    except ValueError as exc:
+        print(f"jobsched: {exc}", file=sys.stderr)
+        return 2
+    prepared = _prepare(args, builtins=True)
+    if isinstance(prepared, int):
+        return prepared
+    store, engine = prepared
+    from jobsched.dispatcher import Dispatcher
+    from jobsched.runner import Runner
+    from jobsched.server import Service, make_server
+
+    ctx = Context(engine, max_payload=args.max_payload_bytes, node_id=args.node_id)
+    dispatcher = Dispatcher(engine, Runner(engine.registry, args.workers), poll_ms=args.poll_ms)
+    service = Service(ctx, args.token, args.max_body_bytes, dispatcher.metrics, dispatcher.wake)
+    try:
+        server = make_server(service, host, port)
+    except OSError as exc:
+        print(f"jobsched: cannot listen on {args.listen}: {exc}", file=sys.stderr)
+        store.close()
+        return 2
+    if host not in ("127.0.0.1", "localhost", "::1") and not args.token:
+        log.warning("listening on %s without --token: anyone who can reach it may run jobs", host)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    dispatcher.start()
+    threading.Thread(target=server.serve_forever, name="jobsched-http", daemon=True).start()
+    bound = server.server_address[1]
+    tasks = ", ".join(engine.registry.names()) or "none (every task is a no-op)"
+    log.info("listening on http://%s:%d (db %s; tasks: %s)", host, bound, args.db, tasks)
+    print(f"jobsched: listening on http://{host}:{bound}", file=sys.stderr, flush=True)
+    while not stop.wait(3600):
+        pass
+    log.info("shutting down: no new requests or claims; %.1f s for running handlers", args.grace)
+    server.shutdown()
+    dispatcher.stop(args.grace)
+    server.server_close()
+    store.close()
+    return 0
+
+
+# -- cron ------------------------------------------------------------------------
+
+
+def run_cron(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="jobsched cron",
+        description="Print the next occurrences of a cron expression, in its zone and in UTC.",
+    )
+    p.add_argument("expr", help='the expression, quoted: "0 9 * * MON-FRI"')
+    p.add_argument("--tz", default="UTC", help="the IANA zone it is read in (default UTC)")
+    p.add_argument("-n", type=int, default=5, help="how many occurrences (default 5)")
+    p.add_argument("--after", default=None, help="start after this timestamp (default now)")
+    args = p.parse_args(argv)
+    from jobsched import validate
+    from jobsched.cron import CronExpr
+    from jobsched.timefmt import parse_timestamp
+
+    try:
+        tz = validate.timezone(args.tz)
+        expr = CronExpr.parse(args.expr, tz)
+        t = now_ms() if args.after is None else parse_timestamp(args.after, "--after")
+    except JobschedError as exc:
+        print(f"jobsched: {exc.text}", file=sys.stderr)
+        return 2
+    zone = ZoneInfo(tz)
+    print(f"{args.expr!r} in {tz}: next {args.n} occurrence(s)")
+    for _ in range(max(args.n, 0)):
+        nxt = expr.next_after(t)
+        if nxt is None:
+            print("(no further occurrence)")
+            break
+        local = datetime.fromtimestamp(nxt / 1000, UTC).astimezone(zone)
+        print(f"{local:%a %Y-%m-%d %H:%M:%S %z} ({tz})   {format_ms(nxt)}")
+        t = nxt
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "node":
-        return run_node(argv[1:])
+    commands = {"node": run_node, "serve": run_serve, "cron": run_cron}
+    if argv and argv[0] in commands:
+        return commands[argv[0]](argv[1:])
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: jobsched {node} [options]   (jobsched node --help for the node's options)")
+        print(USAGE)
         return 0
-    print(f"jobsched: unknown command {argv[0]!r}", file=sys.stderr)
+    print(f"jobsched: unknown command {argv[0]!r}\n{USAGE}", file=sys.stderr)
     return 2

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
+from collections.abc import Callable
 from typing import BinaryIO
 
 from jobsched.errors import JobschedError
@@ -35,10 +37,24 @@ class _Stop(Exception):
 
 
 class StdioNode:
-    def __init__(self, ctx: Context, fd_in: int, out: BinaryIO) -> None:
+    """``after_batch`` runs once a batch is committed and answered (the real-time
+    dispatcher's wake-up: a job scheduled sooner than it knew). ``emit`` writes
+    an unsolicited line (run events) without interleaving with replies."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        fd_in: int,
+        out: BinaryIO,
+        after_batch: Callable[[], None] | None = None,
+        sigint: bool = False,
+    ) -> None:
         self.ctx = ctx
         self.fd_in = fd_in
         self.out = out
+        self.after_batch = after_batch
+        self._signals = (signal.SIGTERM, signal.SIGINT) if sigint else (signal.SIGTERM,)
+        self._out_lock = threading.Lock()
         self._stopping = False
         self._reading = False
 
@@ -48,12 +64,19 @@ class StdioNode:
             raise _Stop
 
     def run(self) -> int:
-        previous = signal.signal(signal.SIGTERM, self._on_term)
+        previous = [(s, signal.signal(s, self._on_term)) for s in self._signals]
         try:
             self._loop()
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous:
+                signal.signal(sig, handler)
         return 0
+
+    def emit(self, line: str) -> None:
+        """One unsolicited line (flag-enabled events only), whole, flushed."""
+        with self._out_lock:
+            self.out.write(line.encode() + b"\n")
+            self.out.flush()
 
     def _loop(self) -> None:
         pending = b""
@@ -94,8 +117,12 @@ class StdioNode:
             for reply in replies:
                 reply.fail_unavailable(f"storage unavailable, nothing changed: {exc.text}")
         if replies:
-            self.out.write("".join(r.encode() + "\n" for r in replies).encode())
-            self.out.flush()
+            data = "".join(r.encode() + "\n" for r in replies).encode()
+            with self._out_lock:  # the dispatcher thread may emit events
+                self.out.write(data)
+                self.out.flush()
+        if self.after_batch is not None:
+            self.after_batch()
 
     def _one(self, line: bytes) -> Pending | None:
         if len(line) > MAX_LINE:

@@ -1,0 +1,1 @@
+"""Example task modules for jobsched (see examples/tasks.py)."""

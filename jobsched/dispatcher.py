@@ -1,0 +1,417 @@
+"""The real-time loop: run due jobs at their time, with the user's handlers.
+
+One dispatcher thread owns every store call of real-time running; handlers run
+on the ``Runner``'s workers and report back through a queue. Each round
+(``step``) it:
+
+1. applies the outcomes of ended runs (one transaction for the batch, so a
+   durable store pays one commit per batch, not per run);
+2. fails runs that passed their ``timeout_ms`` (their worker may still be busy:
+   Python cannot stop a thread; the slot frees when the function returns);
+3. extends its leases while runs are in flight, every ``lease_ms / 3``;
+4. rescues jobs whose holder died (lease expired, see ``_rescue``);
+5. claims due jobs, as many as there are free workers, and starts them.
+
+Then it sleeps until the next due time, a deadline, or a wake-up (``wake()``:
+a job was scheduled; a run ended; shutdown), and at most ``poll_ms``, since
+another process sharing the store may add jobs it is not told of.
+
+Shutdown (``stop(grace_s)``): no more claims; running handlers get ``grace_s``
+seconds to end; jobs still running after that are put back (due at the
+occurrence they were running) with a ``lost`` run record, and run again after a
+restart: at least once, never lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobsched import policies, transitions
+from jobsched.engine import Engine
+from jobsched.errors import JobschedError
+from jobsched.jobs import Job, JobState
+from jobsched.runner import Outcome, Runner, timeout_outcome
+from jobsched.stores.base import RunRecord
+from jobsched.timefmt import format_ms, now_ms
+
+log = logging.getLogger("jobsched.dispatcher")
+
+Event = dict[str, Any]
+RESCUE_BATCH = 100
+ERROR_BACKOFF_S = 1.0
+# Dispatch lateness buckets, seconds (Prometheus histogram upper bounds).
+LATENESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """Counters of this process's real-time runs, read by ``/metrics``."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.runs: dict[str, int] = {"succeeded": 0, "failed": 0, "timed_out": 0, "lost": 0}
+        self.retries = 0
+        self.skipped = 0
+        self.rescued = 0
+        self.buckets = [0] * len(LATENESS_BUCKETS)
+        self.lateness_sum = 0.0
+        self.lateness_count = 0
+
+    def run(self, outcome: str, retry: bool = False) -> None:
+        with self.lock:
+            self.runs[outcome] = self.runs.get(outcome, 0) + 1
+            self.retries += retry
+
+    def skip(self, n: int) -> None:
+        with self.lock:
+            self.skipped += n
+
+    def lateness(self, ms: float) -> None:
+        seconds = max(ms, 0.0) / 1000
+        with self.lock:
+            self.lateness_sum += seconds
+            self.lateness_count += 1
+            for i, bound in enumerate(LATENESS_BUCKETS):
+                if seconds <= bound:
+                    self.buckets[i] += 1
+                    break
+
+
+@dataclass(eq=False)
+class Run:
+    """One run in flight: the job to finish (as written at claim) and its occurrence."""
+
+    job: Job
+    due: int
+    submitted: int
+    deadline: int | None
+    started: float = 0.0
+    finished: bool = False  # its outcome is decided (ended, or timed out)
+
+
+@dataclass
+class _State:
+    active: set[Run] = field(default_factory=set)  # claimed and not yet finished
+    busy: int = 0  # handler executions that have not ended (timed-out ones too)
+    pending: list[tuple[Run, Outcome, int]] = field(default_factory=list)  # to write
+    next_renew: int = 0
+    next_rescue: int = 0
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        engine: Engine,
+        runner: Runner,
+        *,
+        clock: Callable[[], int] = now_ms,
+        poll_ms: int = 1000,
+        owner: str | None = None,
+        events: Callable[[Event], None] | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.engine = engine
+        self.store = engine.store
+        self.runner = runner
+        self.clock = clock
+        self.poll_ms = poll_ms
+        # Unique per process: a restarted node never mistakes its predecessor's
+        # leases for its own.
+        self.owner = owner or f"{engine.config.node_id}/{uuid.uuid4().hex[:8]}"
+        self.lease_ms = engine.config.lease_ms
+        self.events = events
+        self.metrics = metrics or Metrics()
+        self._s = _State()
+        self._done: queue.SimpleQueue[tuple[Run, Outcome, float]] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._grace_until: float | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- the thread -----------------------------------------------------------
+
+    def start(self) -> None:
+        self.runner.start()
+        self._thread = threading.Thread(target=self._loop, name="jobsched-dispatcher", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Look at the store again now (a job may be due sooner than we knew)."""
+        self._wake.set()
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """Stop claiming; wait up to ``grace_s`` for running handlers; put back
+        the jobs whose handlers did not end. Returns once the loop has exited."""
+        self._grace_until = time.monotonic() + max(grace_s, 0.0)
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.runner.stop()
+
+    def _loop(self) -> None:
+        while True:
+            self._wake.clear()
+            at: int | None = None
+            try:
+                at = self.step(self.clock())
+            except JobschedError as exc:
+                log.error("dispatcher: storage unavailable, retrying: %s", exc.text)
+                time.sleep(ERROR_BACKOFF_S)
+            except Exception:  # a bug must not stop real-time running silently
+                log.exception("dispatcher round failed; retrying")
+                time.sleep(ERROR_BACKOFF_S)
+            if self._stopping and self._drained():
+                return
+            self._wake.wait(self._timeout(at))
+
+    def _timeout(self, at: int | None) -> float:
+        limit = self.poll_ms / 1000
+        if self._grace_until is not None:
+            limit = min(limit, max(self._grace_until - time.monotonic(), 0.0) + 0.001)
+        if at is None:
+            return limit
+        return min(max((at - time.time() * 1000) / 1000, 0.0), limit)
+
+    def _drained(self) -> bool:
+        """While stopping: True once nothing is left (or the grace is over and
+        what was left has been put back)."""
+        s = self._s
+        if not s.active and not s.pending:
+            return True
+        if self._grace_until is not None and time.monotonic() >= self._grace_until:
+            self._release_all(self.clock())
+            return not s.pending
+        return False
+
+    # -- one round ------------------------------------------------------------
+
+    def step(self, now: int) -> int | None:
+        """Do everything due at ``now``; return when to look again (ms), or None."""
+        self._collect(now)
+        self._expire(now)
+        self._flush(now)
+        self._renew(now)
+        if not self._stopping:
+            self._rescue(now)
+            if self._claim(now):
+                return now  # a full batch: more may be due
+        return self._next_time(now)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._s.active)
+
+    @property
+    def busy(self) -> int:
+        return self._s.busy
+
+    def _collect(self, now: int) -> None:
+        s = self._s
+        while True:
+            try:
+                run, outcome, started = self._done.get_nowait()
+            except queue.Empty:
+                return
+            s.busy -= 1
+            run.started = started
+            self.metrics.lateness(started - run.due)
+            if run.finished:
+                log.warning("job %s: handler ended after its timeout", run.job.job_id)
+                continue
+            run.finished = True
+            s.pending.append((run, outcome, now))
+
+    def _expire(self, now: int) -> None:
+        for run in self._s.active:
+            if not run.finished and run.deadline is not None and now >= run.deadline:
+                run.finished = True
+                run.started = run.started or run.submitted
+                timeout = run.job.options.timeout_ms or 0
+                self._s.pending.append((run, timeout_outcome(timeout), now))
+
+    def _flush(self, now: int) -> None:
+        """Write the decided outcomes in one transaction; on a storage fault keep
+        them and try again next round (the jobs stay running under our lease)."""
+        s = self._s
+        if not s.pending:
+            return
+        batch = s.pending
+        with self.store.transaction():
+            for run, outcome, ended in batch:
+                self._finish(run, outcome, ended)
+        s.pending = []
+        for run, outcome, ended in batch:
+            s.active.discard(run)
+            self._report(run, outcome, ended)
+
+    def _finish(self, run: Run, outcome: Outcome, ended: int) -> None:
+        started = int(run.started) if run.started else run.submitted
+        job, skipped = policies.after_run(run.job, started, ended)
+        if skipped:
+            self._note_skip(job, skipped, "overlap=skip: came due while it ran", ended)
+        self.engine.finish(job, outcome, ended, started)
+
+    def _report(self, run: Run, outcome: Outcome, ended: int) -> None:
+        job = run.job
+        retry = not outcome.ok and job.attempts + 1 < job.retry.max_attempts
+        name = "succeeded" if outcome.ok else "timed_out" if outcome.timed_out else "failed"
+        self.metrics.run(name, retry)
+        if not outcome.ok:
+            log.info("job %s (%s) failed: %s", job.job_id, job.task, outcome.error)
+        started = run.started or run.submitted
+        self._emit(
+            name,
+            job,
+            run.due,
+            ended,
+            duration_ms=round(ended - started, 3),
+            error=outcome.error,
+            retry_scheduled=retry if not outcome.ok else None,
+        )
+
+    def _renew(self, now: int) -> None:
+        s = self._s
+        if s.active and now >= s.next_renew:
+            self.store.extend_leases(self.owner, now + self.lease_ms)
+            s.next_renew = now + self.lease_ms // 3
+
+    def _claim(self, now: int) -> bool:
+        """Claim up to the free workers' worth of due jobs; True if that filled them."""
+        s = self._s
+        free = self.runner.workers - s.busy
+        if free <= 0:
+            return False
+        decisions: list[policies.Claim] = []
+        with self.store.transaction():
+            claimed = self.store.claim_due(now, free, self.owner, now + self.lease_ms)
+            for job in claimed:
+                decision = policies.on_claim(job, now)
+                if decision.job is not job:
+                    self.store.replace(decision.job, JobState.RUNNING, self.owner)
+                if decision.skipped:
+                    self._note_skip(decision.job, decision.skipped, decision.reason, now)
+                decisions.append(decision)
+        if claimed and not s.active:
+            s.next_renew = now + self.lease_ms // 3
+        for decision in decisions:
+            if decision.run:
+                self._start(decision, now)
+        return len(claimed) == free
+
+    def _start(self, decision: policies.Claim, now: int) -> None:
+        job = decision.job
+        timeout = job.options.timeout_ms
+        run = Run(job, decision.due, now, None if timeout is None else now + timeout)
+        self._s.active.add(run)
+        self._s.busy += 1
+        self._emit("started", job, decision.due, now, lateness_ms=now - decision.due)
+
+        def done(outcome: Outcome, started: float) -> None:
+            self._done.put((run, outcome, started))
+            self._wake.set()
+
+        self.runner.submit(job.task, job.payload_json, timeout, done)
+
+    def _note_skip(self, job: Job, n: int, reason: str, now: int) -> None:
+        """A skipped occurrence is never silent: counted, recorded, logged."""
+        self.metrics.skip(n)
+        log.warning("job %s (%s): skipped %d occurrence(s): %s", job.job_id, job.task, n, reason)
+        self.store.record_run(
+            RunRecord(job.job_id, now, now, "skipped", f"{n} skipped: {reason}", self.owner)
+        )
+        self._emit("skipped", job, job.due_at, now, skipped=n, error=reason)
+
+    def _rescue(self, now: int) -> None:
+        """Jobs whose holder stopped renewing its lease (it died) are taken back.
+
+        The lost run counts as a failed attempt, through the retry rules: a job
+        that kills its runner every time ends dead instead of looping forever.
+        """
+        s = self._s
+        if now < s.next_rescue:
+            return
+        s.next_rescue = now + max(self.lease_ms // 3, 1000)
+        mine = {run.job.job_id for run in s.active}
+        for job in self.store.expired_leases(now, RESCUE_BATCH):
+            if job.job_id in mine:
+                continue
+            error = f"lost: the lease of {job.locked_by} expired (its runner stopped)"
+            new, _ = transitions.on_failure(job, now, job.updated_at, error, self.engine.rng)
+            with self.store.transaction():
+                if not self.store.replace(new, JobState.RUNNING, job.locked_by):
+                    continue
+                self.store.record_run(RunRecord(job.job_id, now, now, "lost", error, self.owner))
+            self.metrics.run("lost")
+            log.warning("job %s (%s): %s", job.job_id, job.task, error)
+            self._emit("lost", job, job.due_at, now, error=error)
+
+    def _release_all(self, now: int) -> None:
+        """Shutdown after the grace: put back every job whose handler still runs."""
+        s = self._s
+        left = [run for run in s.active if not run.finished]
+        text = "interrupted by shutdown before its handler ended; it will run again"
+        try:
+            with self.store.transaction():
+                for run in left:
+                    back = _put_back(run, now)
+                    if self.store.replace(back, JobState.RUNNING, self.owner):
+                        self.store.record_run(
+                            RunRecord(back.job_id, run.submitted, now, "lost", text, self.owner)
+                        )
+                self._flush(now)
+        except JobschedError as exc:
+            # Not written: the leases expire and another node (or our restart) rescues them.
+            log.error("shutdown: could not put back %d running job(s): %s", len(left), exc.text)
+            s.pending = []
+        for run in left:
+            s.active.discard(run)
+            log.warning("job %s (%s): %s", run.job.job_id, run.job.task, text)
+            self._emit("released", run.job, run.due, now, error=text)
+
+    def _next_time(self, now: int) -> int | None:
+        s = self._s
+        times = [r.deadline for r in s.active if r.deadline is not None and not r.finished]
+        if s.active:
+            times.append(s.next_renew)
+        if not self._stopping:
+            times.append(s.next_rescue)
+            if self.runner.workers > s.busy:
+                due = self.store.next_due()
+                if due is not None:
+                    times.append(due)
+        if s.pending:
+            times.append(now + int(ERROR_BACKOFF_S * 1000))
+        return min(times) if times else None
+
+    def _emit(self, event: str, job: Job, due: int | None, at: int, **extra: Any) -> None:
+        if self.events is None:
+            return
+        body: Event = {
+            "type": "run_event",
+            "event": event,
+            "job_id": job.job_id,
+            "task": job.task,
+            "due_at": None if due is None else format_ms(due),
+            "at": format_ms(at),
+        }
+        body.update((k, v) for k, v in extra.items() if v is not None)
+        try:
+            self.events(body)
+        except Exception:  # a broken event consumer must not stop dispatching
+            log.exception("event sink failed")
+
+
+def _put_back(run: Run, now: int) -> Job:
+    """The job runnable again at the occurrence it was running."""
+    job = run.job
+    state = JobState.RETRYING if job.attempts else JobState.SCHEDULED
+    return job.evolve(
+        state=state, due_at=run.due, locked_by=None, locked_until=None, updated_at=now
+    )
