@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -30,7 +31,7 @@ def with_schema(dsn: str, schema: str) -> str:
     return f"{dsn}{'&' if '?' in dsn else '?'}schema={schema}"
 
 
-def admin() -> psycopg.Connection[tuple[object, ...]]:
+def admin() -> psycopg.Connection[tuple[Any, ...]]:
     """A plain autocommit connection to the test server; fails loudly if down."""
     try:
         return psycopg.connect(base_dsn(), autocommit=True, connect_timeout=5)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ from jobsched.stores.postgres import PostgresStore
 from tests.backend_postgres import admin, base_dsn, fresh_schema, with_schema
 from tests.harness import ROOT
 
-Catalog = dict[str, list[tuple[object, ...]]]
+Catalog = dict[str, list[tuple[Any, ...]]]
 
 
 def catalog(schema: str) -> Catalog:
@@ -63,7 +64,7 @@ def _open(schema: str) -> PostgresStore:
     return PostgresStore(with_schema(base_dsn(), schema))
 
 
-def _applied(schema: str) -> list[tuple[object, ...]]:
+def _applied(schema: str) -> list[tuple[Any, ...]]:
     with admin() as db:
         return db.execute(
             f'SELECT version, name, applied_ms FROM "{schema}".schema_migrations ORDER BY version'

@@ -1,0 +1,222 @@
+"""What the PostgreSQL store adds to the contract: non-blocking claims across
+nodes, wake-ups, the database clock, heartbeats, and faults answered as
+error 11 with nothing changed. Real server, one fresh schema per test."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from jobsched.errors import Unavailable
+from jobsched.jobs import ONCE, Job, JobState
+from jobsched.stores.postgres import PostgresStore
+from tests.backend_postgres import admin, base_dsn, fresh_schema, with_schema
+
+S = JobState
+T0 = 1_705_309_200_000
+Open = Callable[[], PostgresStore]
+
+
+def job(job_id: str, due: int | None = T0, state: JobState = S.SCHEDULED) -> Job:
+    return Job(
+        job_id=job_id,
+        task="t",
+        payload_json="{}",
+        schedule=ONCE,
+        state=state,
+        due_at=due,
+        created_at=T0,
+        updated_at=T0,
+    )
+
+
+@pytest.fixture
+def open_store() -> Iterator[Open]:
+    opened: list[PostgresStore] = []
+    with fresh_schema() as schema:
+
+        def factory() -> PostgresStore:
+            store = PostgresStore(with_schema(base_dsn(), schema))
+            opened.append(store)
+            return store
+
+        try:
+            yield factory
+        finally:
+            for store in opened:
+                store.close()
+
+
+def kill_connections(store: PostgresStore) -> int:
+    """Terminate the server sessions of the store's connections, as a crash
+    or an admin would; returns how many."""
+    pids = [c.pg.info.backend_pid for c in store._pool._all if c.pg is not None]
+    with admin() as db:
+        for pid in pids:
+            db.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    return len(pids)
+
+
+# -- claims across nodes ------------------------------------------------------
+
+
+def test_a_claim_skips_rows_another_node_holds_without_waiting(open_store: Open) -> None:
+    a, b = open_store(), open_store()
+    for i in range(10):
+        a.insert(job(f"j{i}", due=T0 + i))
+    with a.transaction():
+        first = a.claim_due(T0 + 100, 4, "a", T0 + 1000)
+        started = time.monotonic()
+        second = b.claim_due(T0 + 100, 100, "b", T0 + 1000)
+        assert time.monotonic() - started < 2  # SKIP LOCKED: no waiting on a's locks
+    assert [j.job_id for j in first] == ["j0", "j1", "j2", "j3"]
+    assert [j.job_id for j in second] == [f"j{i}" for i in range(4, 10)]
+    assert all(j.locked_by == "b" for j in second)
+
+
+def test_a_rolled_back_claim_leaves_the_jobs_to_the_next_node(open_store: Open) -> None:
+    a, b = open_store(), open_store()
+    a.insert(job("x"))
+    with pytest.raises(RuntimeError), a.transaction():
+        assert len(a.claim_due(T0, 10, "a", T0 + 10)) == 1
+        raise RuntimeError("node crashed before commit")
+    [got] = b.claim_due(T0, 10, "b", T0 + 10)
+    assert (got.job_id, got.locked_by) == ("x", "b")
+
+
+# -- wake-ups -----------------------------------------------------------------
+
+
+def test_a_job_due_sooner_wakes_a_sleeping_listener(open_store: Open) -> None:
+    sleeper, writer = open_store(), open_store()
+    writer.insert(job("late", due=T0 + 60_000))
+    assert not sleeper.wait_for_wakeup(0)  # starts listening; nothing pending
+    woke: list[bool] = []
+    t = threading.Thread(target=lambda: woke.append(sleeper.wait_for_wakeup(30)))
+    t.start()
+    time.sleep(0.05)
+    writer.insert(job("soon", due=T0 + 5))
+    t.join(30)
+    assert woke == [True]
+    assert sleeper._listener.last_due == T0 + 5
+
+
+def test_a_job_due_later_than_another_does_not_wake(open_store: Open) -> None:
+    sleeper, writer = open_store(), open_store()
+    writer.insert(job("first", due=T0))
+    assert not sleeper.wait_for_wakeup(0)
+    writer.insert(job("later", due=T0 + 1))
+    writer.insert(job("paused", due=T0 - 9, state=S.PAUSED))
+    assert not sleeper.wait_for_wakeup(0.2)
+
+
+def test_wake_ups_come_at_commit_and_not_after_a_rollback(open_store: Open) -> None:
+    sleeper, writer = open_store(), open_store()
+    assert not sleeper.wait_for_wakeup(0)
+    with pytest.raises(RuntimeError), writer.transaction():
+        writer.insert(job("undone"))
+        raise RuntimeError
+    assert not sleeper.wait_for_wakeup(0.2)
+    with writer.transaction():
+        for i in range(50):
+            writer.insert(job(f"j{i}", due=T0 + i))
+        assert not sleeper.wait_for_wakeup(0.1)  # not before the commit
+    assert sleeper.wait_for_wakeup(5)
+    assert sleeper._listener.last_due == T0
+
+
+def test_wake_ends_a_wait_from_another_thread(open_store: Open) -> None:
+    store = open_store()
+    threading.Timer(0.1, store.wake).start()
+    started = time.monotonic()
+    assert store.wait_for_wakeup(30)
+    assert time.monotonic() - started < 10
+
+
+# -- clock and membership -----------------------------------------------------
+
+
+def test_db_now_is_the_database_clock(open_store: Open) -> None:
+    store = open_store()
+    with admin() as db:
+        row = db.execute("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint").fetchone()
+    assert row is not None
+    assert abs(store.db_now() - int(row[0])) < 1000  # same machine: the same clock
+    a, b = store.db_now(), store.db_now()
+    assert b >= a
+
+
+def test_heartbeats_list_recent_nodes_and_the_jobs_they_hold(open_store: Open) -> None:
+    store = open_store()
+    for i in range(5):
+        store.insert(job(f"j{i}"))
+    store.claim_due(T0, 3, "node-a", T0 + 10)
+    store.claim_due(T0, 1, "node-b", T0 + 10)
+    store.heartbeat("node-a", 1_000)
+    store.heartbeat("node-b", 1_500)
+    store.heartbeat("node-old", 10)
+    store.heartbeat("node-a", 2_000)
+    assert store.nodes_seen(1_000) == [("node-a", 2_000, 3), ("node-b", 1_500, 1)]
+
+
+# -- faults -------------------------------------------------------------------
+
+
+def test_a_killed_connection_answers_unavailable_once_then_reconnects(open_store: Open) -> None:
+    store = open_store()
+    store.insert(job("a"))
+    assert kill_connections(store) == 1
+    with pytest.raises(Unavailable):
+        store.get("a")
+    got = store.get("a")  # the next call reconnects
+    assert got is not None and got.job_id == "a"
+
+
+def test_a_connection_killed_inside_a_transaction_saves_nothing(open_store: Open) -> None:
+    store, other = open_store(), open_store()
+    store.insert(job("kept"))
+    outcomes: list[str] = []
+    with pytest.raises(Unavailable), store.transaction():
+        store.insert(job("lost-1"))
+        store.claim_due(T0, 10, "me", T0 + 5)
+        kill_connections(store)
+        for name in ("lost-2", "lost-3"):  # each later call in the block answers 11
+            try:
+                store.insert(job(name))
+            except Unavailable:
+                outcomes.append(name)
+        with store.transaction():  # an inner block in a doomed transaction is harmless
+            pass
+    assert outcomes == ["lost-2", "lost-3"]
+    assert [j.job_id for j in other.iter_all()] == ["kept"]
+    kept = other.get("kept")
+    assert kept is not None and kept.state is S.SCHEDULED
+    store.insert(job("after"))  # and the store carries on
+    assert [j.job_id for j in other.iter_all()] == ["kept", "after"]
+
+
+def test_an_unreachable_server_answers_unavailable_quickly_with_backoff(
+    open_store: Open,
+) -> None:
+    store = open_store()
+    store._pool.conninfo = store._pool.conninfo.replace("port=5432", "port=1")
+    kill_connections(store)
+    with pytest.raises(Unavailable):
+        store.get("x")  # the killed connection
+    started = time.monotonic()
+    messages = []
+    for _ in range(50):
+        with pytest.raises(Unavailable) as info:
+            store.get("x")
+        messages.append(info.value.text)
+    assert time.monotonic() - started < 5  # backoff: no connect storm, no long waits
+    assert any("next attempt in" in m for m in messages)
+    with pytest.raises(Unavailable), store.transaction():  # a block: 11 inside and at its end
+        store.insert(job("y"))
+    assert not store.wait_for_wakeup(0.05)  # the listener just times out
+    store._pool.conninfo = store._pool.conninfo.replace("port=1", "port=5432")
+    store._pool._retry_at = 0.0
+    assert store.get("x") is None
