@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -177,13 +178,17 @@ def test_thousands_of_malformed_lines_through_main_py() -> None:
         before = [node.send({"type": "get_job", "job_id": k["job_id"]})["job"] for k in keep]
         lines = [_garbage(rng) for _ in range(3000)]
         assert node.proc.stdin is not None and node.proc.stdout is not None
-        node.proc.stdin.write("".join(line.replace("\n", " ") + "\n" for line in lines).encode())
-        node.proc.stdin.flush()
+        data = "".join(line.replace("\n", " ") + "\n" for line in lines).encode()
+        stdin = node.proc.stdin
+        # Write from a thread: the replies fill stdout's pipe while we write.
+        writer = threading.Thread(target=lambda: (stdin.write(data), stdin.flush()))
+        writer.start()
         answered = sum(1 for line in lines if line.strip())
         for _ in range(answered):
             reply = node.proc.stdout.readline()
             assert reply, f"node stopped answering; stderr: {node.stderr()}"
             json.loads(reply)
+        writer.join()
         after = [node.send({"type": "get_job", "job_id": k["job_id"]})["job"] for k in keep]
         # execute_jobs in the garbage may have run them (they are due in the past
         # for current_time far ahead); only fields a run changes may differ.
