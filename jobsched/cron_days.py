@@ -1,0 +1,134 @@
+"""Which days of a month a `CronSpec` allows (pure; no I/O).
+
+A month's matching days depend only on its length (28-31) and the weekday of its
+first day, so there are 28 possible answers per expression. cron.py caches them,
+and `check_can_fire` tries every combination that the calendar can produce, which
+makes "can this ever fire?" an exact, static question.
+"""
+
+from __future__ import annotations
+
+from jobsched.cron_parse import CronError, CronSpec, bits
+
+MONTH_LENGTHS = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+_MONTH_NAMES = [
+    "-",
+    "Jan",
+    "Feb",
+    "Mar",
+    "Apr",
+    "May",
+    "Jun",
+    "Jul",
+    "Aug",
+    "Sep",
+    "Oct",
+    "Nov",
+    "Dec",
+]
+
+
+def _weekday(first: int, day: int) -> int:
+    """Weekday (0 = Sunday) of `day` in a month whose 1st falls on `first`."""
+    return (first + day - 1) % 7
+
+
+def _nearest_weekday(n: int, length: int, first: int) -> int:
+    """Quartz `nW`: the weekday nearest day n, never leaving the month."""
+    wd = _weekday(first, n)
+    if wd == 6:  # Saturday: the Friday before, unless that is last month
+        return n - 1 if n > 1 else n + 2
+    if wd == 0:  # Sunday: the Monday after, unless that is next month
+        return n + 1 if n < length else n - 2
+    return n
+
+
+def _dom_mask(spec: CronSpec, length: int, first: int) -> int:
+    mask = spec.dom & ((1 << (length + 1)) - 2)
+    if spec.dom_last:
+        mask |= 1 << length
+    if spec.dom_last_weekday:
+        wd = _weekday(first, length)
+        mask |= 1 << (length - 2 if wd == 0 else length - 1 if wd == 6 else length)
+    for n in spec.dom_nearest:
+        if n <= length:  # nW does not fire in a month shorter than n
+            mask |= 1 << _nearest_weekday(n, length, first)
+    return mask
+
+
+def _weekday_days(first: int, wd: int) -> int:
+    mask = 0
+    for day in range((wd - first) % 7 + 1, 32, 7):
+        mask |= 1 << day
+    return mask
+
+
+# _WEEKDAY_DAYS[first][wd]: mask of days 1-31 falling on weekday wd when the 1st is `first`.
+_WEEKDAY_DAYS = tuple(tuple(_weekday_days(first, wd) for wd in range(7)) for first in range(7))
+
+
+def _dow_mask(spec: CronSpec, length: int, first: int) -> int:
+    table = _WEEKDAY_DAYS[first]
+    mask = 0
+    for wd in bits(spec.dow):
+        mask |= table[wd]
+    for wd in bits(spec.dow_last):
+        d1 = (wd - first) % 7 + 1
+        mask |= 1 << (d1 + 7 * ((length - d1) // 7))
+    for wd, nth in spec.dow_nth:
+        mask |= 1 << ((wd - first) % 7 + 1 + 7 * (nth - 1))
+    return mask & ((1 << (length + 1)) - 2)
+
+
+def month_days(spec: CronSpec, length: int, first: int) -> tuple[int, ...]:
+    """Days (1-based, ascending) that match in a month of `length` days starting on `first`."""
+    dom = _dom_mask(spec, length, first)
+    dow = _dow_mask(spec, length, first)
+    return bits(dom & dow if spec.day_and else dom | dow)
+
+
+def _lengths(month: int) -> tuple[int, ...]:
+    return (28, 29) if month == 2 else (MONTH_LENGTHS[month],)
+
+
+def _quick_yes(spec: CronSpec) -> bool:
+    """Cheap sufficient conditions for "some date matches" (the usual expressions)."""
+    if not spec.day_and:
+        # OR: a restricted day-of-week always matches some day of every month
+        # (d#5 needs 29+ days, and a leap February has them).
+        return True
+    if spec.dom == 0xFFFFFFFE:  # day-of-month '*': every weekday pattern occurs
+        return True
+    if spec.dow == 0x7F and (spec.dom_last or spec.dom_last_weekday):
+        return True
+    # Plain days up to 28 exist in every month.
+    return spec.dow == 0x7F and bool(spec.dom & 0x1FFFFFFE)
+
+
+def check_can_fire(spec: CronSpec) -> None:
+    """Raise CronError unless some real date matches the day and month fields.
+
+    Every (month, length, weekday of the 1st) combination below occurs in the
+    400-year Gregorian cycle, so this is exact: no match here means none ever.
+    """
+    if _quick_yes(spec):
+        return
+    months = bits(spec.months)
+    for month in months:
+        for length in _lengths(month):
+            for first in range(7):
+                if month_days(spec, length, first):
+                    return
+    names = ", ".join(_MONTH_NAMES[m] for m in months)
+    if spec.dow == 0x7F:
+        days = ", ".join(str(d) for d in bits(spec.dom) + spec.dom_nearest)
+        raise CronError(
+            "cron.day_of_month",
+            f"the expression can never fire: day {days} does not occur in {names}",
+        )
+    raise CronError(
+        "cron.day_of_week",
+        "the expression can never fire: no date in "
+        f"{names} matches both day-of-month and day-of-week "
+        "(both must match because one of them starts with '*')",
+    )
