@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from jobsched import transitions
+from jobsched.cron import CronExpr
 from jobsched.errors import JobExists, JobNotFound, Malformed, PreconditionFailed
 from jobsched.ids import uuid7
 from jobsched.jobs import (
@@ -227,8 +228,6 @@ class Engine:
 def _first_due(spec: ScheduleSpec, now: int) -> tuple[Schedule, int]:
     schedule: Schedule
     if spec.cron is not None:
-        from jobsched.cron import CronExpr
-
         schedule = CronSchedule(CronExpr.parse(spec.cron, spec.timezone))
         due = schedule.next_after(now)
         if due is None:

@@ -19,10 +19,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from jobsched.cron import CronExpr
+from jobsched.cron import CronExpr
 
 
 class JobState(StrEnum):

@@ -7,6 +7,7 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from jobsched.cron import CronExpr
 from jobsched.errors import Malformed
 from jobsched.jobs import DEFAULT_OPTIONS, DEFAULT_RETRY, JobOptions, JobState, RetryPolicy
 from jobsched.jsonfast import dumps_compact as _dumps_compact
@@ -162,8 +163,6 @@ def _when(name: str, value: Any, tz: str) -> dict[str, Any]:
         return {"run_at": parse_timestamp(value, name)}
     if not isinstance(value, str) or not value.strip():
         raise Malformed("cron", f"must be a cron expression string, not {_kind(value)}")
-    from jobsched.cron import CronExpr
-
     CronExpr.parse(value, tz)  # raises CronError naming the bad field
     return {"cron": value}
 
