@@ -89,9 +89,10 @@ class Run:
 
     job: Job
     due: int
-    submitted: int
+    submitted: int  # on the dispatcher's clock
     deadline: int | None
-    started: float = 0.0
+    submitted_wall: float = 0.0  # wall ms, to carry the worker's start onto our clock
+    started: float = 0.0  # on the dispatcher's clock
     finished: bool = False  # its outcome is decided (ended, or timed out)
 
 
@@ -204,6 +205,20 @@ class Dispatcher:
                 return now  # a full batch: more may be due
         return self._next_time(now)
 
+    def run_until_idle(self, now: int, timeout_s: float = 10.0) -> None:
+        """Step at a fixed ``now`` until no run is in flight and no handler is
+        executing: an injected clock drives the policies (tests, tools); only
+        the handlers take real time."""
+        end = time.monotonic() + timeout_s
+        while True:
+            self._wake.clear()
+            self.step(now)
+            if not self._s.active and not self._s.pending and not self._s.busy:
+                return
+            if time.monotonic() > end:
+                raise TimeoutError(f"{len(self._s.active)} run(s) still in flight")
+            self._wake.wait(0.05)
+
     @property
     def in_flight(self) -> int:
         return len(self._s.active)
@@ -220,7 +235,7 @@ class Dispatcher:
             except queue.Empty:
                 return
             s.busy -= 1
-            run.started = started
+            run.started = run.submitted + max(started - run.submitted_wall, 0.0)
             self.metrics.lateness(started - run.due)
             if run.finished:
                 log.warning("job %s: handler ended after its timeout", run.job.job_id)
@@ -308,7 +323,7 @@ class Dispatcher:
     def _start(self, decision: policies.Claim, now: int) -> None:
         job = decision.job
         timeout = job.options.timeout_ms
-        run = Run(job, decision.due, now, None if timeout is None else now + timeout)
+        run = Run(job, decision.due, now, None if timeout is None else now + timeout, _wall())
         self._s.active.add(run)
         self._s.busy += 1
         self._emit("started", job, decision.due, now, lateness_ms=now - decision.due)
@@ -406,6 +421,10 @@ class Dispatcher:
             self.events(body)
         except Exception:  # a broken event consumer must not stop dispatching
             log.exception("event sink failed")
+
+
+def _wall() -> float:
+    return time.time() * 1000
 
 
 def _put_back(run: Run, now: int) -> Job:

@@ -1,0 +1,310 @@
+"""The HTTP API end to end, against a real ``python -m jobsched serve`` process on a
+free loopback port with a real SQLite file: every route, auth, the body bound,
+the mapping of error codes to statuses, /metrics through a Prometheus parser,
+and SIGTERM in the middle of a run followed by a restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "s3cret-token"
+BOUND_S = 10.0
+
+TASKS = """
+import time
+from pathlib import Path
+from jobsched import task
+
+@task("ok")
+def ok(payload):
+    pass
+
+@task("boom")
+def boom(payload):
+    raise RuntimeError("boom")
+
+@task("slow")
+def slow(payload):
+    with open(payload["marker"], "a") as f:
+        f.write("started\\n")
+    time.sleep(payload.get("seconds", 60))
+"""
+
+
+class Service:
+    def __init__(self, tmp: Path, *extra: str) -> None:
+        tasks = tmp / "server_tasks.py"
+        tasks.write_text(TASKS)
+        args = [sys.executable, "-m", "jobsched", "serve", "--db", str(tmp / "jobs.db")]
+        args += ["--listen", "127.0.0.1:0", "--tasks", str(tasks), "--log-level", "WARNING"]
+        env = {**os.environ, "JOBSCHED_TOKEN": TOKEN}
+        self.proc = subprocess.Popen(
+            [*args, *extra], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
+        )
+        self.log: list[str] = []
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.log.append(line)
+            if "listening on http://" in line:
+                self.url = line.split("listening on ")[1].strip()
+                break
+        else:
+            raise AssertionError(f"the service did not start: {''.join(self.log)}")
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        assert self.proc.stderr is not None
+        self.log.extend(self.proc.stderr)
+
+    def request(
+        self, method: str, path: str, body: Any = None, token: str | None = TOKEN
+    ) -> tuple[int, Any]:
+        data = body if isinstance(body, bytes) else None if body is None else json.dumps(body)
+        req = urllib.request.Request(
+            self.url + path,
+            data=data.encode() if isinstance(data, str) else data,
+            method=method,
+        )
+        if token is not None:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=BOUND_S) as resp:
+                status, raw = resp.status, resp.read()
+                ctype = resp.headers["Content-Type"]
+        except urllib.error.HTTPError as err:
+            status, raw, ctype = err.code, err.read(), err.headers["Content-Type"]
+        return status, raw.decode() if ctype.startswith("text/plain") else json.loads(raw)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    s = Service(tmp_path_factory.mktemp("svc"), "--max-body-bytes", "4096", "--grace", "1")
+    yield s
+    assert s.stop() == 0
+
+
+def wait_state(svc: Service, job_id: str, state: str) -> dict[str, Any]:
+    deadline = time.monotonic() + BOUND_S
+    while True:
+        status, reply = svc.request("GET", f"/v1/jobs/{job_id}")
+        assert status == 200, reply
+        if reply["job"]["state"] == state or time.monotonic() > deadline:
+            assert reply["job"]["state"] == state, reply
+            return dict(reply["job"])
+        time.sleep(0.02)
+
+
+def error(reply: Any, code: int) -> str:
+    assert reply["type"] == "error" and reply["code"] == code, reply
+    return str(reply["text"])
+
+
+# -- auth, bounds, routing ------------------------------------------------------------
+
+
+def test_healthz_needs_no_token_and_everything_else_does(svc: Service) -> None:
+    assert svc.request("GET", "/healthz", token=None) == (200, {"status": "ok"})
+    for method, path in [("GET", "/v1/jobs"), ("GET", "/metrics"), ("POST", "/v1/messages")]:
+        status, reply = svc.request(method, path, token=None)
+        assert status == 401 and "Authorization" in error(reply, 12)
+        status, reply = svc.request(method, path, token="wrong")
+        assert status == 401
+
+
+def test_bodies_are_bounded(svc: Service) -> None:
+    status, reply = svc.request("POST", "/v1/jobs", {"task": "ok", "payload": "x" * 5000})
+    assert status == 413 and "4096" in error(reply, 12)
+
+
+def test_unknown_routes_and_methods(svc: Service) -> None:
+    status, reply = svc.request("GET", "/v2/nothing")
+    assert status == 404 and error(reply, 10)
+    status, reply = svc.request("PUT", "/v1/jobs")
+    assert status == 405 and error(reply, 10)
+    status, reply = svc.request("POST", "/v1/jobs/x/frob")
+    assert status == 404 and error(reply, 10)
+
+
+# -- resource routes ------------------------------------------------------------------
+
+
+def test_schedule_get_and_idempotency(svc: Service) -> None:
+    spec = {"task": "ok", "delay_ms": 3_600_000, "job_id": "later", "payload": {"n": 1}}
+    status, reply = svc.request("POST", "/v1/jobs", spec)
+    assert status == 201 and reply["type"] == "job_scheduled" and reply["job_id"] == "later"
+    assert svc.request("POST", "/v1/jobs", spec) == (201, reply)
+    status, reply = svc.request("POST", "/v1/jobs", {**spec, "payload": {"n": 2}})
+    assert status == 409 and error(reply, 21)
+    status, reply = svc.request("GET", "/v1/jobs/later")
+    assert status == 200 and reply["job"]["payload"] == {"n": 1}
+    assert reply["job"]["state"] == "scheduled" and reply["job"]["recent_runs"] == []
+
+
+def test_errors_map_to_statuses(svc: Service) -> None:
+    status, reply = svc.request("POST", "/v1/jobs", {"task": "no-such-task"})
+    assert status == 400 and error(reply, 12).startswith("task:")
+    status, reply = svc.request("POST", "/v1/jobs", {"task": "ok", "delay_ms": -1})
+    assert status == 400 and error(reply, 12).startswith("delay_ms:")
+    status, reply = svc.request("POST", "/v1/jobs", b"{not json")
+    assert status == 400 and error(reply, 12)
+    status, reply = svc.request("POST", "/v1/jobs", [1, 2])
+    assert status == 400 and error(reply, 12)
+    status, reply = svc.request("GET", "/v1/jobs/missing")
+    assert status == 404 and error(reply, 20)
+    status, reply = svc.request("GET", "/v1/jobs/bad%20id")
+    assert status == 400 and error(reply, 12)
+
+
+def test_list_jobs_filters_and_pages(svc: Service) -> None:
+    for i in range(3):
+        body = {"task": "ok", "delay_ms": 3_600_000, "job_id": f"page-{i}"}
+        assert svc.request("POST", "/v1/jobs", body)[0] == 201
+    status, first = svc.request("GET", "/v1/jobs?state=scheduled&task=ok&limit=2")
+    assert status == 200 and first["type"] == "jobs_listed" and len(first["jobs"]) == 2
+    status, rest = svc.request("GET", f"/v1/jobs?state=scheduled&task=ok&after={first['next']}")
+    assert status == 200
+    ids = [j["job_id"] for j in first["jobs"] + rest["jobs"]]
+    assert {"page-0", "page-1", "page-2"} <= set(ids) and len(ids) == len(set(ids))
+    assert svc.request("GET", "/v1/jobs?limit=abc")[0] == 400
+    assert svc.request("GET", "/v1/jobs?state=bogus")[0] == 400
+    assert svc.request("GET", "/v1/jobs?after=nobody")[0] == 404
+
+
+def test_actions_and_cancel(svc: Service) -> None:
+    body = {"task": "ok", "delay_ms": 3_600_000, "job_id": "act"}
+    assert svc.request("POST", "/v1/jobs", body)[0] == 201
+    assert svc.request("POST", "/v1/jobs/act/pause") == (
+        200,
+        {"type": "job_paused", "job_id": "act"},
+    )
+    status, reply = svc.request("POST", "/v1/jobs/act/pause")
+    assert status == 409 and error(reply, 22)
+    status, reply = svc.request("POST", "/v1/jobs/act/resume")
+    assert status == 200 and reply["type"] == "job_resumed"
+    status, reply = svc.request("POST", "/v1/jobs/act/retry")
+    assert status == 409 and error(reply, 22)
+    assert svc.request("POST", "/v1/jobs/act/run") == (
+        200,
+        {"type": "job_executed", "job_id": "act"},
+    )
+    assert wait_state(svc, "act", "completed")["runs"] == 1
+    status, reply = svc.request("DELETE", "/v1/jobs/act")
+    assert status == 409 and error(reply, 22)
+    body = {"task": "ok", "delay_ms": 3_600_000, "job_id": "gone"}
+    assert svc.request("POST", "/v1/jobs", body)[0] == 201
+    assert svc.request("DELETE", "/v1/jobs/gone") == (
+        200,
+        {"type": "job_cancelled", "job_id": "gone"},
+    )
+    status, reply = svc.request("POST", "/v1/jobs/missing/run")
+    assert status == 404 and error(reply, 20)
+
+
+def test_a_dead_job_is_retried_through_the_route(svc: Service) -> None:
+    body = {"task": "boom", "job_id": "dies", "max_attempts": 1}
+    assert svc.request("POST", "/v1/jobs", body)[0] == 201
+    job = wait_state(svc, "dies", "dead")
+    assert job["last_error"] == "RuntimeError: boom"
+    assert job["recent_runs"][0]["outcome"] == "failed"
+    status, reply = svc.request("POST", "/v1/jobs/dies/retry")
+    assert status == 200 and reply["type"] == "job_requeued"
+
+
+# -- the protocol over HTTP -----------------------------------------------------------
+
+
+def test_messages_route_speaks_the_protocol(svc: Service) -> None:
+    status, reply = svc.request("POST", "/v1/messages", {"type": "stats", "msg_id": 7})
+    assert status == 200 and reply["type"] == "stats" and reply["in_reply_to"] == 7
+    envelope = {
+        "src": "c1",
+        "dest": "sched",
+        "body": {"type": "get_job", "msg_id": 8, "job_id": "nope"},
+    }
+    status, reply = svc.request("POST", "/v1/messages", envelope)
+    assert status == 404 and reply["src"] == "sched" and reply["dest"] == "c1"
+    assert reply["body"]["code"] == 20 and reply["body"]["in_reply_to"] == 8
+    status, reply = svc.request("POST", "/v1/messages", {"type": "frobnicate"})
+    assert status == 400 and error(reply, 10)
+    body = {"type": "schedule_job", "task": "ok", "delay_ms": 3_600_000, "job_id": "m1"}
+    assert svc.request("POST", "/v1/messages", body)[0] == 200
+    run = {"type": "execute_job", "job_id": "m1", "force_fail": True}
+    status, reply = svc.request("POST", "/v1/messages", run)
+    assert (status, reply["type"], reply["retry_scheduled"]) == (200, "job_failed", True)
+
+
+# -- real-time running and metrics ----------------------------------------------------
+
+
+def _metrics(svc: Service) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    status, text = svc.request("GET", "/metrics")
+    assert status == 200
+    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return out
+
+
+def test_due_jobs_run_by_themselves_and_metrics_count_them(svc: Service) -> None:
+    assert svc.request("POST", "/v1/jobs", {"task": "ok", "job_id": "now"})[0] == 201
+    assert (
+        svc.request("POST", "/v1/jobs", {"task": "ok", "job_id": "soon", "delay_ms": 50})[0] == 201
+    )
+    assert svc.request("POST", "/v1/jobs", {"task": "boom", "job_id": "b", "base_ms": 0})[0] == 201
+    wait_state(svc, "now", "completed")
+    wait_state(svc, "soon", "completed")
+    m = _metrics(svc)
+    assert m["jobsched_runs_total"][(("outcome", "succeeded"),)] >= 2
+    assert m["jobsched_run_failures_total"][()] >= 1
+    assert m["jobsched_retries_total"][()] >= 1
+    assert m["jobsched_jobs"][(("state", "completed"),)] >= 2
+    assert set(dict(k)["state"] for k in m["jobsched_jobs"]) >= {"scheduled", "running", "dead"}
+    assert "jobsched_skipped_occurrences_total" in m
+    count = m["jobsched_dispatch_lateness_seconds_count"][()]
+    assert count >= 3 and m["jobsched_dispatch_lateness_seconds_bucket"][(("le", "+Inf"),)] == count
+
+
+def test_sigterm_mid_run_then_restart_runs_the_job_again(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    first = Service(tmp_path, "--grace", "0.2")
+    try:
+        body = {"task": "slow", "job_id": "long", "payload": {"marker": str(marker)}}
+        assert first.request("POST", "/v1/jobs", body)[0] == 201
+        wait_state(first, "long", "running")
+        deadline = time.monotonic() + BOUND_S
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        assert first.stop() == 0
+    assert marker.read_text() == "started\n"
+    second = Service(tmp_path, "--grace", "0.2")
+    try:
+        job = wait_state(second, "long", "running")  # claimed again after the restart
+        assert job["recent_runs"][0]["outcome"] == "lost"
+        deadline = time.monotonic() + BOUND_S
+        while marker.read_text().count("started") < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert marker.read_text() == "started\nstarted\n"
+    finally:
+        assert second.stop() == 0
