@@ -55,7 +55,10 @@ _INSERT = (
 _REPLACE = f"UPDATE jobs SET {_UPDATE}, touched_ms = ? WHERE job_id = ? AND state = ?"
 _CLAIM = (
     "UPDATE jobs SET state = 'running', locked_by = ?, locked_until = ?, touched_ms = ? "
-    "WHERE seq IN (SELECT seq FROM jobs WHERE state IN ('scheduled', 'retrying') "
+    # INDEXED BY: without statistics the planner prefers jobs_state, then sorts
+    # every scheduled job to find the first few; jobs_due is already in order.
+    "WHERE seq IN (SELECT seq FROM jobs INDEXED BY jobs_due "
+    "WHERE state IN ('scheduled', 'retrying') "
     "AND due_at <= ? ORDER BY due_at, seq LIMIT ?) "
     f"RETURNING {SELECT}"
 )
@@ -263,7 +266,8 @@ class SQLiteStore(Store):
     def next_due(self) -> int | None:
         with self._use(False) as db:
             row = db.execute(
-                "SELECT due_at FROM jobs WHERE state IN ('scheduled', 'retrying') "
+                "SELECT due_at FROM jobs INDEXED BY jobs_due "
+                "WHERE state IN ('scheduled', 'retrying') "
                 "AND due_at IS NOT NULL ORDER BY due_at LIMIT 1"
             ).fetchone()
         return None if row is None else int(row[0])

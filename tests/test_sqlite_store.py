@@ -1,0 +1,132 @@
+"""What the SQLite store promises beyond the common contract: its settings, a
+connection per thread, faults as Unavailable, and queries served by indexes."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from jobsched.errors import JobschedError, Unavailable
+from jobsched.jobs import ONCE, Job, JobState
+from jobsched.stores.sqlite import SQLiteStore
+
+T0 = 1_705_309_200_000
+
+
+def job(job_id: str, due: int = T0) -> Job:
+    return Job(job_id, "t", "{}", ONCE, JobState.SCHEDULED, due, T0, T0)
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> str:
+    return str(tmp_path / "jobs.db")
+
+
+@pytest.mark.parametrize(("mode", "level"), [("FULL", 2), ("NORMAL", 1), ("full", 2)])
+def test_wal_and_the_synchronous_level_are_set(path: str, mode: str, level: int) -> None:
+    store = SQLiteStore(path, synchronous=mode)
+    db = store._local().db
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA synchronous").fetchone()[0] == level
+    store.close()
+
+
+def test_an_unknown_synchronous_level_is_refused(path: str) -> None:
+    with pytest.raises(JobschedError, match="synchronous"):
+        SQLiteStore(path, synchronous="SOMETIMES")
+
+
+def test_each_thread_has_its_own_connection_and_transaction(path: str) -> None:
+    store = SQLiteStore(path)
+    inside, seen = threading.Event(), threading.Event()
+    observed: list[object] = []
+
+    def other_thread() -> None:
+        inside.wait(timeout=10)
+        observed.append(store.get("x"))  # the open transaction is not visible here
+        seen.set()
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    with store.transaction():
+        store.insert(job("x"))
+        inside.set()
+        assert seen.wait(timeout=10)
+    t.join()
+    assert observed == [None]
+    assert store.get("x") is not None
+    store.close()
+
+
+def test_writers_on_two_threads_take_turns(path: str) -> None:
+    store = SQLiteStore(path)
+
+    def writer(prefix: str) -> None:
+        for i in range(50):
+            with store.transaction():
+                store.insert(job(f"{prefix}{i}"))
+
+    threads = [threading.Thread(target=writer, args=(p,)) for p in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(list(store.iter_all())) == 100
+    store.close()
+
+
+def test_a_locked_file_makes_writes_unavailable_and_changes_nothing(path: str) -> None:
+    store = SQLiteStore(path, busy_timeout_ms=50)
+    store.insert(job("old"))
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(Unavailable, match="locked"):
+            store.insert(job("new"))
+        with store.transaction():
+            assert store.get("old") is not None  # reads are still served
+            with pytest.raises(Unavailable, match="locked"):
+                store.claim_due(T0, 10, "me", T0)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert [j.job_id for j in store.iter_all()] == ["old"]
+    assert store.insert(job("new")).seq > 0  # and writes work again
+    store.close()
+
+
+def test_a_failed_commit_raises_unavailable_and_keeps_nothing(path: str) -> None:
+    store = SQLiteStore(path, busy_timeout_ms=50)
+    other = SQLiteStore(path, busy_timeout_ms=50)
+    with pytest.raises(Unavailable), store.transaction():
+        store.insert(job("a"))
+        # A second connection cannot get the lock the first holds: its own
+        # transaction can only read, and its write is refused.
+        with other.transaction():
+            other.insert(job("b"))
+    assert list(store.iter_all()) == []
+    store.close()
+    other.close()
+
+
+def plan(store: SQLiteStore, sql: str, *args: object) -> str:
+    rows = store._local().db.execute(f"EXPLAIN QUERY PLAN {sql}", args).fetchall()
+    return " | ".join(str(r[-1]) for r in rows)
+
+
+def test_the_hot_queries_use_their_indexes(path: str) -> None:
+    from jobsched.stores.sqlite import _CLAIM
+
+    store = SQLiteStore(path)
+    claim = plan(store, _CLAIM, "me", T0, T0, T0, 10)
+    assert "jobs_due" in claim and "TEMP B-TREE" not in claim, claim
+    store.next_due()  # fails to prepare if its INDEXED BY cannot be honoured
+    assert "job_id=?" in plan(store, "SELECT seq FROM jobs WHERE job_id = ?", "x")
+    listing = "SELECT seq FROM jobs WHERE seq > ? AND {} = ? ORDER BY seq LIMIT ?"
+    assert "jobs_state" in plan(store, listing.format("state"), 0, "dead", 10)
+    assert "jobs_task" in plan(store, listing.format("task"), 0, "t", 10)
+    assert "USE TEMP B-TREE" not in plan(store, listing.format("task"), 0, "t", 10)
+    store.close()
