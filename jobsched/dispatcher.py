@@ -197,13 +197,13 @@ class Dispatcher:
         """Do everything due at ``now``; return when to look again (ms), or None."""
         self._collect(now)
         self._expire(now)
+        # Claims first: they are what lateness is made of; writing outcomes can wait.
+        full = not self._stopping and self._claim(now)
         self._flush(now)
         self._renew(now)
         if not self._stopping:
             self._rescue(now)
-            if self._claim(now):
-                return now  # a full batch: more may be due
-        return self._next_time(now)
+        return now if full else self._next_time(now)
 
     def run_until_idle(self, now: int, timeout_s: float = 10.0) -> None:
         """Step at a fixed ``now`` until no run is in flight and no handler is
@@ -212,8 +212,9 @@ class Dispatcher:
         end = time.monotonic() + timeout_s
         while True:
             self._wake.clear()
-            self.step(now)
-            if not self._s.active and not self._s.pending and not self._s.busy:
+            at = self.step(now)
+            idle = not self._s.active and not self._s.pending and not self._s.busy
+            if idle and (at is None or at > now):
                 return
             if time.monotonic() > end:
                 raise TimeoutError(f"{len(self._s.active)} run(s) still in flight")
