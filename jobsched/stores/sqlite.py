@@ -111,8 +111,12 @@ class SQLiteStore(Store):
         self.synchronous = synchronous.upper()
         if self.synchronous not in SYNCHRONOUS:
             raise JobschedError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}")
-        env = os.environ.get("JOBSCHED_SQLITE_BUSY_TIMEOUT_MS")
-        self.busy_timeout_ms = busy_timeout_ms or int(env or DEFAULT_BUSY_TIMEOUT_MS)
+        env = os.environ.get("JOBSCHED_SQLITE_BUSY_TIMEOUT_MS") or DEFAULT_BUSY_TIMEOUT_MS
+        if busy_timeout_ms is None and not str(env).isdigit():
+            raise JobschedError(
+                f"JOBSCHED_SQLITE_BUSY_TIMEOUT_MS must be milliseconds, not {env!r}"
+            )
+        self.busy_timeout_ms = busy_timeout_ms or int(env)
         self._tls = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
