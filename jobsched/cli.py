@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -143,6 +143,12 @@ def load_tasks(names: Sequence[str], builtins: bool) -> TaskRegistry:
     return default_registry
 
 
+def _clock(store: Store) -> Callable[[], int]:
+    """A shared store's own clock (PostgreSQL's db_now) is the cluster's "now"."""
+    clock: Callable[[], int] = getattr(store, "db_now", now_ms)
+    return clock
+
+
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), stream=sys.stderr, format=LOG_FORMAT)
 
@@ -172,7 +178,7 @@ def run_node(argv: Sequence[str] | None = None, prog: str = "jobsched node") -> 
     if isinstance(prepared, int):
         return prepared
     store, engine = prepared
-    ctx = Context(engine, max_payload=args.max_payload_bytes, node_id=args.node_id)
+    ctx = Context(engine, _clock(store), args.max_payload_bytes, args.node_id)
     out = sys.stdout.buffer
     if not args.realtime:
         try:
@@ -255,7 +261,7 @@ def run_serve(argv: Sequence[str] | None = None) -> int:
     from jobsched.runner import Runner
     from jobsched.server import Service, make_server
 
-    ctx = Context(engine, max_payload=args.max_payload_bytes, node_id=args.node_id)
+    ctx = Context(engine, _clock(store), args.max_payload_bytes, args.node_id)
     dispatcher = Dispatcher(engine, Runner(engine.registry, args.workers), poll_ms=args.poll_ms)
     service = Service(ctx, args.token, args.max_body_bytes, dispatcher.metrics, dispatcher.wake)
     try:

@@ -111,7 +111,7 @@ class Dispatcher:
         engine: Engine,
         runner: Runner,
         *,
-        clock: Callable[[], int] = now_ms,
+        clock: Callable[[], int] | None = None,
         poll_ms: int = 1000,
         owner: str | None = None,
         events: Callable[[Event], None] | None = None,
@@ -120,7 +120,10 @@ class Dispatcher:
         self.engine = engine
         self.store = engine.store
         self.runner = runner
-        self.clock = clock
+        # A shared store's own clock (PostgreSQL's db_now) is the cluster's clock.
+        if clock is None:
+            clock = getattr(self.store, "db_now", now_ms)
+        self.clock: Callable[[], int] = clock
         self.poll_ms = poll_ms
         # Unique per process: a restarted node never mistakes its predecessor's
         # leases for its own.
@@ -128,6 +131,13 @@ class Dispatcher:
         self.lease_ms = engine.config.lease_ms
         self.events = events
         self.metrics = metrics or Metrics()
+        # Stores that can be woken by other processes' writes (PostgreSQL's
+        # LISTEN/NOTIFY) are slept on; others through a plain Event.
+        self._store_wait: Callable[[float], bool] | None = getattr(
+            self.store, "wait_for_wakeup", None
+        )
+        self._store_wake: Callable[[], None] | None = getattr(self.store, "wake", None)
+        self._heartbeat: Callable[[str, int], None] | None = getattr(self.store, "heartbeat", None)
         self._s = _State()
         self._done: queue.SimpleQueue[tuple[Run, Outcome, float]] = queue.SimpleQueue()
         self._wake = threading.Event()
@@ -139,12 +149,22 @@ class Dispatcher:
 
     def start(self) -> None:
         self.runner.start()
+        if self._store_wait is not None:
+            self._store_wait(0)  # LISTEN before the first next_due read: no wake-up is missed
         self._thread = threading.Thread(target=self._loop, name="jobsched-dispatcher", daemon=True)
         self._thread.start()
 
     def wake(self) -> None:
         """Look at the store again now (a job may be due sooner than we knew)."""
         self._wake.set()
+        if self._store_wake is not None and self._store_wait is not None:
+            self._store_wake()
+
+    def _sleep(self, timeout_s: float) -> None:
+        if self._store_wait is None or self._wake.is_set():
+            self._wake.wait(timeout_s)
+        else:
+            self._store_wait(timeout_s)
 
     def stop(self, grace_s: float = 10.0) -> None:
         """Stop claiming; wait up to ``grace_s`` for running handlers; put back
@@ -152,6 +172,7 @@ class Dispatcher:
         self._grace_until = time.monotonic() + max(grace_s, 0.0)
         self._stopping = True
         self._wake.set()
+        self.wake()
         if self._thread is not None:
             self._thread.join()
         self.runner.stop()
@@ -170,7 +191,7 @@ class Dispatcher:
                 time.sleep(ERROR_BACKOFF_S)
             if self._stopping and self._drained():
                 return
-            self._wake.wait(self._timeout(at))
+            self._sleep(self._timeout(at))
 
     def _timeout(self, at: int | None) -> float:
         limit = self.poll_ms / 1000
@@ -178,7 +199,9 @@ class Dispatcher:
             limit = min(limit, max(self._grace_until - time.monotonic(), 0.0) + 0.001)
         if at is None:
             return limit
-        return min(max((at - time.time() * 1000) / 1000, 0.0), limit)
+        # The wall clock in float ms wakes us on the due millisecond, not up to 1 ms later.
+        now = time.time() * 1000 if self.clock is now_ms else self.clock()
+        return min(max((at - now) / 1000, 0.0), limit)
 
     def _drained(self) -> bool:
         """While stopping: True once nothing is left (or the grace is over and
@@ -331,7 +354,7 @@ class Dispatcher:
 
         def done(outcome: Outcome, started: float) -> None:
             self._done.put((run, outcome, started))
-            self._wake.set()
+            self.wake()
 
         self.runner.submit(job.task, job.payload_json, timeout, done)
 
@@ -354,6 +377,8 @@ class Dispatcher:
         if now < s.next_rescue:
             return
         s.next_rescue = now + max(self.lease_ms // 3, 1000)
+        if self._heartbeat is not None:
+            self._heartbeat(self.owner, now)  # cluster membership (PostgreSQL)
         mine = {run.job.job_id for run in s.active}
         for job in self.store.expired_leases(now, RESCUE_BATCH):
             if job.job_id in mine:
