@@ -22,9 +22,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from jobsched.dispatcher import LATENESS_BUCKETS, Metrics
 from jobsched.errors import JobschedError
 from jobsched.messages import Context
+from jobsched.runner import LATENESS_BUCKETS, Metrics
 from jobsched.wire import Pending, handle
 
 log = logging.getLogger("jobsched.server")
