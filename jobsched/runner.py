@@ -22,7 +22,6 @@ stays busy until the function returns. Coroutines are cancelled at the deadline.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import inspect
 import json
@@ -32,7 +31,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import asyncio
 
 log = logging.getLogger("jobsched.runner")
 
@@ -118,6 +120,8 @@ def call(handler: Handler, payload: Any) -> Outcome:
     try:
         result = handler(payload)
         if inspect.isawaitable(result):  # a plain function that returned a coroutine
+            import asyncio  # imported when first needed: it costs the node ~25 ms at start
+
             asyncio.run(_awaited(result))
     except Exception as exc:  # a user's handler may raise anything
         return error_outcome(exc)
@@ -133,6 +137,8 @@ async def _with_timeout(handler: Handler, payload: Any, timeout_ms: int | None) 
         if timeout_ms is None:
             await handler(payload)
         else:
+            import asyncio
+
             await asyncio.wait_for(handler(payload), timeout_ms / 1000)
     except TimeoutError:
         return timeout_outcome(timeout_ms or 0)
@@ -142,6 +148,8 @@ async def _with_timeout(handler: Handler, payload: Any, timeout_ms: int | None) 
 
 
 def _run_coroutine(handler: Handler, payload: Any, timeout_ms: int | None) -> Outcome:
+    import asyncio
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -262,6 +270,8 @@ class Runner:
             done(error_outcome(exc), _wall())
             return
         if inspect.iscoroutinefunction(handler):
+            import asyncio
+
             box: list[float] = []
             fut = asyncio.run_coroutine_threadsafe(
                 _timed(box, handler, payload, timeout_ms), self._event_loop()
@@ -271,6 +281,8 @@ class Runner:
         self._queue.put((handler, payload, done))
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
+        import asyncio
+
         with self._loop_lock:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
