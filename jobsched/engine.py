@@ -27,7 +27,7 @@ from jobsched.jobs import (
 from jobsched.runner import Outcome, TaskRegistry
 from jobsched.spec import ScheduleSpec
 from jobsched.stores.base import RunRecord, Store
-from jobsched.timefmt import MAX_MS
+from jobsched.timefmt import MAX_MS, now_ms
 
 FORCED = "forced failure (force_fail)"
 
@@ -58,8 +58,10 @@ class Engine:
         registry: TaskRegistry | None = None,
         config: EngineConfig | None = None,
         rng: random.Random | None = None,
+        wall_clock: Callable[[], int] = now_ms,
     ) -> None:
         self.store = store
+        self.wall_clock = wall_clock
         self.registry = registry or TaskRegistry()
         self.config = config or EngineConfig()
         self.rng = rng or random.Random()
@@ -114,8 +116,12 @@ class Engine:
         """
         claimed: list[Job] = []
         owner, cfg = self.config.node_id, self.config
+        # A lease guards against a runner dying in real time, so it is measured
+        # on the wall clock: with a logical ``now`` in the past, a lease of
+        # now + lease_ms would look expired at once to a real-time dispatcher.
+        lease_until = max(now, self.wall_clock()) + cfg.lease_ms
         while True:
-            batch = self.store.claim_due(now, cfg.claim_batch, owner, now + cfg.lease_ms)
+            batch = self.store.claim_due(now, cfg.claim_batch, owner, lease_until)
             for job in batch:
                 advanced = transitions.on_claim(job, now)
                 if advanced is not job:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import threading
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from typing import BinaryIO
 
 from jobsched.errors import JobschedError
 from jobsched.messages import Context
-from jobsched.wire import Pending, handle, malformed_line
+from jobsched.wire import Pending, handle, malformed_line, unavailable
 
 log = logging.getLogger("jobsched.node")
 READ_SIZE = 1 << 16
@@ -30,10 +31,6 @@ MAX_LINE = 8 << 20
 class _Undo(Exception):
     def __init__(self, reply: Pending) -> None:
         self.reply = reply
-
-
-class _Stop(Exception):
-    """Raised by the SIGTERM handler to leave a blocking read."""
 
 
 class StdioNode:
@@ -56,20 +53,29 @@ class StdioNode:
         self._signals = (signal.SIGTERM, signal.SIGINT) if sigint else (signal.SIGTERM,)
         self._out_lock = threading.Lock()
         self._stopping = False
-        self._reading = False
+        # A store that cannot roll back (memory) gains nothing from a savepoint
+        # per request, and the savepoint is a measurable share of a request.
+        self._savepoints = ctx.engine.store.rollback
 
     def _on_term(self, signum: int, frame: object) -> None:
+        # Only a flag: the wake-up pipe (set_wakeup_fd) ends the select, and
+        # data already read is always processed before the loop looks at it.
         self._stopping = True
-        if self._reading:
-            raise _Stop
 
     def run(self) -> int:
+        wake_r, wake_w = os.pipe()
+        for fd in (wake_r, wake_w):
+            os.set_blocking(fd, False)
         previous = [(s, signal.signal(s, self._on_term)) for s in self._signals]
+        old_wakeup = signal.set_wakeup_fd(wake_w)
         try:
-            self._loop()
+            self._loop(wake_r)
         finally:
+            signal.set_wakeup_fd(old_wakeup)
             for sig, handler in previous:
                 signal.signal(sig, handler)
+            os.close(wake_r)
+            os.close(wake_w)
         return 0
 
     def emit(self, line: str) -> None:
@@ -78,16 +84,13 @@ class StdioNode:
             self.out.write(line.encode() + b"\n")
             self.out.flush()
 
-    def _loop(self) -> None:
+    def _loop(self, wake_r: int) -> None:
         pending = b""
         while not self._stopping:
-            try:
-                self._reading = True
-                chunk = os.read(self.fd_in, READ_SIZE)
-            except _Stop:
-                break
-            finally:
-                self._reading = False
+            readable, _, _ = select.select([self.fd_in, wake_r], [], [])
+            if self.fd_in not in readable:
+                continue  # a signal: the loop condition decides
+            chunk = os.read(self.fd_in, READ_SIZE)
             if not chunk:
                 break
             lines = (pending + chunk).split(b"\n")
@@ -97,7 +100,7 @@ class StdioNode:
                 pending = b""
             if lines:
                 self.process(lines)
-        if pending.strip():
+        if pending.strip() and not self._stopping:
             self.process([pending])
 
     def process(self, lines: list[bytes]) -> None:
@@ -111,22 +114,29 @@ class StdioNode:
                     if reply is not None:
                         replies.append(reply)
         except JobschedError as exc:
-            # The commit failed: nothing in this batch is durable, so nothing
-            # in it may be acknowledged as done.
-            log.error("commit failed: %s", exc)
+            # Begin or commit failed: nothing in this batch is durable, so
+            # nothing in it may be acknowledged as done, and every line still
+            # gets its one reply.
+            log.error("batch not committed: %s", exc)
+            text = f"storage unavailable, nothing changed: {exc.text}"
+            if len(replies) < sum(1 for line in lines if line.strip()):
+                replies = [r for r in (unavailable(self.ctx, line, text) for line in lines) if r]
             for reply in replies:
-                reply.fail_unavailable(f"storage unavailable, nothing changed: {exc.text}")
+                reply.fail_unavailable(text)
         if replies:
             data = "".join(r.encode() + "\n" for r in replies).encode()
             with self._out_lock:  # the dispatcher thread may emit events
                 self.out.write(data)
                 self.out.flush()
+        store.maybe_prune()  # retention: a no-op unless a minute has passed
         if self.after_batch is not None:
             self.after_batch()
 
     def _one(self, line: bytes) -> Pending | None:
         if len(line) > MAX_LINE:
             return malformed_line(f"a line may be at most {MAX_LINE} bytes")
+        if not self._savepoints:
+            return handle(self.ctx, line)
         try:
             with self.ctx.engine.store.transaction():
                 reply = handle(self.ctx, line)

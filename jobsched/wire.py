@@ -59,6 +59,26 @@ def malformed_line(text: str) -> Pending:
 
 def handle(ctx: Context, line: str | bytes) -> Pending | None:
     """Decode one line and run it; None for a blank line."""
+    decoded = _decode_request(ctx, line)
+    if decoded is None or isinstance(decoded, Pending):
+        return decoded
+    return _dispatch(ctx, *decoded)
+
+
+def unavailable(ctx: Context, line: str | bytes, text: str) -> Pending | None:
+    """Answer a line with error 11 without running it: its batch could not even
+    begin a transaction, so nothing in it was applied."""
+    decoded = _decode_request(ctx, line)
+    if decoded is None or isinstance(decoded, Pending):
+        return decoded
+    body, envelope = decoded
+    return Pending(envelope, body.get("msg_id", _MISSING), "error", _error(11, text), False)
+
+
+def _decode_request(
+    ctx: Context, line: str | bytes
+) -> Pending | tuple[dict[str, Any], dict[str, Any] | None] | None:
+    """The request's body and reply envelope, or the error that answers the line."""
     if not line.strip():
         return None
     try:
@@ -78,7 +98,7 @@ def handle(ctx: Context, line: str | bytes) -> Pending | None:
         return Pending(
             envelope, _MISSING, "error", _error(12, "body: must be a JSON object"), False
         )
-    return _dispatch(ctx, body, envelope)
+    return body, envelope
 
 
 def _dispatch(ctx: Context, body: dict[str, Any], envelope: dict[str, Any] | None) -> Pending:

@@ -55,7 +55,9 @@ def _request(rng: random.Random, now: int, sent: dict[str, dict[str, Any]]) -> d
         return {"type": "execute_jobs"}
     if roll < 0.6:
         return {"type": "execute_job", "job_id": jid, "force_fail": rng.random() < 0.5}
-    kind = rng.choice(["cancel_job", "pause_job", "resume_job", "retry_job", "get_job", "list_jobs", "stats"])
+    kind = rng.choice(
+        ["cancel_job", "pause_job", "resume_job", "retry_job", "get_job", "list_jobs", "stats"]
+    )
     if kind == "list_jobs":
         body: dict[str, Any] = {"type": kind, "limit": rng.randrange(1, 5)}
         if rng.random() < 0.3:
