@@ -7,12 +7,15 @@ every store apply exactly the same rules and lets tests pin them directly.
 
 from __future__ import annotations
 
+import logging
 import random
 
 from jobsched.errors import PreconditionFailed
 from jobsched.jobs import FINAL_STATES, Job, JobState, RetryDecision, decide_retry
+from jobsched.policies import count_between
 
 S = JobState
+log = logging.getLogger("jobsched.transitions")
 
 
 def _released(job: Job, now: int, started: int, **changes: object) -> Job:
@@ -24,10 +27,21 @@ def _released(job: Job, now: int, started: int, **changes: object) -> Job:
 
 def on_claim(job: Job, now: int) -> Job:
     """A recurring job taken for a run is due again at its first occurrence
-    strictly after ``now``, however many occurrences were missed (coalesce)."""
+    strictly after ``now``, however many occurrences were missed (coalesce).
+
+    The occurrences merged into this run are not run on their own, so they are
+    counted in ``skipped`` and logged: a skipped run is never silent. A retry
+    is not an occurrence, so a retry's claim merges nothing.
+    """
     if not job.recurring:
         return job
-    return job.evolve(due_at=job.next_occurrence(now), updated_at=now)
+    changes: dict[str, object] = {"due_at": job.next_occurrence(now), "updated_at": now}
+    if job.attempts == 0 and job.due_at is not None:
+        missed = count_between(job, job.due_at, now)
+        if missed:
+            changes["skipped"] = job.skipped + missed
+            log.info("job %s: %d missed occurrences merged into one run", job.job_id, missed)
+    return job.evolve(**changes)
 
 
 def on_success(job: Job, now: int, started: int) -> Job:

@@ -457,3 +457,28 @@ def test_unknown_and_ill_formed_job_ids(w: Wire) -> None:
         w.err({"type": kind, "job_id": 42}, 12)
         w.err({"type": kind, "job_id": "has space"}, 12)
         w.err({"type": kind, "job_id": "x" * 201}, 12)
+
+
+def test_missed_occurrences_merged_by_execute_jobs_are_counted_as_skipped(w: Wire) -> None:
+    jid = w.ok({"type": "schedule_job", "task": "a", "interval_ms": 1000}, "job_scheduled")[
+        "job_id"
+    ]
+    # Due at +1 s; run at +5.5 s: the occurrences at +2, +3, +4 and +5 s merge into this run.
+    assert w.ok({"type": "execute_jobs", "current_time": T0 + 5500}, "jobs_executed")["jobs"] == [
+        jid
+    ]
+    job = w.job(jid)
+    assert (job["runs"], job["skipped"], job["due_at"]) == (1, 4, format_ms(T0 + 6000))
+    # On time: nothing merged.
+    w.ok({"type": "execute_jobs", "current_time": T0 + 6000}, "jobs_executed")
+    assert w.job(jid)["skipped"] == 4
+
+
+def test_cron_missed_occurrences_are_counted_too(w: Wire) -> None:
+    jid = w.ok({"type": "schedule_job", "task": "a", "cron": "0 * * * *"}, "job_scheduled")[
+        "job_id"
+    ]
+    # Due 10:00; run at 13:30: 11:00, 12:00 and 13:00 were merged.
+    w.ok({"type": "execute_jobs", "current_time": "2024-01-15T13:30:00Z"}, "jobs_executed")
+    job = w.job(jid)
+    assert (job["skipped"], job["due_at"]) == (3, "2024-01-15T14:00:00.000Z")
