@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from jobsched.errors import JobschedError, StoreVersionError
-from jobsched.stores import migrate
+from jobsched.stores import migrate, postgres
 from jobsched.stores.postgres import PostgresStore
 from tests.backend_postgres import admin, base_dsn, fresh_schema, with_schema
 from tests.harness import ROOT
@@ -163,7 +163,8 @@ def test_the_node_says_what_to_install_when_psycopg_is_missing(schema: str) -> N
     assert "pip install 'jobsched[postgres]'" in proc.stderr
 
 
-def test_an_unreachable_server_is_a_clear_error_at_start() -> None:
+def test_an_unreachable_server_is_a_clear_error_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(postgres, "START_PATIENCE_S", 0.5)
     # Port 1 on loopback: nothing listens there.
     with pytest.raises(JobschedError, match="PostgreSQL"):
         PostgresStore("postgresql://postgres@127.0.0.1:1/test?connect_timeout=2")

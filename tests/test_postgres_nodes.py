@@ -47,17 +47,28 @@ def schedule_all(dsn: str, bodies: list[dict[str, Any]]) -> list[str]:
     return [str(r["job_id"]) for r in replies]
 
 
-def execute_everywhere(nodes: list[NodeProcess], now: int, msg_id: int) -> list[list[str]]:
-    """Send execute_jobs to every node before reading any reply."""
+def execute_everywhere_raw(nodes: list[NodeProcess], now: int, msg_id: int) -> list[Any]:
+    """Send execute_jobs to every node before reading any reply; the reply bodies."""
     line = request(msg_id, {"type": "execute_jobs", "current_time": now}).encode() + b"\n"
     for node in nodes:
         assert node.proc.stdin is not None
         node.proc.stdin.write(line)
         node.proc.stdin.flush()
-    lists = []
+    replies = []
     for node in nodes:
         assert node.proc.stdout is not None
-        reply = json.loads(node.proc.stdout.readline())["body"]
+        out = node.proc.stdout.readline()
+        assert out, f"a node stopped: {node.stderr()}"
+        reply = json.loads(out)["body"]
+        assert reply["in_reply_to"] == msg_id
+        replies.append(reply)
+    return replies
+
+
+def execute_everywhere(nodes: list[NodeProcess], now: int, msg_id: int) -> list[list[str]]:
+    """The jobs lists of execute_jobs sent to every node at once."""
+    lists = []
+    for reply in execute_everywhere_raw(nodes, now, msg_id):
         assert reply["type"] == "jobs_executed", reply
         assert reply["count"] == len(reply["jobs"])
         lists.append([str(j) for j in reply["jobs"]])

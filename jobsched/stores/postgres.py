@@ -46,6 +46,8 @@ INSTALL_HINT = "pip install 'jobsched[postgres]'"
 # The database clock is read again after this long; in between, db_now adds
 # the measured offset to the local clock (no round trip per call).
 CLOCK_REFRESH_S = 5.0
+# How long a starting node waits for an unreachable or restarting database.
+START_PATIENCE_S = 5.0
 
 _QSELECT = ", ".join(f"jobs.{c}" for c in SELECT.split(", "))
 _INSERT = (
@@ -111,10 +113,24 @@ class PostgresStore(Store):
         self._offset_at = 0.0
         self._clock_lock = threading.Lock()
         try:
-            self._pool.ensure_schema()
+            self._start()
         except BaseException:
             self._pool.close()
             raise
+
+    def _start(self) -> None:
+        """Apply the migrations; a database that is restarting gets a few seconds
+        (nodes and database often start together), then the error stands."""
+        give_up = time.monotonic() + START_PATIENCE_S
+        while True:
+            try:
+                self._pool.ensure_schema()
+                return
+            except Unavailable as exc:
+                if time.monotonic() >= give_up:
+                    raise
+                log.warning("PostgreSQL not ready at start, retrying: %s", exc.text)
+                time.sleep(0.2)
 
     # -- connections and transactions ---------------------------------------
 

@@ -220,14 +220,42 @@ class Pool:
         if conn.doomed is not None:
             self._rollback(conn)
             raise Unavailable(f"PostgreSQL unavailable, nothing was saved: {conn.doomed}")
+        xid: str | None = None
         try:
             assert conn.pg is not None
             if conn.due is not None:
                 conn.pg.execute(NOTIFY_SQL, (self.channel, str(conn.due), conn.due))
+            # The transaction's id (None if it wrote nothing), to learn the
+            # outcome of a COMMIT whose answer is lost.
+            row = conn.pg.execute("SELECT pg_current_xact_id_if_assigned()::text").fetchone()
+            xid = None if row is None else row[0]
             conn.pg.execute("COMMIT")
         except psycopg.Error as exc:
             self._rollback(conn)
+            if xid is not None and self._committed(conn, xid):
+                log.warning("COMMIT answered %r, but the transaction committed", describe(exc))
+                return
             raise Unavailable(f"commit failed, nothing was saved: {describe(exc)}") from exc
+
+    def _committed(self, conn: _Conn, xid: str) -> bool:
+        """Whether a transaction whose COMMIT lost its answer did commit. The
+        server ends a killed session's transaction as it exits, so "in
+        progress" is asked again for a moment. If the server cannot be asked,
+        the outcome stays unknown and the caller answers 11 (see docs/cluster.md)."""
+        for _ in range(40):
+            try:
+                if conn.pg is None or conn.pg.closed:
+                    conn.pg = self.connect()
+                row = conn.pg.execute("SELECT pg_xact_status(%s::xid8)", (xid,)).fetchone()
+            except (Unavailable, psycopg.Error) as exc:
+                log.warning("commit outcome of %s unknown: %s", xid, exc)
+                self.discard(conn)
+                return False
+            status = None if row is None else row[0]
+            if status != "in progress":
+                return status == "committed"
+            time.sleep(0.05)
+        return False
 
     @contextmanager
     def _inner(self, conn: _Conn) -> Iterator[None]:
