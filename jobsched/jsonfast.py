@@ -59,6 +59,8 @@ def _encoder(item_sep: str, key_sep: str, ascii_only: bool) -> Callable[[Any], s
 dumps = _encoder(", ", ": ", True)
 #: Compact UTF-8 JSON: how payloads are measured and stored.
 dumps_compact = _encoder(",", ":", False)
+#: Compact, non-ASCII escaped: for payloads that are not valid UTF-8 (lone surrogates).
+dumps_compact_ascii = _encoder(",", ":", True)
 
 _decoder = json.JSONDecoder(parse_constant=_no_constants)
 _scan: Any = _make_scanner(_decoder) if _make_encoder is not None else None  # type: ignore[arg-type]

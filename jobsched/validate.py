@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -11,6 +12,7 @@ from jobsched.cron import CronExpr
 from jobsched.errors import Malformed
 from jobsched.jobs import DEFAULT_OPTIONS, DEFAULT_RETRY, JobOptions, JobState, RetryPolicy
 from jobsched.jsonfast import dumps_compact as _dumps_compact
+from jobsched.jsonfast import dumps_compact_ascii as _dumps_compact_ascii
 from jobsched.spec import ScheduleSpec
 from jobsched.timefmt import MAX_MS, parse_timestamp
 
@@ -66,12 +68,20 @@ def state(value: Any) -> JobState | None:
     return found
 
 
+# Control characters and lone surrogates: no store can keep them in a name
+# (PostgreSQL refuses NUL, UTF-8 has no surrogates), and no task needs them.
+_BAD_TEXT = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+
+
 def text(value: Any, field: str, max_len: int = 255) -> str:
     if not isinstance(value, str) or not value:
         raise Malformed(field, f"must be a non-empty string, not {_kind(value)}")
     if len(value) > max_len:
         raise Malformed(field, f"must be at most {max_len} characters, not {len(value)}")
-    return value
+    if _BAD_TEXT.search(value):
+        raise Malformed(field, "must not contain control characters or lone surrogates")
+    # Interned: one string per task name, however many jobs carry it.
+    return sys.intern(value)
 
 
 @lru_cache(maxsize=256)
@@ -111,6 +121,13 @@ def schedule_spec(body: dict[str, Any], max_payload: int = DEFAULT_MAX_PAYLOAD) 
         payload_json = _dumps_compact(payload)
     except RecursionError:
         raise Malformed("payload", "is nested too deeply") from None
+    if not payload_json.isascii():
+        try:
+            payload_json.encode()
+        except UnicodeEncodeError:
+            # A lone surrogate (JSON "\ud800") is valid JSON but not UTF-8:
+            # keep it escaped, as the sender wrote it, so every store can hold it.
+            payload_json = _dumps_compact_ascii(payload)
     if len(payload_json) * 4 > max_payload and len(payload_json.encode()) > max_payload:
         size = len(payload_json.encode())
         raise Malformed("payload", f"is {size} bytes as compact JSON; the limit is {max_payload}")

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +69,14 @@ class NodeProcess:
     """A real ``python3 main.py`` child: one request line in, its reply line out."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the node
         self.proc = subprocess.Popen(
             [sys.executable, str(ROOT / "main.py"), *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            # A file, not a pipe: a node that logs much would fill an unread
+            # pipe and block (seen with PostgreSQL fault tests).
+            stderr=self._log,
             cwd=ROOT,
             env={**os.environ, **(env or {})},
         )
@@ -90,10 +94,8 @@ class NodeProcess:
         return dict(reply["body"])
 
     def stderr(self) -> str:
-        if self.proc.poll() is None:
-            return "<running>"
-        assert self.proc.stderr is not None
-        return self.proc.stderr.read().decode(errors="replace")
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")[-4000:]
 
     def close(self) -> int:
         assert self.proc.stdin is not None

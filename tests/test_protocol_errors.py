@@ -186,3 +186,13 @@ def test_every_error_is_a_jobsched_error_subclass() -> None:
 
     classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, Exception)]
     assert all(issubclass(c, JobschedError) for c in classes)
+
+
+@pytest.mark.parametrize("task", ["a\x00b", "tab\there", "x\ud800"])
+def test_task_with_control_characters_or_surrogates_is_malformed(w: Wire, task: str) -> None:
+    assert w.err({**S, "task": task}, 12).startswith("task:")
+
+
+def test_payload_with_a_lone_surrogate_is_kept_escaped(w: Wire) -> None:
+    jid = w.ok({**S, "payload": {"s": "\ud800x"}}, "job_scheduled")["job_id"]
+    assert w.job(jid)["payload"] == {"s": "\ud800x"}
