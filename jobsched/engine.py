@@ -30,6 +30,10 @@ from jobsched.stores.base import RunRecord, Store
 from jobsched.timefmt import MAX_MS, now_ms
 
 FORCED = "forced failure (force_fail)"
+# A node whose heartbeat is older than this is not listed by stats (dispatchers beat every few s).
+NODES_WINDOW_MS = 60_000
+# (node_id, last_seen, jobs_held) as a shared store reports its nodes.
+NodeRows = list[tuple[str, int, int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +205,13 @@ class Engine:
         if len(jobs) > limit:
             return jobs[:limit], jobs[limit - 1].job_id
         return jobs, None
+
+    def nodes(self, now: int) -> NodeRows | None:
+        """``(node_id, last_seen, jobs_held)`` for the nodes of a shared store
+        seen in the last minute (their heartbeat); None for a store no other
+        node shares."""
+        seen: Callable[[int], NodeRows] | None = getattr(self.store, "nodes_seen", None)
+        return None if seen is None else seen(now - NODES_WINDOW_MS)
 
     def stats(self) -> dict[str, int]:
         counts = self.store.counts()

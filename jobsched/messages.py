@@ -144,7 +144,14 @@ def retry_job(ctx: Context, body: Fields) -> Reply:
 
 def stats(ctx: Context, body: Fields) -> Reply:
     counts = ctx.engine.stats()
-    return "stats", {"jobs": counts, "total": sum(counts.values())}
+    fields: Fields = {"jobs": counts, "total": sum(counts.values())}
+    nodes = ctx.engine.nodes(ctx.now(body))
+    if nodes is not None:  # a shared (PostgreSQL) store: who is running jobs
+        fields["nodes"] = [
+            {"node_id": node, "last_seen": format_ms(last), "jobs_held": held}
+            for node, last, held in nodes
+        ]
+    return "stats", fields
 
 
 def init(ctx: Context, body: Fields) -> Reply:

@@ -196,7 +196,11 @@ class Service:
 
     def render_metrics(self) -> Response:
         counts = self.ctx.engine.stats()
-        return Response(200, render_metrics(counts, self.metrics).encode(), PROM)
+        text = render_metrics(counts, self.metrics)
+        nodes = self.ctx.engine.nodes(self.ctx.clock())
+        if nodes is not None:
+            text += render_nodes(nodes)
+        return Response(200, text.encode(), PROM)
 
 
 def _json_object(body: bytes) -> dict[str, Any] | Response:
@@ -321,3 +325,18 @@ def make_server(service: Service, host: str, port: int) -> ThreadingHTTPServer:
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     return server
+
+
+def render_nodes(nodes: list[tuple[str, int, int]]) -> str:
+    """Cluster nodes seen in the last minute, and the jobs each holds."""
+    out = [
+        "# HELP jobsched_nodes Nodes whose heartbeat was seen in the last minute.",
+        "# TYPE jobsched_nodes gauge",
+        f"jobsched_nodes {len(nodes)}",
+        "# HELP jobsched_node_jobs_held Running jobs each node holds a lease on.",
+        "# TYPE jobsched_node_jobs_held gauge",
+    ]
+    for node_id, _, held in nodes:
+        node = node_id.replace("\\", "\\\\").replace('"', '\\"')
+        out.append(f'jobsched_node_jobs_held{{node="{node}"}} {held}')
+    return "\n".join(out) + "\n"

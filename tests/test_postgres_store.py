@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -220,3 +221,26 @@ def test_an_unreachable_server_answers_unavailable_quickly_with_backoff(
     store._pool.conninfo = store._pool.conninfo.replace("port=1", "port=5432")
     store._pool._retry_at = 0.0
     assert store.get("x") is None
+
+
+def test_stats_and_metrics_list_the_nodes_seen_and_the_jobs_they_hold(tmp_path: Path) -> None:
+    from jobsched.server import render_nodes
+    from tests.backend_postgres import database
+    from tests.harness import T0, Clock, Wire
+
+    with database(tmp_path) as factory:
+        store = factory()
+        w = Wire(store, Clock(T0))
+        jid = w.ok({"type": "schedule_job", "task": "a"}, "job_scheduled")["job_id"]
+        store.heartbeat("node-a", T0)  # type: ignore[attr-defined]
+        store.heartbeat("node-b", T0 - 120_000)  # type: ignore[attr-defined]  # gone a while
+        store.claim_due(T0, 10, "node-a", T0 + 30_000)
+        stats = w.ok({"type": "stats"}, "stats")
+        assert stats["nodes"] == [
+            {"node_id": "node-a", "last_seen": "2024-01-15T09:00:00.000Z", "jobs_held": 1}
+        ]
+        assert stats["jobs"]["running"] == 1 and jid
+        rows = w.ctx.engine.nodes(T0)
+        assert rows is not None
+        text = render_nodes(rows)
+        assert "jobsched_nodes 1" in text and 'jobsched_node_jobs_held{node="node-a"} 1' in text
