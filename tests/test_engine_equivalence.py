@@ -85,6 +85,9 @@ def test_backend_answers_like_the_memory_store(make_store: StoreFactory, seed: i
             with store.transaction():
                 got = under_test.send(dict(body))
             want = ref.send(dict(body))
+            if body["type"] == "stats" and "nodes" in got:
+                # Only a shared store (PostgreSQL) lists its nodes; no node beats here.
+                assert got.pop("nodes") == []
             assert got == want, f"seed {seed} step {step}: {body}"
     finally:
         store.close()
