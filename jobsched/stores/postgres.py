@@ -31,10 +31,10 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
-from jobsched.errors import JobExists, JobNotFound, JobschedError, Malformed, Unavailable
+from jobsched.errors import JobExists, JobschedError, Malformed, Unavailable
 from jobsched.jobs import RUNNABLE_STATES, Job, JobState
 from jobsched.stores.base import RECENT_RUNS, RunRecord, Store
-from jobsched.stores.sqlite_schema import COLUMNS, SELECT, job_from_row, job_to_row
+from jobsched.stores.sqlite_schema import COLUMNS, SELECT, job_from_row, job_to_row, list_query
 
 if TYPE_CHECKING:
     from jobsched.stores.postgres_conn import PgConn, Pool
@@ -203,22 +203,10 @@ class PostgresStore(Store):
     def list_jobs(
         self, state: JobState | None, task: str | None, after: str | None, limit: int
     ) -> list[Job]:
-        sql = f"SELECT {SELECT} FROM jobs WHERE seq > %s"
-        args: list[object] = [0]
         with self._use() as pg:
-            if after is not None:
-                row = pg.execute("SELECT seq FROM jobs WHERE job_id = %s", (after,)).fetchone()
-                if row is None:
-                    raise JobNotFound(after)
-                args[0] = row[0]
-            if state is not None:
-                sql += " AND state = %s"
-                args.append(state.value)
-            if task is not None:
-                sql += " AND task = %s"
-                args.append(task)
-            rows = pg.execute(sql + " ORDER BY seq LIMIT %s", (*args, limit)).fetchall()
-        return [job_from_row(r) for r in rows]
+            return list_query(
+                lambda sql, args: pg.execute(sql, args).fetchall(), "%s", state, task, after, limit
+            )
 
     def counts(self) -> dict[JobState, int]:
         with self._use() as pg:

@@ -22,7 +22,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import NoReturn
 
-from jobsched.errors import JobExists, JobNotFound, JobschedError, Unavailable
+from jobsched.errors import JobExists, JobschedError, Unavailable
 from jobsched.jobs import Job, JobState
 from jobsched.stores.base import RECENT_RUNS, RunRecord, Store
 from jobsched.stores.sqlite_schema import (
@@ -32,6 +32,7 @@ from jobsched.stores.sqlite_schema import (
     ensure_schema,
     job_from_row,
     job_to_row,
+    list_query,
     probe,
 )
 
@@ -279,22 +280,10 @@ class SQLiteStore(Store):
     def list_jobs(
         self, state: JobState | None, task: str | None, after: str | None, limit: int
     ) -> list[Job]:
-        sql = f"SELECT {SELECT} FROM jobs WHERE seq > ?"
-        args: list[object] = [0]
         with self._use(False) as db:
-            if after is not None:
-                row = db.execute("SELECT seq FROM jobs WHERE job_id = ?", (after,)).fetchone()
-                if row is None:
-                    raise JobNotFound(after)
-                args[0] = row[0]
-            if state is not None:
-                sql += " AND state = ?"
-                args.append(state.value)
-            if task is not None:
-                sql += " AND task = ?"
-                args.append(task)
-            rows = db.execute(sql + " ORDER BY seq LIMIT ?", (*args, limit)).fetchall()
-        return [job_from_row(r) for r in rows]
+            return list_query(
+                lambda sql, args: db.execute(sql, args).fetchall(), "?", state, task, after, limit
+            )
 
     def counts(self) -> dict[JobState, int]:
         with self._use(False) as db:

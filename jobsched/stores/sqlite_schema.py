@@ -14,7 +14,7 @@ import sqlite3
 from functools import lru_cache
 from typing import Any
 
-from jobsched.errors import JobschedError
+from jobsched.errors import JobNotFound, JobschedError
 from jobsched.jobs import (
     DEFAULT_OPTIONS,
     DEFAULT_RETRY,
@@ -66,6 +66,28 @@ def job_to_row(job: Job) -> tuple[Any, ...]:
 
 
 @lru_cache(maxsize=4096)
+def list_query(
+    run: Any, mark: str, state: JobState | None, task: str | None, after: str | None, limit: int
+) -> list[Job]:
+    """list_jobs for a SQL store: ``run(sql, args)`` returns rows; ``mark`` is the
+    driver's placeholder (``?`` for sqlite3, ``%s`` for psycopg)."""
+    args: list[object] = [0]
+    if after is not None:
+        found = run(f"SELECT seq FROM jobs WHERE job_id = {mark}", (after,))
+        if not found:
+            raise JobNotFound(after)
+        args[0] = found[0][0]
+    sql = f"SELECT {SELECT} FROM jobs WHERE seq > {mark}"
+    if state is not None:
+        sql += f" AND state = {mark}"
+        args.append(state.value)
+    if task is not None:
+        sql += f" AND task = {mark}"
+        args.append(task)
+    rows = run(f"{sql} ORDER BY seq LIMIT {mark}", (*args, limit))
+    return [job_from_row(r) for r in rows]
+
+
 def _cron(text: str, tz: str) -> CronSchedule:
     from jobsched.cron import CronExpr  # the cron engine loads only when a cron job does
 
