@@ -22,12 +22,6 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _float_repr(value: float) -> str:
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ValueError(f"{value!r} is not valid JSON")
-    return float.__repr__(value)
-
-
 def _encoder(item_sep: str, key_sep: str, ascii_only: bool) -> Callable[[Any], str]:
     if _make_encoder is None:  # pragma: no cover
         enc = json.JSONEncoder(separators=(item_sep, key_sep), ensure_ascii=ascii_only)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from jobsched import validate as v
@@ -30,7 +30,6 @@ class Context:
     clock: Callable[[], int] = now_ms
     max_payload: int = v.DEFAULT_MAX_PAYLOAD
     node_id: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def now(self, body: Fields) -> int:
         value = body.get("current_time")

@@ -22,14 +22,13 @@ stays busy until the function returns. Coroutines are cancelled at the deadline.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -190,14 +189,6 @@ def task(name: str | None = None) -> Callable[[H], H]:
     return default_registry.task(name)
 
 
-def load_task_modules(names: Iterable[str]) -> list[str]:
-    """Import each module (their ``@task`` decorators register themselves);
-    return the task names registered afterwards. ImportError propagates."""
-    for name in names:
-        importlib.import_module(name)
-    return default_registry.names()
-
-
 def _wall() -> float:
     return time.time() * 1000
 
@@ -315,7 +306,6 @@ class Metrics:
         self.runs: dict[str, int] = {"succeeded": 0, "failed": 0, "timed_out": 0, "lost": 0}
         self.retries = 0
         self.skipped = 0
-        self.rescued = 0
         self.buckets = [0] * len(LATENESS_BUCKETS)
         self.lateness_sum = 0.0
         self.lateness_count = 0

@@ -12,15 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from jobsched.errors import JobschedError, Unavailable
+
+# dumps is exactly json.dumps with its default separators (", ", ": "), as the contract says
 from jobsched.jsonfast import dumps, loads
 from jobsched.messages import HANDLERS, READ_ONLY, Context, Fields
 
 log = logging.getLogger("jobsched.wire")
 _MISSING = object()
-
-
-_decode = loads
-_encode = dumps  # json.dumps with its default separators ", " and ": ", as the contract says
 
 
 @dataclass(slots=True)
@@ -43,9 +41,9 @@ class Pending:
             body["in_reply_to"] = self.msg_id
         body.update(self.fields)
         if self.envelope is None:
-            return _encode(body)
+            return dumps(body)
         self.envelope["body"] = body
-        return _encode(self.envelope)
+        return dumps(self.envelope)
 
 
 def _error(code: int, text: str) -> Fields:
@@ -82,7 +80,7 @@ def _decode_request(
     if not line.strip():
         return None
     try:
-        obj = _decode(line if isinstance(line, str) else line.decode("utf-8"))
+        obj = loads(line if isinstance(line, str) else line.decode("utf-8"))
     except (ValueError, RecursionError) as exc:
         return Pending(None, _MISSING, "error", _error(12, f"not valid JSON: {exc}"[:300]), False)
     if not isinstance(obj, dict) or ("body" not in obj and "type" not in obj):

@@ -80,8 +80,6 @@ class RunRecord:
 class Store(ABC):
     """Where jobs live. See the module docstring for what every store promises."""
 
-    #: True when an acknowledged change survives the process being killed.
-    durable: bool = False
     #: True when a transaction block that raises undoes its writes (promise 1).
     rollback: bool = True
     #: How long final jobs and run records are kept; None keeps them forever.

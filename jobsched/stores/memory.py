@@ -32,7 +32,6 @@ RUNS_KEPT = max(RECENT_RUNS, 10)
 
 
 class MemoryStore(Store):
-    durable = False
     rollback = False
 
     def __init__(self) -> None:

@@ -99,8 +99,6 @@ def _nul_free(text: str | None) -> str | None:
 
 
 class PostgresStore(Store):
-    durable = True
-
     def __init__(self, dsn: str) -> None:
         _require_psycopg()
         from jobsched.stores.postgres_conn import Pool

@@ -103,8 +103,6 @@ class _Conn:
 
 
 class SQLiteStore(Store):
-    durable = True
-
     def __init__(
         self, path: str, synchronous: str = "FULL", busy_timeout_ms: int | None = None
     ) -> None:
