@@ -144,7 +144,8 @@ def retry_job(ctx: Context, body: Fields) -> Reply:
 def stats(ctx: Context, body: Fields) -> Reply:
     counts = ctx.engine.stats()
     fields: Fields = {"jobs": counts, "total": sum(counts.values())}
-    nodes = ctx.engine.nodes(ctx.now(body))
+    # Heartbeats are stamped on the cluster clock, never on a logical current_time.
+    nodes = ctx.engine.nodes(ctx.clock())
     if nodes is not None:  # a shared (PostgreSQL) store: who is running jobs
         fields["nodes"] = [
             {"node_id": node, "last_seen": format_ms(last), "jobs_held": held}

@@ -235,6 +235,11 @@ def test_stats_and_metrics_list_the_nodes_seen_and_the_jobs_they_hold(tmp_path: 
         store.heartbeat("node-a", T0)  # type: ignore[attr-defined]
         store.heartbeat("node-b", T0 - 120_000)  # type: ignore[attr-defined]  # gone a while
         store.claim_due(T0, 10, "node-a", T0 + 30_000)
+        # A logical current_time far away does not hide live nodes.
+        assert (
+            len(w.ok({"type": "stats", "current_time": "2030-01-01T00:00:00Z"}, "stats")["nodes"])
+            == 1
+        )
         stats = w.ok({"type": "stats"}, "stats")
         assert stats["nodes"] == [
             {"node_id": "node-a", "last_seen": "2024-01-15T09:00:00.000Z", "jobs_held": 1}
