@@ -29,8 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from croniter import croniter
 from cronsim import CronSim
 
-from jobsched import cron, cron_parse, cron_tz
 from jobsched.cron import CronExpr
+from jobsched.cron import expr as cron
+from jobsched.cron import parse as cron_parse
+from jobsched.cron import tz as cron_tz
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 START_MS = int(START.timestamp() * 1000)

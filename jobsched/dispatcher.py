@@ -131,6 +131,12 @@ class Dispatcher:
         else:
             self._store_wait(timeout_s)
 
+    def stop_claims(self) -> None:
+        """Claim nothing more from now on (the first step of a shutdown); runs
+        in flight go on and their outcomes are still written."""
+        self._stopping = True
+        self.wake()
+
     def stop(self, grace_s: float = 10.0) -> None:
         """Stop claiming; wait up to ``grace_s`` for running handlers; put back
         the jobs whose handlers did not end. Returns once the loop has exited."""

@@ -25,9 +25,10 @@ RANKS = {
     # 1: the pure domain
     "timefmt": 1,
     "cron": 1,
-    "cron_parse": 1,
-    "cron_days": 1,
-    "cron_tz": 1,
+    "cron.expr": 1,
+    "cron.parse": 1,
+    "cron.days": 1,
+    "cron.tz": 1,
     "jobs": 1,
     "spec": 1,
     "transitions": 1,

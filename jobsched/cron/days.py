@@ -8,7 +8,7 @@ makes "can this ever fire?" an exact, static question.
 
 from __future__ import annotations
 
-from jobsched.cron_parse import CronError, CronSpec, bits
+from jobsched.cron.parse import CronError, CronSpec, bits
 
 MONTH_LENGTHS = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 _MONTH_NAMES = [

@@ -22,9 +22,9 @@ from collections.abc import Iterator
 from datetime import date
 from functools import lru_cache
 
-from jobsched.cron_days import MONTH_LENGTHS, check_can_fire, month_days
-from jobsched.cron_parse import CronError, CronSpec, bits, parse_spec
-from jobsched.cron_tz import DAY, MAX_OFFSET, U_HI, U_LO, DayOffsets, Zone, get_zone
+from jobsched.cron.days import MONTH_LENGTHS, check_can_fire, month_days
+from jobsched.cron.parse import CronError, CronSpec, bits, parse_spec
+from jobsched.cron.tz import DAY, MAX_OFFSET, U_HI, U_LO, DayOffsets, Zone, get_zone
 from jobsched.errors import Malformed
 
 __all__ = ["CronError", "CronExpr"]
