@@ -181,5 +181,10 @@ HANDLERS: dict[str, Callable[[Context, Fields], Reply]] = {
     "stats": stats,
 }
 
+# Messages that run users' handlers: a transport never wraps these in its own
+# store transaction (the engine commits the claim, runs the handlers with no
+# transaction open, then commits the outcomes).
+RUNS_USER_CODE = frozenset({"execute_jobs", "execute_job"})
+
 # Replies that report a change: under a durable store these wait for the commit.
 READ_ONLY = frozenset({"init", "get_job", "list_jobs", "stats"})
