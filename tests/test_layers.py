@@ -40,6 +40,8 @@ RANKS = {
     "stores.migrate": 2,
     # 3: the engine, and the store backends (neither imports the other)
     "engine": 3,
+    "execution": 3,
+    "maintenance": 4,
     "stores.memory": 3,
     "stores.sqlite": 3,
     "stores.sqlite_schema": 3,
