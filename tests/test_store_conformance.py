@@ -406,28 +406,83 @@ def test_a_transaction_commits_all_its_calls_together(make_store: Factory) -> No
     assert ids(list(b.iter_all())) == ["x", "y"]
 
 
-def test_an_outer_block_that_raises_undoes_its_writes(store: Store) -> None:
-    store.insert(job("kept"))
+def _lived(store: Store) -> tuple[object, ...]:
+    """What a reader can see of the store: every job, counts, runs, due order."""
+    jobs = list(store.iter_all())
+    runs = {j.job_id: store.recent_runs(j.job_id, 20) for j in jobs}
+    counts = {k: v for k, v in store.counts().items() if v}
+    return jobs, runs, counts, store.next_due(), store.expired_leases(T0 + 10**6, 100)
+
+
+def _write_everything(store: Store, tag: str) -> None:
+    """One write of every kind: insert, replace, claim, lease, run record."""
+    store.insert(job(f"{tag}-new", due=T0 - 100))
+    old = store.get("sched")
+    assert old is not None
+    assert store.replace(old.evolve(due_at=T0 - 50, attempts=old.attempts + 1), S.SCHEDULED)
+    store.claim_due(T0, 10, tag, T0 + 5)
+    assert store.extend_leases("held", T0 + 999) == 1
+    store.record_run(run("sched", T0 + 7, "failed", tag))
+
+
+def _seeded(store: Store) -> None:
+    store.insert(job("sched", due=T0 + 50))
+    store.insert(job("held"))
+    store.claim_due(T0, 10, "held", T0 + 10)
+    store.record_run(run("held", T0))
+
+
+def test_an_outer_block_that_raises_undoes_all_its_writes(store: Store) -> None:
+    _seeded(store)
+    before = _lived(store)
     with pytest.raises(KeyError), store.transaction():
-        store.insert(job("x"))
-        store.claim_due(T0, 10, "me", T0)
+        _write_everything(store, "x")
         raise KeyError
-    expected = ["kept"] if store.rollback else ["kept", "x"]
-    assert ids(list(store.iter_all())) == expected
-    got = store.get("kept")
-    assert got is not None and got.state is (S.SCHEDULED if store.rollback else S.RUNNING)
+    assert _lived(store) == before
+    # Nothing of the undone claim lingers: the jobs can be claimed again, in order.
+    assert ids(store.claim_due(T0 + 50, 10, "me", T0 + 9)) == ["sched"]
 
 
 def test_an_inner_block_that_raises_undoes_only_its_own_writes(store: Store) -> None:
+    _seeded(store)
     with store.transaction():
         store.insert(job("before"))
+        store.record_run(run("before", T0))
+        expected = _lived(store)
         with pytest.raises(KeyError), store.transaction():
-            store.insert(job("inner"))
-            store.record_run(run("before", T0))
+            _write_everything(store, "inner")
             raise KeyError
+        assert _lived(store) == expected
         store.insert(job("after"))
-    if store.rollback:
-        assert ids(list(store.iter_all())) == ["before", "after"]
-        assert store.recent_runs("before") == []
-    else:  # the memory store applies writes as they happen and undoes nothing
-        assert ids(list(store.iter_all())) == ["before", "inner", "after"]
+    assert ids(list(store.iter_all())) == ["sched", "held", "before", "after"]
+    assert store.recent_runs("before") == [run("before", T0)]
+    assert store.recent_runs("sched") == []
+
+
+def test_a_released_inner_block_is_undone_with_its_outer_block(store: Store) -> None:
+    _seeded(store)
+    before = _lived(store)
+    with pytest.raises(KeyError), store.transaction():
+        with store.transaction():
+            _write_everything(store, "inner")
+        with pytest.raises(ValueError), store.transaction():
+            store.insert(job("doomed"))
+            raise ValueError
+        store.insert(job("outer"))
+        raise KeyError
+    assert _lived(store) == before
+
+
+def test_a_block_that_raises_undoes_a_prune(store: Store) -> None:
+    store.clock = FixedClock(1_000)
+    for name in ("a", "b"):
+        store.insert(job(name, due=None, state=S.COMPLETED))
+        store.record_run(run(name, T0))
+    store.record_run(run("gone-job", T0))
+    before = _lived(store)
+    with pytest.raises(KeyError), store.transaction():
+        assert store.prune(2_000, 100) == 5
+        raise KeyError
+    assert _lived(store) == before
+    assert store.prune(2_000, 100) == 5
+    assert list(store.iter_all()) == []

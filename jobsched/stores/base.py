@@ -11,11 +11,12 @@ Promises:
    and are durable (for durable stores) before it returns. A failed commit
    raises ``Unavailable`` and leaves nothing applied. A call outside any
    block is a transaction of its own.
-   Rollback (stores with ``rollback = True``, which every durable store is):
-   a block that raises undoes its own writes and nothing else; an inner block
-   undoes only what was written inside it, and the outer block goes on. The
-   memory store (``rollback = False``) applies writes as they happen and
-   undoes nothing; callers must not depend on undo with it.
+   Rollback, on every store (memory included): a block that raises undoes
+   every write made inside it (inserts, replaces, claims, lease extensions,
+   run records, prunes) and nothing else. Blocks nest as savepoints: an inner
+   block that raises undoes only what was written inside it, and the outer
+   block goes on; an inner block that exits normally hands its writes to the
+   outer one, which still undoes them if it raises later.
 2. Guarded updates. ``replace`` writes a job only if the stored job is still in
    ``expect_state`` (and, when ``expect_owner`` is given, still held by that
    owner); otherwise it changes nothing and returns False. Two processes can
@@ -37,6 +38,11 @@ Promises:
    lie anywhere, and a job finished a second ago must not vanish because its
    logical time says 2024. ``maybe_prune`` applies the retention policy in
    small batches, at most once a minute.
+
+Optional capabilities are declared, not probed: a store that has one inherits
+its mixin below (``ClusterClock``, ``WakeupListener``, ``Membership``), and
+callers test ``isinstance(store, WakeupListener)``. Only the PostgreSQL store
+has them today.
 """
 
 from __future__ import annotations
@@ -80,7 +86,8 @@ class RunRecord:
 class Store(ABC):
     """Where jobs live. See the module docstring for what every store promises."""
 
-    #: True when a transaction block that raises undoes its writes (promise 1).
+    #: Every store undoes a block that raises (promise 1): always True. Kept
+    #: only for callers that still read it; they may drop the test.
     rollback: bool = True
     #: How long final jobs and run records are kept; None keeps them forever.
     retention_ms: int | None = DEFAULT_RETENTION_MS
@@ -91,7 +98,7 @@ class Store(ABC):
     @abstractmethod
     def transaction(self) -> AbstractContextManager[None]:
         """Group the calls inside into one atomic, durable commit. Re-entrant:
-        an inner block joins the outer one."""
+        an inner block is a savepoint of the outer one (promise 1)."""
 
     @abstractmethod
     def insert(self, job: Job) -> Job:
@@ -190,3 +197,48 @@ class Store(ABC):
             if len(page) < 1000:
                 return
             after = page[-1].job_id
+
+
+class ClusterClock(ABC):
+    """A store shared by several processes that keeps the cluster's clock."""
+
+    @abstractmethod
+    def db_now(self) -> int:
+        """The shared database's clock in UTC epoch ms: the "now" that nodes
+        with skewed clocks agree on (what is due, whose lease ended). Cheap
+        enough to call per loop iteration, and never raises: while the
+        database is unreachable it is the local clock plus the last offset
+        measured."""
+
+
+class WakeupListener(ABC):
+    """A store whose writes, made by any process, can wake a sleeping caller."""
+
+    @abstractmethod
+    def wait_for_wakeup(self, timeout_s: float) -> bool:
+        """Sleep until a committed write (by this or any other process) makes a
+        job due sooner than every other, ``wake()`` is called, or ``timeout_s``
+        passes; True if woken. Call it once with 0 before the first
+        ``next_due`` read, so that no wake-up in between is missed. A wake-up
+        is a hint, never needed for correctness: a caller still polls. Never
+        raises (an unreachable database just makes it time out)."""
+
+    @abstractmethod
+    def wake(self) -> None:
+        """End a ``wait_for_wakeup`` in progress in another thread now (for
+        shutdown); the next wait returns at once if none is in progress."""
+
+
+class Membership(ABC):
+    """A store that knows which nodes share it, from their heartbeats."""
+
+    @abstractmethod
+    def heartbeat(self, owner: str, now: int) -> None:
+        """Record that the node claiming jobs as ``owner`` (their ``locked_by``)
+        is alive at ``now`` (on the cluster's clock). Raises ``Unavailable``
+        when the store cannot be written."""
+
+    @abstractmethod
+    def nodes_seen(self, since: int) -> list[tuple[str, int, int]]:
+        """The nodes whose last heartbeat is at or after ``since``, by owner:
+        ``(owner, last_seen, jobs_held)``, jobs_held = its running jobs."""

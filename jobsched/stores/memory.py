@@ -9,8 +9,15 @@ Pruning works the same way on a heap of final jobs and one of run records, and
 counts per state and the set of running jobs are kept up to date, so no call on
 the hot path scans every job.
 
-Not transactional: writes apply as they happen and a failing block undoes
-nothing (``rollback = False``, see the contract in ``base``).
+Transactions (promise 1 of ``base``): a block holds the store's lock, and while
+one is open every write appends how to undo itself to an undo log (the job
+value it replaced, the run record it pushed out, the job it pruned). A block
+that raises undoes the log back to the mark it took on entry, newest first; a
+block that exits normally leaves its entries to the enclosing block, which may
+still raise; the outermost exit empties the log. Outside any block nothing is
+logged: each call is a transaction of its own. Heap entries are never undone:
+they are lazy, and every undone change pushes an entry for the value it
+restores (a duplicate is dropped like any stale entry).
 """
 
 from __future__ import annotations
@@ -19,8 +26,8 @@ import heapq
 import itertools
 import threading
 from collections import deque
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
+from typing import Any
 
 from jobsched.errors import JobExists, JobNotFound
 from jobsched.jobs import FINAL_STATES, RUNNABLE_STATES, Job, JobState
@@ -30,10 +37,20 @@ _RUNNING = JobState.RUNNING
 # Memory is not durable history: keep a short tail of runs per job.
 RUNS_KEPT = max(RECENT_RUNS, 10)
 
+# Undo log entries, told apart by their first item:
+_JOB = 0  # (_JOB, old job (None: inserted), new job, old's final stamp or None)
+_RUN = 1  # (_RUN, job_id, the item a full tail pushed out or None, None): record_run
+_UNRUN = 2  # (_UNRUN, job_id, the pruned (number, stamp, record), its index in the tail)
+_GONE = 3  # (_GONE, the pruned job, its final stamp, its run tail or None)
+_RunItem = tuple[int, int, RunRecord]  # (number, stamp, record)
+
+
+def _due(job: Job) -> bool:
+    """Whether the due heap must hold an entry for this job value."""
+    return job.state in RUNNABLE_STATES and job.due_at is not None
+
 
 class MemoryStore(Store):
-    rollback = False
-
     def __init__(self) -> None:
         self._jobs: dict[str, Job] = {}
         self._by_seq: list[Job | None] = []  # index = seq - 1; None once pruned
@@ -45,20 +62,19 @@ class MemoryStore(Store):
         self._final_at: dict[str, int] = {}
         self._final_heap: list[tuple[int, str]] = []
         # Run records: (number, stamp, record) per job; a heap of (stamp, number, job_id).
-        self._runs: dict[str, deque[tuple[int, int, RunRecord]]] = {}
+        self._runs: dict[str, deque[_RunItem]] = {}
         self._run_heap: list[tuple[int, int, str]] = []
         self._live_runs = 0
         self._run_numbers = itertools.count()
         # Real-time mode touches the store from the dispatcher thread too.
         self._lock = threading.RLock()
-
-    @contextmanager
-    def _txn(self) -> Iterator[None]:
-        with self._lock:
-            yield
+        # Open blocks and their undo log: touched only by the thread holding
+        # _lock, which a block holds from its entry to its exit.
+        self._open = 0
+        self._undo: list[tuple[int, Any, Any, Any]] = []
 
     def transaction(self) -> AbstractContextManager[None]:
-        return self._txn()
+        return _Block(self)
 
     def insert(self, job: Job) -> Job:
         with self._lock:
@@ -90,8 +106,9 @@ class MemoryStore(Store):
         self._by_seq[job.seq - 1] = job
 
     def _track(self, old: Job | None, new: Job) -> None:
-        """Keep heaps, counts and the running set in step with one job's change."""
-        counts = self._counts
+        """Keep heaps, counts and the running set in step with one job's change,
+        and log its undo when a block is open."""
+        counts, stamp = self._counts, None
         if old is not None:
             counts[old.state] -= 1
             if old.state is _RUNNING:
@@ -100,14 +117,17 @@ class MemoryStore(Store):
         if new.state is _RUNNING:
             self._running[new.job_id] = None
         if new.state in FINAL_STATES:
-            stamp = self._final_at[new.job_id] = self.clock()
-            heapq.heappush(self._final_heap, (stamp, new.job_id))
+            stamp = self._final_at.get(new.job_id)  # set when old was final too
+            now = self._final_at[new.job_id] = self.clock()
+            heapq.heappush(self._final_heap, (now, new.job_id))
         elif old is not None and old.state in FINAL_STATES:
-            del self._final_at[new.job_id]  # retry_job brought a dead job back
+            stamp = self._final_at.pop(new.job_id)  # retry_job brought a dead job back
+        if self._open:
+            self._undo.append((_JOB, old, new, stamp))
         was = old is not None and old.state in RUNNABLE_STATES and old.due_at is not None
-        now = new.state in RUNNABLE_STATES and new.due_at is not None
-        self._runnable += int(now) - int(was)
-        if now and not (was and old is not None and old.due_at == new.due_at):
+        now_due = new.state in RUNNABLE_STATES and new.due_at is not None
+        self._runnable += int(now_due) - int(was)
+        if now_due and not (was and old is not None and old.due_at == new.due_at):
             assert new.due_at is not None
             heapq.heappush(self._heap, (new.due_at, new.seq, new.job_id))
             if len(self._heap) > 2 * self._runnable + 1024:
@@ -181,6 +201,8 @@ class MemoryStore(Store):
                 job = self._jobs[job_id]
                 if job.locked_by == owner:
                     self._put(job.evolve(locked_until=until))
+                    if self._open:
+                        self._undo.append((_JOB, job, self._jobs[job_id], None))
                     n += 1
         return n
 
@@ -199,7 +221,10 @@ class MemoryStore(Store):
             if runs is None:
                 runs = self._runs[run.job_id] = deque(maxlen=RUNS_KEPT)
             number, stamp = next(self._run_numbers), self.clock()
-            self._live_runs += len(runs) < RUNS_KEPT  # a full deque drops its oldest
+            full = len(runs) == RUNS_KEPT  # appending drops the oldest
+            if self._open:
+                self._undo.append((_RUN, run.job_id, runs[0] if full else None, None))
+            self._live_runs += not full
             runs.append((number, stamp, run))
             heapq.heappush(self._run_heap, (stamp, number, run.job_id))
             if len(self._run_heap) > 2 * self._live_runs + 1024:
@@ -228,6 +253,8 @@ class MemoryStore(Store):
             self._by_seq[job.seq - 1] = None
             self._counts[job.state] -= 1
             runs = self._runs.pop(job_id, None)
+            if self._open:
+                self._undo.append((_GONE, job, stamp, runs))
             self._live_runs -= 0 if runs is None else len(runs)
             gone += 1 + (0 if runs is None else len(runs))
         return gone
@@ -237,12 +264,118 @@ class MemoryStore(Store):
         while heap and gone < batch and heap[0][0] < before:
             _, number, job_id = heapq.heappop(heap)
             runs = self._runs.get(job_id)
-            found = next((item for item in runs or () if item[0] == number), None)
-            if runs is None or found is None:
+            at = (
+                None
+                if runs is None
+                else next((i for i, item in enumerate(runs) if item[0] == number), None)
+            )
+            if runs is None or at is None:
                 continue  # stale: dropped from its job's short tail, or pruned with its job
-            runs.remove(found)
+            if self._open:
+                self._undo.append((_UNRUN, job_id, runs[at], at))
+            del runs[at]
             self._live_runs -= 1
             gone += 1
             if not runs:
                 del self._runs[job_id]
         return gone
+
+    # -- undo ---------------------------------------------------------------
+
+    def _undo_to(self, mark: int) -> None:
+        """Undo the log's entries after ``mark``, newest first, and drop them."""
+        log = self._undo
+        while len(log) > mark:
+            kind, a, b, c = log.pop()
+            if kind == _JOB:
+                self._undo_job(a, b, c)
+            elif kind == _RUN:
+                self._undo_run(a, b)
+            elif kind == _UNRUN:
+                self._restore_run(a, b, c)
+            else:
+                self._undo_prune(a, b, c)
+
+    def _undo_job(self, old: Job | None, new: Job, stamp: int | None) -> None:
+        """Put ``old`` back in place of ``new`` (take ``new`` away if it was inserted)."""
+        job_id, counts = new.job_id, self._counts
+        if old is None:
+            del self._jobs[job_id]
+            self._by_seq.pop()  # the newest seq: later inserts were undone first
+        else:
+            self._put(old)
+            counts[old.state] = counts.get(old.state, 0) + 1
+        counts[new.state] -= 1
+        if new.state is _RUNNING:
+            del self._running[job_id]
+        if old is not None and old.state is _RUNNING:
+            self._running[job_id] = None
+        if new.state in FINAL_STATES:
+            del self._final_at[job_id]
+        if stamp is not None:
+            self._final_at[job_id] = stamp
+            heapq.heappush(self._final_heap, (stamp, job_id))
+        self._runnable += (old is not None and _due(old)) - _due(new)
+        if old is not None and _due(old):
+            assert old.due_at is not None
+            heapq.heappush(self._heap, (old.due_at, old.seq, job_id))
+
+    def _undo_run(self, job_id: str, dropped: _RunItem | None) -> None:
+        runs = self._runs[job_id]
+        runs.pop()
+        if dropped is None:
+            self._live_runs -= 1
+            if not runs:  # the record created this tail (tails are never empty)
+                del self._runs[job_id]
+        else:
+            runs.appendleft(dropped)
+            heapq.heappush(self._run_heap, (dropped[1], dropped[0], job_id))
+
+    def _restore_run(self, job_id: str, item: _RunItem, at: int) -> None:
+        runs = self._runs.get(job_id)
+        if runs is None:
+            runs = self._runs[job_id] = deque(maxlen=RUNS_KEPT)
+        runs.insert(at, item)
+        self._live_runs += 1
+        heapq.heappush(self._run_heap, (item[1], item[0], job_id))
+
+    def _undo_prune(self, job: Job, stamp: int, runs: deque[_RunItem] | None) -> None:
+        self._jobs[job.job_id] = job
+        self._by_seq[job.seq - 1] = job
+        self._counts[job.state] += 1
+        self._final_at[job.job_id] = stamp
+        heapq.heappush(self._final_heap, (stamp, job.job_id))
+        if runs is not None:
+            self._runs[job.job_id] = runs
+            self._live_runs += len(runs)
+            for number, at, _ in runs:
+                heapq.heappush(self._run_heap, (at, number, job.job_id))
+
+
+class _Block:
+    """One transaction() block: holds the lock, and undoes its writes if it
+    raises. (A class, not a generator context manager: the stdio node opens one
+    per request.)"""
+
+    __slots__ = ("mark", "store")
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        self.mark = 0
+
+    def __enter__(self) -> None:
+        store = self.store
+        store._lock.acquire()
+        self.mark = len(store._undo)
+        store._open += 1
+
+    def __exit__(self, kind: type[BaseException] | None, exc: object, tb: object) -> None:
+        store = self.store
+        try:
+            if kind is not None:
+                store._undo_to(self.mark)
+        finally:
+            store._open -= 1
+            if not store._open:
+                store._undo.clear()
+            store._lock.release()

@@ -13,13 +13,14 @@ change is guarded (``WHERE state = expected [AND locked_by = owner]``) and
 its row count checked. Connections, transactions and faults: see
 ``postgres_conn``.
 
-Beyond the Store interface, for the real-time dispatcher and the service:
+Beyond the Store interface it has every optional capability of ``base``, for
+the real-time dispatcher and the service:
 
-- ``db_now()``: the database's clock in epoch ms (the cluster's clock);
-- ``wait_for_wakeup(timeout_s) -> bool``: sleep until a write makes a job due
-  sooner than any other (LISTEN/NOTIFY) or ``timeout_s`` passes; ``wake()``
-  ends such a wait early from another thread (shutdown);
-- ``heartbeat(node_id, now)`` and ``nodes_seen(since)``: cluster membership.
+- ``ClusterClock``: ``db_now()``, the database's clock in epoch ms;
+- ``WakeupListener``: ``wait_for_wakeup(timeout_s)`` sleeps until a write makes
+  a job due sooner than any other (LISTEN/NOTIFY, see ``postgres_listen``);
+  ``wake()`` ends such a wait early from another thread (shutdown);
+- ``Membership``: ``heartbeat(owner, now)`` and ``nodes_seen(since)``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,14 @@ from typing import TYPE_CHECKING, Any
 
 from jobsched.errors import JobExists, JobschedError, Malformed, Unavailable
 from jobsched.jobs import RUNNABLE_STATES, Job, JobState
-from jobsched.stores.base import RECENT_RUNS, RunRecord, Store
+from jobsched.stores.base import (
+    RECENT_RUNS,
+    ClusterClock,
+    Membership,
+    RunRecord,
+    Store,
+    WakeupListener,
+)
 from jobsched.stores.sqlite_schema import COLUMNS, SELECT, job_from_row, job_to_row, list_query
 
 if TYPE_CHECKING:
@@ -98,7 +106,7 @@ def _nul_free(text: str | None) -> str | None:
     return text.replace("\x00", "\\x00") if text is not None and "\x00" in text else text
 
 
-class PostgresStore(Store):
+class PostgresStore(Store, ClusterClock, WakeupListener, Membership):
     def __init__(self, dsn: str) -> None:
         _require_psycopg()
         from jobsched.stores.postgres_conn import Pool
@@ -302,14 +310,15 @@ class PostgresStore(Store):
         """End a ``wait_for_wakeup`` in another thread now (e.g. on shutdown)."""
         self._listener.wake()
 
-    def heartbeat(self, node_id: str, now: int) -> None:
-        """Record that ``node_id`` is alive at ``now`` (cluster clock)."""
+    def heartbeat(self, owner: str, now: int) -> None:
+        """Record that ``owner`` is alive at ``now`` (cluster clock); rows of
+        nodes silent for NODE_FORGET_MS go."""
         with self._use() as pg:
             pg.execute(
                 "WITH gone AS (DELETE FROM nodes WHERE last_seen < %s AND node_id <> %s) "
                 "INSERT INTO nodes (node_id, first_seen, last_seen) VALUES (%s, %s, %s) "
                 "ON CONFLICT (node_id) DO UPDATE SET last_seen = EXCLUDED.last_seen",
-                (now - NODE_FORGET_MS, node_id, node_id, now, now),
+                (now - NODE_FORGET_MS, owner, owner, now, now),
             )
 
     def nodes_seen(self, since: int) -> list[tuple[str, int, int]]:

@@ -1,0 +1,191 @@
+"""The memory store's undo (promise 1 of stores/base.py) beyond the conformance
+suite: seeded random writes in blocks that raise, nested or not, must leave
+the store exactly as a twin that never saw them, down to its heaps and counts;
+and the stdio node undoes a failed request on it."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+from collections.abc import Callable
+
+import pytest
+
+from jobsched.errors import JobExists, JobschedError
+from jobsched.jobs import FINAL_STATES, ONCE, RUNNABLE_STATES, Job, JobState
+from jobsched.node import StdioNode
+from jobsched.stores.base import RunRecord
+from jobsched.stores.memory import RUNS_KEPT, MemoryStore
+from tests.harness import Clock, Wire
+
+S = JobState
+T0 = 1_705_309_200_000
+Op = Callable[[MemoryStore], object]
+STATES = [S.SCHEDULED, S.RETRYING, S.RUNNING, S.PAUSED, S.COMPLETED, S.DEAD, S.CANCELLED]
+
+
+def _job(job_id: str, state: JobState, due: int | None) -> Job:
+    return Job(job_id, "t", "{}", ONCE, state, due, T0, T0)
+
+
+def _random_op(rng: random.Random, names: list[str]) -> Op:
+    """One write of any kind, applied the same way to whichever store it is given."""
+    name, t = rng.choice(names), T0 + rng.randrange(50)
+    kind = rng.randrange(7)
+    if kind == 0:
+        state = rng.choice([S.SCHEDULED, S.RETRYING, S.COMPLETED, S.PAUSED])
+        due = None if state in FINAL_STATES else t
+
+        def insert(s: MemoryStore) -> object:
+            try:
+                return s.insert(_job(name, state, due))
+            except JobExists:
+                return "exists"
+
+        return insert
+    if kind == 1:
+        state, due = rng.choice(STATES), rng.choice([None, t])
+
+        def replace(s: MemoryStore) -> object:
+            old = s.get(name)
+            if old is None:
+                return None
+            return s.replace(old.evolve(state=state, due_at=due, runs=old.runs + 1), old.state)
+
+        return replace
+    owner, n, back = rng.choice(["a", "b"]), rng.randrange(1, 4), rng.randrange(5)
+    if kind == 2:
+        return lambda s: s.claim_due(t, n, owner, t + 10)
+    if kind == 3:
+        return lambda s: s.extend_leases(owner, t + 100)
+    if kind == 4:
+        return lambda s: s.prune(s.clock() - back, n)
+    return lambda s: s.record_run(RunRecord(name, t, t + 1, "failed", str(t), owner))
+
+
+def _seen(s: MemoryStore) -> tuple[object, ...]:
+    jobs = list(s.iter_all())
+    runs = {n: s.recent_runs(n, RUNS_KEPT) for n in sorted(s._runs)}
+    return jobs, runs, s.counts(), s.next_due(), s.expired_leases(T0 + 10**6, 1000)
+
+
+def _check_books(s: MemoryStore) -> None:
+    """The derived structures agree with the jobs (what no reader sees directly)."""
+    jobs = list(s._jobs.values())
+    assert s._undo == [] and s._open == 0
+    assert [j for j in s._by_seq if j is not None] == sorted(jobs, key=lambda j: j.seq)
+    assert s._runnable == sum(j.state in RUNNABLE_STATES and j.due_at is not None for j in jobs)
+    assert {k: v for k, v in s._counts.items() if v} == {
+        st: n for st in STATES if (n := sum(j.state is st for j in jobs))
+    }
+    assert set(s._running) == {j.job_id for j in jobs if j.state is S.RUNNING}
+    assert set(s._final_at) == {j.job_id for j in jobs if j.state in FINAL_STATES}
+    assert set(s._final_at.items()) <= set((i, t) for t, i in s._final_heap)
+    for j in jobs:
+        if j.state in RUNNABLE_STATES and j.due_at is not None:
+            assert (j.due_at, j.seq, j.job_id) in s._heap
+    assert s._live_runs == sum(len(q) for q in s._runs.values())
+    assert all(s._runs.values())  # no empty tails
+    entries = set(s._run_heap)
+    assert all((t, k, i) in entries for i, q in s._runs.items() for k, t, _ in q)
+
+
+def _play(a: MemoryStore, b: MemoryStore, rng: random.Random, names: list[str]) -> None:
+    """One outer block on ``a`` of inner blocks that commit or raise, the outer
+    one committing or raising; ``b`` gets only what ``a`` should keep."""
+    segments = [
+        ([_random_op(rng, names) for _ in range(rng.randrange(1, 6))], rng.random() < 0.4)
+        for _ in range(rng.randrange(1, 4))
+    ]
+    outer_fails = rng.random() < 0.4
+    kept: list[Op] = []
+    with pytest.raises(KeyError) if outer_fails else _nothing(), a.transaction():
+        for ops, fails in segments:
+            with pytest.raises(ValueError) if fails else _nothing(), a.transaction():
+                for op in ops:
+                    op(a)
+                if fails:
+                    raise ValueError
+            kept += [] if fails else ops
+        if outer_fails:
+            raise KeyError
+    for op in [] if outer_fails else kept:
+        op(b)
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_blocks_that_raise_leave_the_store_as_if_they_never_ran(seed: int) -> None:
+    rng = random.Random(seed)
+    names = [f"j{i}" for i in range(12)]
+    a, b = MemoryStore(), MemoryStore()
+    a.clock = b.clock = clock = Clock(1_000)
+    for step in range(150):
+        clock.ms += rng.randrange(3)
+        if rng.random() < 0.3:  # a plain call outside any block, on both
+            op = _random_op(rng, names)
+            assert op(a) == op(b)
+        else:
+            _play(a, b, rng, names)
+        assert _seen(a) == _seen(b), f"step {step}"
+        _check_books(a)
+    # Nothing lingers that would show later: claims and pruning agree to the end.
+    assert a.claim_due(T0 + 10**6, 1000, "z", 0) == b.claim_due(T0 + 10**6, 1000, "z", 0)
+    assert a.prune(10**9, 1000) == b.prune(10**9, 1000)
+
+
+def test_undo_restores_a_run_tail_that_a_new_record_pushed_out() -> None:
+    store = MemoryStore()
+    store.clock = clock = Clock(1_000)
+    runs = [RunRecord("a", T0 + i, T0 + i, "succeeded") for i in range(RUNS_KEPT)]
+    for r in runs:
+        store.record_run(r)
+    clock.ms = 5_000
+    with pytest.raises(KeyError), store.transaction():
+        store.record_run(RunRecord("a", T0 + 99, T0 + 99, "failed"))  # pushes runs[0] out
+        assert store.prune(2_000, 100) == RUNS_KEPT - 1  # the rest of the old ones
+        raise KeyError
+    assert store.recent_runs("a", RUNS_KEPT) == runs[::-1]
+    # All of them are still known to retention, the one pushed out included.
+    assert store.prune(2_000, 100) == RUNS_KEPT
+    assert store.recent_runs("a") == []
+
+
+class _FailsAfterResuming(MemoryStore):
+    """A store whose write lands and then fails: the request answers error 13."""
+
+    def replace(self, job: Job, expect_state: JobState, expect_owner: str | None = None) -> bool:
+        written = super().replace(job, expect_state, expect_owner)
+        if expect_state is S.PAUSED:
+            raise JobschedError("the resume failed after its write")
+        return written
+
+
+def test_the_node_undoes_a_request_that_failed_after_writing() -> None:
+    store = _FailsAfterResuming()
+    wire = Wire(store)
+    job_id = wire.ok({"type": "schedule_job", "task": "t", "delay_ms": 9}, "job_scheduled")[
+        "job_id"
+    ]
+    wire.ok({"type": "pause_job", "job_id": job_id}, "job_paused")
+    line = {"src": "c", "dest": "s", "body": {"type": "resume_job", "msg_id": 7, "job_id": job_id}}
+    out, (r, w) = io.BytesIO(), os.pipe()
+    os.write(w, json.dumps(line).encode() + b"\n")
+    os.close(w)
+    try:
+        StdioNode(wire.ctx, r, out).run()
+    finally:
+        os.close(r)
+    reply = json.loads(out.getvalue())["body"]
+    assert (reply["type"], reply["code"]) == ("error", 13)
+    got = store.get(job_id)
+    assert got is not None and got.state is S.PAUSED  # the resume's write was undone
