@@ -48,6 +48,7 @@ RANKS = {
     "stores.postgres": 3,
     "stores.postgres_conn": 3,
     "stores.postgres_listen": 3,
+    "stores.sql_tx": 3,
     # 4: transports
     "validate": 4,
     "messages": 4,

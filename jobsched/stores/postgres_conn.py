@@ -3,7 +3,8 @@
 One connection per thread (the stdio loop and the real-time dispatcher each
 get their own), in autocommit mode: a call outside ``transaction()`` is one
 statement and commits alone; the outermost ``transaction()`` issues BEGIN and
-COMMIT, inner ones SAVEPOINTs that roll back alone.
+COMMIT, inner ones SAVEPOINTs that roll back alone (the nesting, commit and
+rollback are ``sql_tx``'s, shared with the SQLite store).
 
 Faults (connection refused or reset, server restarting, admin shutdown,
 deadlock, disk full, a read-only standby) become ``Unavailable`` (error 11):
@@ -27,7 +28,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -37,6 +38,7 @@ from psycopg import errors as pg_errors
 
 from jobsched.errors import JobschedError, Unavailable
 from jobsched.stores import migrate
+from jobsched.stores.sql_tx import Block, Transactions, TxState
 
 log = logging.getLogger("jobsched.postgres")
 
@@ -115,17 +117,20 @@ def safe_target(conninfo: str) -> str:
 
 
 @dataclass(slots=True)
-class _Conn:
+class _Conn(TxState):
     """One thread's connection and where it is in a transaction."""
 
-    pg: PgConn | None
-    depth: int = 0
-    doomed: str | None = None  # why the open transaction can no longer commit
+    pg: PgConn | None = field(default=None, kw_only=True)
     due: int | None = None  # earliest due time written in the open transaction
+    xid: str | None = None  # the committing transaction's id, if it wrote anything
 
 
-class Pool:
+class Pool(Transactions[_Conn]):
     """Per-thread connections, re-entrant transactions, and fault handling."""
+
+    tx_errors = psycopg.Error
+    tx_doomed = "PostgreSQL unavailable, nothing was saved"
+    tx_commit_failed = "commit failed, nothing was saved"
 
     def __init__(self, dsn: str) -> None:
         self.conninfo, self.schema = parse_dsn(dsn)
@@ -163,13 +168,18 @@ class Pool:
             self._delay = self._retry_at = 0.0
         return pg
 
-    def local(self) -> _Conn:
-        """This thread's connection; (re)connected when no transaction is open."""
+    def _state(self) -> _Conn:
+        """This thread's connection and its transaction state, perhaps not connected."""
         conn: _Conn | None = getattr(self._tls, "conn", None)
         if conn is None:
-            conn = self._tls.conn = _Conn(None)
+            conn = self._tls.conn = _Conn()
             with self._lock:
                 self._all.append(conn)
+        return conn
+
+    def local(self) -> _Conn:
+        """This thread's connection; (re)connected when no transaction is open."""
+        conn = self._state()
         if conn.pg is None and conn.depth == 0:
             conn.pg = self.connect()
         return conn
@@ -190,52 +200,47 @@ class Pool:
     # -- transactions -------------------------------------------------------
 
     def transaction(self) -> AbstractContextManager[None]:
-        conn: _Conn | None = getattr(self._tls, "conn", None)
-        if conn is not None and conn.depth:
-            return self._inner(conn)
-        try:
-            conn = self.local()
-        except Unavailable as exc:
-            # Never raise on entry: the caller's requests must each get their
-            # answer (error 11) from the calls inside, and the block its end.
-            conn = self._tls.conn
-            conn.doomed = exc.text
-            return self._outer(conn, doomed=True)
-        return self._outer(conn)
+        return Block(self, self._state())
 
-    @contextmanager
-    def _outer(self, conn: _Conn, doomed: bool = False) -> Iterator[None]:
-        if not doomed:
-            conn.doomed = None
-            self._quiet(conn, "BEGIN")
+    # The hooks of sql_tx.Transactions.
+
+    def _tx_begin(self, conn: _Conn) -> None:
         conn.due = None
-        conn.depth = 1
-        try:
-            yield
-        except BaseException:
-            conn.depth = 0
-            self._rollback(conn)
-            raise
-        conn.depth = 0
-        if conn.doomed is not None:
-            self._rollback(conn)
-            raise Unavailable(f"PostgreSQL unavailable, nothing was saved: {conn.doomed}")
-        xid: str | None = None
-        try:
-            assert conn.pg is not None
-            if conn.due is not None:
-                conn.pg.execute(NOTIFY_SQL, (self.channel, str(conn.due), conn.due))
-            # The transaction's id (None if it wrote nothing), to learn the
-            # outcome of a COMMIT whose answer is lost.
-            row = conn.pg.execute("SELECT pg_current_xact_id_if_assigned()::text").fetchone()
-            xid = None if row is None else row[0]
-            conn.pg.execute("COMMIT")
-        except psycopg.Error as exc:
-            self._rollback(conn)
-            if xid is not None and self._committed(conn, xid):
-                log.warning("COMMIT answered %r, but the transaction committed", describe(exc))
+        if conn.pg is None:
+            try:
+                conn.pg = self.connect()
+            except Unavailable as exc:
+                # Never raise on entry: the caller's requests must each get their
+                # answer (error 11) from the calls inside, and the block its end.
+                conn.doomed = exc.text
                 return
-            raise Unavailable(f"commit failed, nothing was saved: {describe(exc)}") from exc
+        self._quiet(conn, "BEGIN")
+
+    def _tx_commit(self, conn: _Conn) -> None:
+        conn.xid = None
+        assert conn.pg is not None
+        if conn.due is not None:
+            conn.pg.execute(NOTIFY_SQL, (self.channel, str(conn.due), conn.due))
+        # The transaction's id (None if it wrote nothing), to learn the outcome
+        # of a COMMIT whose answer is lost.
+        row = conn.pg.execute("SELECT pg_current_xact_id_if_assigned()::text").fetchone()
+        conn.xid = None if row is None else row[0]
+        conn.pg.execute("COMMIT")
+
+    def _tx_committed_anyway(self, conn: _Conn, exc: Exception) -> bool:
+        if conn.xid is None or not self._committed(conn, conn.xid):
+            return False
+        log.warning("COMMIT answered %r, but the transaction committed", self._tx_describe(exc))
+        return True
+
+    def _tx_control(self, conn: _Conn, sql: str) -> None:
+        self._quiet(conn, sql)
+
+    def _tx_rollback(self, conn: _Conn) -> None:
+        self._rollback(conn)
+
+    def _tx_describe(self, exc: Exception) -> str:
+        return describe(exc)
 
     def _committed(self, conn: _Conn, xid: str) -> bool:
         """Whether a transaction whose COMMIT lost its answer did commit. The
@@ -256,21 +261,6 @@ class Pool:
                 return status == "committed"
             time.sleep(0.05)
         return False
-
-    @contextmanager
-    def _inner(self, conn: _Conn) -> Iterator[None]:
-        name = f"sp{conn.depth}"
-        self._quiet(conn, f"SAVEPOINT {name}")
-        conn.depth += 1
-        try:
-            yield
-        except BaseException:
-            conn.depth -= 1
-            self._quiet(conn, f"ROLLBACK TO SAVEPOINT {name}")
-            self._quiet(conn, f"RELEASE SAVEPOINT {name}")
-            raise
-        conn.depth -= 1
-        self._quiet(conn, f"RELEASE SAVEPOINT {name}")
 
     def _quiet(self, conn: _Conn, sql: str) -> None:
         """Run transaction control; a fault only dooms the transaction (the calls

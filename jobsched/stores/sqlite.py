@@ -6,7 +6,8 @@ before it returns). ``transaction()`` is re-entrant: the outermost block is
 processes never deadlock upgrading a read to a write), inner blocks are
 savepoints that roll back alone. A call outside any block is its own
 transaction. Every SQLite fault (locked, read-only, disk full, I/O error) is
-raised as ``Unavailable`` after rolling back what it touched.
+raised as ``Unavailable`` after rolling back what it touched. The nesting,
+commit and rollback are ``sql_tx``'s, shared with the PostgreSQL store.
 
 Each thread gets its own connection (the real-time dispatcher calls from
 another thread than the stdio loop); SQLite's locks order them like processes.
@@ -19,12 +20,13 @@ import os
 import sqlite3
 import threading
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NoReturn
 
 from jobsched.errors import JobExists, JobschedError, Unavailable
 from jobsched.jobs import Job, JobState
 from jobsched.stores.base import RECENT_RUNS, RunRecord, Store
+from jobsched.stores.sql_tx import Block, Transactions, TxState
 from jobsched.stores.sqlite_schema import (
     COLUMNS,
     SELECT,
@@ -93,16 +95,18 @@ def _is_fault(exc: BaseException) -> bool:
 
 
 @dataclass(slots=True)
-class _Conn:
+class _Conn(TxState):
     """One thread's connection and where it is in a transaction."""
 
-    db: sqlite3.Connection
-    depth: int = 0
-    doomed: str | None = None  # why the open transaction can no longer commit
+    db: sqlite3.Connection = field(kw_only=True)
     read_only: str | None = None  # why this transaction could only get a read lock
 
 
-class SQLiteStore(Store):
+class SQLiteStore(Store, Transactions[_Conn]):
+    tx_errors = sqlite3.Error
+    tx_doomed = "the transaction was rolled back"
+    tx_commit_failed = "the commit failed"
+
     def __init__(
         self, path: str, synchronous: str = "FULL", busy_timeout_ms: int | None = None
     ) -> None:
@@ -158,16 +162,18 @@ class SQLiteStore(Store):
                 if not _is_fault(exc):
                     raise
                 raise Unavailable(f"cannot open {self.path}: {describe(exc)}") from exc
-            conn = self._tls.conn = _Conn(db)
+            conn = self._tls.conn = _Conn(db=db)
             with self._all_lock:
                 self._all.append(db)
         return conn
 
     def transaction(self) -> AbstractContextManager[None]:
-        return _Block(self, self._local())
+        return Block(self, self._local())
 
-    def _begin(self, conn: _Conn) -> None:
-        conn.doomed = conn.read_only = None
+    # The hooks of sql_tx.Transactions.
+
+    def _tx_begin(self, conn: _Conn) -> None:
+        conn.read_only = None
         try:
             conn.db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -180,27 +186,21 @@ class SQLiteStore(Store):
                 conn.db.execute("BEGIN")
             except sqlite3.Error as exc2:
                 conn.doomed = describe(exc2)
-        conn.depth = 1
 
-    def _end(self, conn: _Conn, failed: bool) -> None:
-        conn.depth = 0
-        if failed:
-            _rollback(conn.db)
-            return
-        if conn.doomed is not None:
-            _rollback(conn.db)
-            raise Unavailable(f"the transaction was rolled back: {conn.doomed}")
-        try:
-            conn.db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            _rollback(conn.db)
-            raise Unavailable(f"the commit failed: {describe(exc)}") from exc
+    def _tx_commit(self, conn: _Conn) -> None:
+        conn.db.execute("COMMIT")
 
-    def _guarded(self, conn: _Conn, sql: str) -> None:
+    def _tx_rollback(self, conn: _Conn) -> None:
+        _rollback(conn.db)
+
+    def _tx_control(self, conn: _Conn, sql: str) -> None:
         try:
             conn.db.execute(sql)
         except sqlite3.Error as exc:
             self._fault(conn, exc)
+
+    def _tx_describe(self, exc: Exception) -> str:
+        return describe(exc) if isinstance(exc, sqlite3.Error) else str(exc)
 
     def _fault(self, conn: _Conn, exc: sqlite3.Error) -> NoReturn:
         """Turn a SQLite error inside a transaction into Unavailable (or re-raise a bug)."""
@@ -344,40 +344,6 @@ class SQLiteStore(Store):
             return db.total_changes - before
 
 
-class _Block:
-    """One transaction() block. The outermost is BEGIN IMMEDIATE ... COMMIT; an
-    inner one is a savepoint, rolled back alone when its block raises. (Classes,
-    not generator context managers: the stdio node opens one per request.)"""
-
-    __slots__ = ("conn", "savepoint", "store")
-
-    def __init__(self, store: SQLiteStore, conn: _Conn) -> None:
-        self.store, self.conn = store, conn
-        self.savepoint: str | None = None
-
-    def __enter__(self) -> None:
-        conn = self.conn
-        if conn.depth == 0:
-            self.store._begin(conn)
-            return
-        self.savepoint = f"sp{conn.depth}"
-        if conn.doomed is None:
-            self.store._guarded(conn, f"SAVEPOINT {self.savepoint}")
-        conn.depth += 1
-
-    def __exit__(self, kind: type[BaseException] | None, exc: object, tb: object) -> None:
-        conn, name = self.conn, self.savepoint
-        if name is None:
-            self.store._end(conn, failed=kind is not None)
-            return
-        conn.depth -= 1
-        if conn.doomed is not None:
-            return
-        if kind is not None:
-            self.store._guarded(conn, f"ROLLBACK TO {name}")
-        self.store._guarded(conn, f"RELEASE {name}")
-
-
 class _Use:
     """The connection for one store call: inside the caller's transaction, or
     (for a write) in a transaction of its own; reads outside one autocommit.
@@ -387,13 +353,13 @@ class _Use:
 
     def __init__(self, store: SQLiteStore, write: bool) -> None:
         self.store, self.write = store, write
-        self.block: _Block | None = None
+        self.block: Block[_Conn] | None = None
 
     def __enter__(self) -> sqlite3.Connection:
         store = self.store
         conn = self.conn = store._local()
         if conn.depth == 0 and self.write:
-            self.block = _Block(store, conn)
+            self.block = Block(store, conn)
             self.block.__enter__()
         try:
             store._check(conn, self.write)
