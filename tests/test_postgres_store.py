@@ -13,6 +13,7 @@ import pytest
 
 from jobsched.errors import Unavailable
 from jobsched.jobs import ONCE, Job, JobState
+from jobsched.stores.base import ClusterClock, Membership, WakeupListener
 from jobsched.stores.postgres import PostgresStore
 from tests.backend_postgres import admin, base_dsn, fresh_schema, with_schema
 
@@ -59,6 +60,14 @@ def kill_connections(store: PostgresStore) -> int:
         for pid in pids:
             db.execute("SELECT pg_terminate_backend(%s)", (pid,))
     return len(pids)
+
+
+def test_it_declares_every_optional_capability(open_store: Open) -> None:
+    # The conformance suite checks each capability on the stores that declare it.
+    store = open_store()
+    assert isinstance(store, ClusterClock)
+    assert isinstance(store, WakeupListener)
+    assert isinstance(store, Membership)
 
 
 # -- claims across nodes ------------------------------------------------------

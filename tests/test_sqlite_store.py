@@ -3,8 +3,10 @@ connection per thread, faults as Unavailable, and queries served by indexes."""
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from jobsched.errors import JobschedError, Unavailable
 from jobsched.jobs import ONCE, Job, JobState
 from jobsched.stores.sqlite import SQLiteStore
+from jobsched.stores.sqlite_schema import list_sql
 
 T0 = 1_705_309_200_000
 
@@ -130,3 +133,20 @@ def test_the_hot_queries_use_their_indexes(path: str) -> None:
     assert "jobs_task" in plan(store, listing.format("task"), 0, "t", 10)
     assert "USE TEMP B-TREE" not in plan(store, listing.format("task"), 0, "t", 10)
     store.close()
+
+
+def test_listing_keeps_no_job_alive_after_the_caller_drops_it(path: str) -> None:
+    store = SQLiteStore(path)
+    mark = f"listed-{uuid.uuid4().hex}"  # no other test's job can carry it
+    for i in range(5):
+        store.insert(Job(f"{mark}-{i}", mark, "{}", ONCE, JobState.SCHEDULED, T0, T0, T0))
+    for i in range(100):
+        state = JobState.SCHEDULED if i % 2 else None
+        page = store.list_jobs(state, mark if i % 3 else None, None, 1 + i % 7)
+        assert page and all(j.task == mark for j in page)
+    del page
+    store.close()
+    gc.collect()
+    assert not [o for o in gc.get_objects() if isinstance(o, Job) and o.task == mark]
+    # What is worth keeping is kept: the statement text, one per filter combination.
+    assert list_sql.cache_info().currsize <= 8 and list_sql.cache_info().hits >= 90

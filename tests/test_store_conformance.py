@@ -8,6 +8,7 @@ data, as another process would. The tests speak only of the contract.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -24,7 +25,14 @@ from jobsched.jobs import (
     RetryPolicy,
     Schedule,
 )
-from jobsched.stores.base import PRUNE_EVERY_MS, RunRecord, Store
+from jobsched.stores.base import (
+    PRUNE_EVERY_MS,
+    ClusterClock,
+    Membership,
+    RunRecord,
+    Store,
+    WakeupListener,
+)
 
 S = JobState
 T0 = 1_705_309_200_000  # 2024-01-15T09:00:00Z
@@ -486,3 +494,49 @@ def test_a_block_that_raises_undoes_a_prune(store: Store) -> None:
     assert _lived(store) == before
     assert store.prune(2_000, 100) == 5
     assert list(store.iter_all()) == []
+
+
+def test_blocks_nest_as_savepoints_at_any_depth(store: Store) -> None:
+    with store.transaction():
+        store.insert(job("outer"))
+        with pytest.raises(KeyError), store.transaction():
+            store.insert(job("middle"))
+            with store.transaction():
+                store.insert(job("inner"))  # released into "middle", undone with it
+                with pytest.raises(ValueError), store.transaction():
+                    store.insert(job("innermost"))
+                    raise ValueError
+            raise KeyError
+        with store.transaction(), store.transaction():
+            store.insert(job("late"))
+    assert ids(list(store.iter_all())) == ["outer", "late"]
+
+
+# -- optional capabilities: each promise holds on every store that declares it ----
+
+
+def test_a_cluster_clock_is_a_wall_clock_in_epoch_ms(store: Store) -> None:
+    if not isinstance(store, ClusterClock):
+        return
+    assert abs(store.db_now() - time.time() * 1000) < 5_000
+
+
+def test_a_wakeup_listener_can_be_woken_from_another_thread(store: Store) -> None:
+    if not isinstance(store, WakeupListener):
+        return
+    assert not store.wait_for_wakeup(0)
+    threading.Timer(0.05, store.wake).start()
+    started = time.monotonic()
+    assert store.wait_for_wakeup(30)
+    assert time.monotonic() - started < 10
+
+
+def test_membership_lists_the_nodes_seen_and_the_jobs_they_hold(store: Store) -> None:
+    if not isinstance(store, Membership):
+        return
+    store.insert(job("a"))
+    store.claim_due(T0, 10, "node-1", T0 + 10)
+    store.heartbeat("node-1", 5_000)
+    store.heartbeat("node-2", 4_000)
+    assert store.nodes_seen(4_500) == [("node-1", 5_000, 1)]
+    assert store.nodes_seen(0) == [("node-1", 5_000, 1), ("node-2", 4_000, 0)]

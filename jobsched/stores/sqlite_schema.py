@@ -65,27 +65,33 @@ def job_to_row(job: Job) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-@lru_cache(maxsize=4096)
 def list_query(
     run: Any, mark: str, state: JobState | None, task: str | None, after: str | None, limit: int
 ) -> list[Job]:
     """list_jobs for a SQL store: ``run(sql, args)`` returns rows; ``mark`` is the
     driver's placeholder (``?`` for sqlite3, ``%s`` for psycopg)."""
-    args: list[object] = [0]
+    seq = 0
     if after is not None:
         found = run(f"SELECT seq FROM jobs WHERE job_id = {mark}", (after,))
         if not found:
             raise JobNotFound(after)
-        args[0] = found[0][0]
-    sql = f"SELECT {SELECT} FROM jobs WHERE seq > {mark}"
-    if state is not None:
-        sql += f" AND state = {mark}"
-        args.append(state.value)
-    if task is not None:
-        sql += f" AND task = {mark}"
-        args.append(task)
-    rows = run(f"{sql} ORDER BY seq LIMIT {mark}", (*args, limit))
+        seq = found[0][0]
+    args = (seq, *(() if state is None else (state.value,)), *(() if task is None else (task,)))
+    rows = run(list_sql(mark, state is not None, task is not None), (*args, limit))
     return [job_from_row(r) for r in rows]
+
+
+@lru_cache(maxsize=16)
+def list_sql(mark: str, by_state: bool, by_task: bool) -> str:
+    """The listing statement for one filter combination: two placeholders times
+    four combinations, built once each (results are never cached: they would
+    keep every listed job alive)."""
+    sql = f"SELECT {SELECT} FROM jobs WHERE seq > {mark}"
+    if by_state:
+        sql += f" AND state = {mark}"
+    if by_task:
+        sql += f" AND task = {mark}"
+    return f"{sql} ORDER BY seq LIMIT {mark}"
 
 
 def _cron(text: str, tz: str) -> CronSchedule:
