@@ -22,6 +22,7 @@ from enum import StrEnum
 from typing import Any
 
 from jobsched.cron import CronExpr
+from jobsched.timefmt import MAX_MS
 
 
 class JobState(StrEnum):
@@ -73,11 +74,14 @@ class IntervalSchedule:
     anchor_ms: int
     kind: str = "interval"
 
-    def next_after(self, ms: int) -> int:
+    def next_after(self, ms: int) -> int | None:
+        """The first point of the grid strictly after ``ms``; None past year
+        9999, as for a cron schedule: no time past MAX_MS is ever handed out."""
         if ms < self.anchor_ms:
             return self.anchor_ms
         k = (ms - self.anchor_ms) // self.interval_ms + 1
-        return self.anchor_ms + k * self.interval_ms
+        found = self.anchor_ms + k * self.interval_ms
+        return found if found <= MAX_MS else None
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": "interval", "interval_ms": self.interval_ms}
@@ -107,12 +111,18 @@ class RetryDecision:
     backoff_ms: int = 0
 
 
-def decide_retry(policy: RetryPolicy, failures_before: int, rng: random.Random) -> RetryDecision:
+def decide_retry(
+    policy: RetryPolicy, failures_before: int, rng: random.Random, from_ms: int | None = None
+) -> RetryDecision:
     """The failure count goes up by one; retry while it is below max_attempts.
 
     ``backoff_ms = base_ms * 2**n`` for the new count n, capped by
     ``max_backoff_ms``; with jitter, a uniformly random part of that (full
     jitter), so that many jobs failing together do not retry together.
+
+    ``from_ms``, when given, is the time the backoff is added to: the backoff
+    is cut so that the retry is due no later than MAX_MS (year 9999), and the
+    backoff reported is the one applied.
     """
     n = failures_before + 1
     if n >= policy.max_attempts:
@@ -121,6 +131,8 @@ def decide_retry(policy: RetryPolicy, failures_before: int, rng: random.Random) 
     if policy.max_backoff_ms is not None:
         backoff = min(backoff, policy.max_backoff_ms)
     backoff = min(backoff, MAX_BACKOFF_MS)
+    if from_ms is not None:
+        backoff = max(0, min(backoff, MAX_MS - from_ms))
     if policy.jitter and backoff > 0:
         backoff = rng.randint(0, backoff)
     return RetryDecision(attempts=n, retry=True, backoff_ms=backoff)

@@ -4,11 +4,17 @@
 wrappers on every call; on a line protocol that is a large share of the time
 per request. These build the C encoder and scanner once with the exact
 settings of ``json.dumps`` (default separators) and of compact JSON.
+
+What JSON can write but jobsched could not answer is refused here, at decode
+time, before anything runs: ``NaN``/``Infinity`` and numbers a double cannot
+hold (``1e400`` would decode to infinity, which no reply can encode). How
+deeply a value nests is bounded by the callers with ``too_deep``.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from json.encoder import c_make_encoder as _c_make_encoder  # type: ignore[attr-defined]
 from json.scanner import make_scanner as _make_scanner
@@ -18,8 +24,19 @@ from typing import Any
 _make_encoder: Any = _c_make_encoder
 
 
+#: How many arrays/objects a value may nest (a scalar is 0, ``[]`` is 1).
+MAX_DEPTH = 64
+
+
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value - value != 0.0:  # inf - inf and nan - nan are nan; a finite x - x is 0
+        raise ValueError(f"the number {text[:40]} is out of range: numbers must be finite")
+    return value
 
 
 def _encoder(item_sep: str, key_sep: str, ascii_only: bool) -> Callable[[Any], str]:
@@ -56,13 +73,15 @@ dumps_compact = _encoder(",", ":", False)
 #: Compact, non-ASCII escaped: for payloads that are not valid UTF-8 (lone surrogates).
 dumps_compact_ascii = _encoder(",", ":", True)
 
-_decoder = json.JSONDecoder(parse_constant=_no_constants)
+_decoder = json.JSONDecoder(parse_constant=_no_constants, parse_float=_finite_float)
 _scan: Any = _make_scanner(_decoder) if _make_encoder is not None else None  # type: ignore[arg-type]
 _WS = " \t\n\r"
 
 
 def loads(text: str) -> Any:
-    """``json.loads`` that refuses NaN and Infinity, via the C scanner."""
+    """``json.loads`` that refuses NaN, Infinity and non-finite numbers, via the
+    C scanner. ValueError for anything it refuses, including text nested too
+    deeply for the interpreter's stack to decode."""
     if _scan is None:  # pragma: no cover
         return _decoder.decode(text)
     start = len(text) - len(text.lstrip(_WS))
@@ -70,6 +89,37 @@ def loads(text: str) -> Any:
         obj, end = _scan(text, start)
     except StopIteration as exc:
         raise ValueError(f"Expecting value at char {exc.value}") from None
+    except RecursionError:
+        raise ValueError("arrays and objects nested too deeply to decode") from None
+    except ValueError as exc:
+        if "integer string conversion" not in str(exc):
+            raise
+        # Python's own text names sys.set_int_max_str_digits: not the sender's business.
+        digits = sys.get_int_max_str_digits()
+        raise ValueError(f"an integer has more than {digits} digits") from None
     if text[end:].strip(_WS):
         raise ValueError(f"extra data at char {end}")
     return obj
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Does ``value`` nest more than ``limit`` arrays/objects? Iterative: it
+    must answer for values too deep for a recursive walk."""
+    if type(value) is not list and type(value) is not dict:
+        return False
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        container, depth = stack.pop()
+        items = container.values() if type(container) is dict else container
+        for item in items:
+            if type(item) is list or type(item) is dict:
+                if depth >= limit:
+                    return True
+                stack.append((item, depth + 1))
+    return False
+
+
+def may_be_too_deep(text: str, limit: int = MAX_DEPTH) -> bool:
+    """A cheap test before ``too_deep``: a text with at most ``limit`` opening
+    brackets (strings' too) cannot nest deeper than that."""
+    return text.count("[") + text.count("{") > limit

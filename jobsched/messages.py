@@ -82,8 +82,9 @@ def _due_field(job: Job, due: int | None) -> Fields:
 
 
 def schedule_job(ctx: Context, body: Fields) -> Reply:
-    spec = v.schedule_spec(body, ctx.max_payload)
-    job = ctx.engine.schedule(spec, ctx.now(body))
+    now = ctx.now(body)
+    spec = v.schedule_spec(body, ctx.max_payload, now)
+    job = ctx.engine.schedule(spec, now)
     return "job_scheduled", _due_field(job, job.first_due)
 
 

@@ -1,6 +1,9 @@
 """Timestamps in and out. Inside jobsched a time is an int of UTC epoch milliseconds.
 
-Out: ISO 8601 UTC with milliseconds and ``Z`` (``2024-01-15T09:00:00.000Z``).
+Out: ISO 8601 UTC with milliseconds and ``Z`` (``2024-01-15T09:00:00.000Z``),
+always a four-digit year: ``format_ms`` never raises, and prints an instant
+outside years 0001-9999 (which jobsched never stores) as the nearest end of
+that range.
 In: ISO 8601 with ``Z`` or an offset, with or without fractional seconds (no offset
 means UTC), a bare date (midnight UTC), or an integer count of epoch milliseconds.
 """
@@ -18,6 +21,9 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # of instants jobsched accepts and computes with.
 MIN_MS = -62135596800000  # 0001-01-01T00:00:00.000Z
 MAX_MS = 253402300799999  # 9999-12-31T23:59:59.999Z
+# The longest span between two such instants: no delay, interval or window
+# longer than this can name a time jobsched can represent.
+SPAN_MS = MAX_MS - MIN_MS
 
 # fromisoformat (3.11) reads most of ISO 8601 but also lets through forms we do
 # not promise (week dates, ordinal dates, hour-only "T09"); this pattern keeps
@@ -78,13 +84,20 @@ _second_cache: dict[int, str] = {}
 
 
 def format_ms(ms: int) -> str:
-    """``2024-01-15T09:00:00.000Z`` for an epoch-milliseconds int."""
+    """``2024-01-15T09:00:00.000Z`` for an epoch-milliseconds int.
+
+    Outside years 0001-9999 it prints the nearest end of the range rather
+    than raise: a value a store holds must always be readable (and what it
+    prints can always be parsed back)."""
+    if not MIN_MS <= ms <= MAX_MS:
+        ms = MIN_MS if ms < MIN_MS else MAX_MS
     seconds, millis = divmod(ms, 1000)
     prefix = _second_cache.get(seconds)
     if prefix is None:
         # Replies in one batch mostly share their second, and formatting a
         # datetime is the slow part, so the last few prefixes are kept.
-        prefix = (EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
+        # isoformat, not strftime: glibc's %Y drops the leading zeros of years before 1000.
+        prefix = (EPOCH + timedelta(seconds=seconds)).isoformat()[:19]
         if len(_second_cache) > 4096:
             _second_cache.clear()
         _second_cache[seconds] = prefix

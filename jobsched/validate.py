@@ -10,11 +10,19 @@ from zoneinfo import ZoneInfo
 
 from jobsched.cron import CronExpr
 from jobsched.errors import Malformed
-from jobsched.jobs import DEFAULT_OPTIONS, DEFAULT_RETRY, JobOptions, JobState, RetryPolicy
+from jobsched.jobs import (
+    DEFAULT_OPTIONS,
+    DEFAULT_RETRY,
+    MAX_BACKOFF_MS,
+    JobOptions,
+    JobState,
+    RetryPolicy,
+)
+from jobsched.jsonfast import MAX_DEPTH, may_be_too_deep, too_deep
 from jobsched.jsonfast import dumps_compact as _dumps_compact
 from jobsched.jsonfast import dumps_compact_ascii as _dumps_compact_ascii
 from jobsched.spec import ScheduleSpec
-from jobsched.timefmt import MAX_MS, parse_timestamp
+from jobsched.timefmt import MAX_MS, SPAN_MS, parse_timestamp
 
 JOB_ID = re.compile(r"[A-Za-z0-9._:-]{1,200}")
 WHEN_FIELDS = ("delay_ms", "run_at", "cron", "interval_ms")
@@ -23,6 +31,21 @@ DEFAULT_MAX_PAYLOAD = 65_536
 _STATES = {s.value: s for s in JobState}
 _RETRY_KEYS = frozenset((*RETRY_FIELDS, "retry"))
 _OPTION_KEYS = frozenset(("timeout_ms", "catchup_window_ms", "overlap", "misfire"))
+# Bounds of what can ever be valid. Backoffs are clamped at 100 years, so a
+# larger base_ms or max_backoff_ms could never take effect. A run's timeout is
+# waited for with threading, whose longest wait (threading.TIMEOUT_MAX) is
+# about 292 years. A delay, interval or window longer than SPAN_MS (year 0001
+# to 9999) can never name a time jobsched represents.
+MAX_TIMEOUT_MS = MAX_BACKOFF_MS
+# An expression with every field (seconds too) spelt out as a full list is
+# about 530 characters; parsing is linear in the length, and a line-sized
+# expression would stall the node for seconds.
+MAX_CRON_LEN = 1024
+_LIMITS = {
+    "base_ms": MAX_BACKOFF_MS,
+    "max_backoff_ms": MAX_BACKOFF_MS,
+    "max_attempts": MAX_MS,
+}
 
 
 def integer(value: Any, field: str, minimum: int, maximum: int = MAX_MS) -> int:
@@ -34,10 +57,18 @@ def integer(value: Any, field: str, minimum: int, maximum: int = MAX_MS) -> int:
             raise Malformed(field, f"must be a whole number, not {value!r}")
         value = int(value)
     if value < minimum:
-        raise Malformed(field, f"must be at least {minimum}, not {value}")
+        raise Malformed(field, f"must be at least {minimum}, not {_number(value)}")
     if value > maximum:
-        raise Malformed(field, f"must be at most {maximum}, not {value}")
+        raise Malformed(field, f"must be at most {maximum}, not {_number(value)}")
     return int(value)
+
+
+def _number(value: int | float) -> str:
+    """A number for an error text: a 400-digit one is not repeated whole."""
+    shown = repr(value)
+    if len(shown) <= 24:
+        return shown
+    return f"{shown[:12]}... ({len(shown.lstrip('-'))} digits)"
 
 
 def boolean(value: Any, field: str) -> bool:
@@ -96,8 +127,10 @@ def _zone_ok(name: str) -> bool:
 def timezone(value: Any) -> str:
     if value is None:
         return "UTC"
-    if not isinstance(value, str) or not value or len(value) > 64 or not _zone_ok(value):
-        raise Malformed("timezone", f"unknown time zone {str(value)[:64]!r}")
+    if not isinstance(value, str):
+        raise Malformed("timezone", f"must be an IANA time zone name, not {_kind(value)}")
+    if not value or len(value) > 64 or not _zone_ok(value):
+        raise Malformed("timezone", f"unknown time zone {value[:64]!r}")
     return value
 
 
@@ -109,28 +142,17 @@ def _kind(value: Any) -> str:
     if isinstance(value, str):
         return "a string"
     if isinstance(value, int | float):
-        return f"{value!r}"
+        return _number(value)
     return "an array" if isinstance(value, list) else "an object"
 
 
-def schedule_spec(body: dict[str, Any], max_payload: int = DEFAULT_MAX_PAYLOAD) -> ScheduleSpec:
-    """The whole schedule_job request, validated."""
+def schedule_spec(
+    body: dict[str, Any], max_payload: int = DEFAULT_MAX_PAYLOAD, now: int | None = None
+) -> ScheduleSpec:
+    """The whole schedule_job request, validated; with ``now`` (the request's
+    time) also whether it can have a first occurrence at all."""
     task = text(body.get("task"), "task")
-    payload = body.get("payload", {})
-    try:
-        payload_json = _dumps_compact(payload)
-    except RecursionError:
-        raise Malformed("payload", "is nested too deeply") from None
-    if not payload_json.isascii():
-        try:
-            payload_json.encode()
-        except UnicodeEncodeError:
-            # A lone surrogate (JSON "\ud800") is valid JSON but not UTF-8:
-            # keep it escaped, as the sender wrote it, so every store can hold it.
-            payload_json = _dumps_compact_ascii(payload)
-    if len(payload_json) * 4 > max_payload and len(payload_json.encode()) > max_payload:
-        size = len(payload_json.encode())
-        raise Malformed("payload", f"is {size} bytes as compact JSON; the limit is {max_payload}")
+    payload_json = _payload_json(body.get("payload", {}), max_payload)
     given = [name for name in WHEN_FIELDS if body.get(name) is not None]
     if len(given) > 1:
         raise Malformed(
@@ -140,6 +162,9 @@ def schedule_spec(body: dict[str, Any], max_payload: int = DEFAULT_MAX_PAYLOAD) 
     when: dict[str, Any] = {}
     if given:
         when = _when(given[0], body[given[0]], tz)
+        if now is not None and now + when.get("interval_ms", 0) > MAX_MS:
+            # The grid's first point is now + interval_ms: none lies before year 9999.
+            raise Malformed("interval_ms", "puts the due time past the year 9999")
     jid = optional_job_id(body, "job_id")
     # Most requests carry no retry or option fields: skip their readers then.
     keys = body.keys()
@@ -171,15 +196,41 @@ def schedule_spec(body: dict[str, Any], max_payload: int = DEFAULT_MAX_PAYLOAD) 
     )
 
 
+def _payload_json(payload: Any, max_payload: int) -> str:
+    """The payload as the compact JSON text stores keep, within the limits."""
+    try:
+        payload_json: str | None = _dumps_compact(payload)
+    except RecursionError:
+        payload_json = None
+    # A payload nested deeper is refused: stored, it could break every read of it.
+    if payload_json is None or (may_be_too_deep(payload_json) and too_deep(payload)):
+        raise Malformed(
+            "payload", f"is nested more than {MAX_DEPTH} levels deep (arrays and objects)"
+        )
+    if not payload_json.isascii():
+        try:
+            payload_json.encode()
+        except UnicodeEncodeError:
+            # A lone surrogate (JSON "\ud800") is valid JSON but not UTF-8:
+            # keep it escaped, as the sender wrote it, so every store can hold it.
+            payload_json = _dumps_compact_ascii(payload)
+    if len(payload_json) * 4 > max_payload and len(payload_json.encode()) > max_payload:
+        size = len(payload_json.encode())
+        raise Malformed("payload", f"is {size} bytes as compact JSON; the limit is {max_payload}")
+    return payload_json
+
+
 def _when(name: str, value: Any, tz: str) -> dict[str, Any]:
     if name == "delay_ms":
-        return {"delay_ms": integer(value, name, 0)}
+        return {"delay_ms": integer(value, name, 0, SPAN_MS)}
     if name == "interval_ms":
-        return {"interval_ms": integer(value, name, 1)}
+        return {"interval_ms": integer(value, name, 1, SPAN_MS)}
     if name == "run_at":
         return {"run_at": parse_timestamp(value, name)}
     if not isinstance(value, str) or not value.strip():
         raise Malformed("cron", f"must be a cron expression string, not {_kind(value)}")
+    if len(value) > MAX_CRON_LEN:
+        raise Malformed("cron", f"must be at most {MAX_CRON_LEN} characters, not {len(value)}")
     CronExpr.parse(value, tz)  # raises CronError naming the bad field
     return {"cron": value}
 
@@ -192,7 +243,9 @@ def _retry(body: dict[str, Any]) -> RetryPolicy:
         raise Malformed("retry", f"must be an object, not {_kind(nested)}")
     for key in nested:
         if key not in RETRY_FIELDS:
-            raise Malformed(f"retry.{key}", f"unknown field; retry takes {', '.join(RETRY_FIELDS)}")
+            raise Malformed(
+                f"retry.{key[:64]}", f"unknown field; retry takes {', '.join(RETRY_FIELDS)}"
+            )
     values: dict[str, Any] = {}
     for name in RETRY_FIELDS:
         flat, inner = body.get(name), nested.get(name)
@@ -205,16 +258,17 @@ def _retry(body: dict[str, Any]) -> RetryPolicy:
         if name == "jitter":
             values[name] = boolean(value, where)
         else:
-            values[name] = integer(value, where, 1 if name == "max_attempts" else 0)
+            values[name] = integer(value, where, 1 if name == "max_attempts" else 0, _LIMITS[name])
     return RetryPolicy(**values) if values else DEFAULT_RETRY
 
 
 def _options(body: dict[str, Any]) -> JobOptions:
     values: dict[str, Any] = {}
     if body.get("timeout_ms") is not None:
-        values["timeout_ms"] = integer(body["timeout_ms"], "timeout_ms", 1)
+        values["timeout_ms"] = integer(body["timeout_ms"], "timeout_ms", 1, MAX_TIMEOUT_MS)
     if body.get("catchup_window_ms") is not None:
-        values["catchup_window_ms"] = integer(body["catchup_window_ms"], "catchup_window_ms", 0)
+        window = integer(body["catchup_window_ms"], "catchup_window_ms", 0, SPAN_MS)
+        values["catchup_window_ms"] = window
     for name, allowed in (("overlap", ("skip", "allow")), ("misfire", ("coalesce", "skip", "all"))):
         value = body.get(name)
         if value is None:

@@ -3,6 +3,12 @@
 A request is decoded and handled into a ``Pending`` reply; replies are encoded
 only after the store has committed the batch they belong to, so that a failed
 commit can still turn them into error 11 before anything is written.
+
+Bounds checked here, before any handler runs: the decoder refuses non-finite
+numbers (``jsonfast.loads``), and no value of the envelope or the body may nest
+arrays/objects deeper than ``jsonfast.MAX_DEPTH`` (a payload deep enough would
+be stored, then break every read of it). Encoding a reply cannot fail either:
+if it ever does, the reply becomes error 13.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from typing import Any
 from jobsched.errors import JobschedError, Unavailable
 
 # dumps is exactly json.dumps with its default separators (", ", ": "), as the contract says
-from jobsched.jsonfast import dumps, loads
+from jobsched.jsonfast import MAX_DEPTH, dumps, loads, may_be_too_deep, too_deep
 from jobsched.messages import HANDLERS, READ_ONLY, Context, Fields
 
 log = logging.getLogger("jobsched.wire")
@@ -40,10 +46,34 @@ class Pending:
         if self.msg_id is not _MISSING:
             body["in_reply_to"] = self.msg_id
         body.update(self.fields)
-        if self.envelope is None:
-            return dumps(body)
-        self.envelope["body"] = body
-        return dumps(self.envelope)
+        try:
+            if self.envelope is None:
+                return dumps(body)
+            self.envelope["body"] = body
+            return dumps(self.envelope)
+        except Exception as exc:  # a reply that cannot be written must not stop the node
+            log.exception("cannot encode the %s reply; answering 13 instead", self.reply_type)
+            return self._encode_crash(exc)
+
+    def _encode_crash(self, exc: Exception) -> str:
+        body: dict[str, Any] = {"type": "error"}
+        if self.msg_id is not _MISSING and _encodes(self.msg_id):
+            body["in_reply_to"] = self.msg_id
+        text = f"internal error encoding the {self.reply_type} reply: {type(exc).__name__}"
+        body.update(_error(13, text[:200]))
+        if self.envelope is not None:
+            envelope = {"src": self.envelope.get("src"), "dest": self.envelope.get("dest")}
+            if _encodes(envelope):
+                return dumps({**envelope, "body": body})
+        return dumps(body)  # only strings and ints now: this cannot fail
+
+
+def _encodes(value: Any) -> bool:
+    try:
+        dumps(value)
+    except Exception:
+        return False
+    return True
 
 
 def _error(code: int, text: str) -> Fields:
@@ -80,13 +110,17 @@ def _decode_request(
     if not line.strip():
         return None
     try:
-        obj = loads(line if isinstance(line, str) else line.decode("utf-8"))
+        text = line if isinstance(line, str) else line.decode("utf-8")
+        obj = loads(text)
     except (ValueError, RecursionError) as exc:
         return Pending(None, _MISSING, "error", _error(12, f"not valid JSON: {exc}"[:300]), False)
     if not isinstance(obj, dict) or ("body" not in obj and "type" not in obj):
         text = "a line must be a JSON object with a body or a type"
         return Pending(None, _MISSING, "error", _error(12, text), False)
+    deep = may_be_too_deep(text)
     if "body" in obj:
+        if deep and (field := _too_deep_field(obj, skip="body")) is not None:
+            return Pending(None, _MISSING, "error", _nested_error(field), False)
         body = obj["body"]
         node = ctx.node_id if ctx.node_id is not None else obj.get("dest")
         envelope: dict[str, Any] | None = {"src": node, "dest": obj.get("src")}
@@ -96,7 +130,26 @@ def _decode_request(
         return Pending(
             envelope, _MISSING, "error", _error(12, "body: must be a JSON object"), False
         )
+    if deep and (field := _too_deep_field(body)) is not None:
+        # A msg_id that deep is not echoed: the reply itself must stay within bounds.
+        msg_id = _MISSING if field == "msg_id" else body.get("msg_id", _MISSING)
+        return Pending(envelope, msg_id, "error", _nested_error(field), False)
     return body, envelope
+
+
+def _too_deep_field(obj: dict[str, Any], skip: str = "") -> str | None:
+    """The first field of ``obj`` nesting deeper than MAX_DEPTH; msg_id first,
+    so that the error knows whether it may echo it."""
+    if too_deep(obj.get("msg_id"), MAX_DEPTH):
+        return "msg_id"
+    for name, value in obj.items():
+        if name != skip and too_deep(value, MAX_DEPTH):
+            return name[:64]
+    return None
+
+
+def _nested_error(field: str) -> Fields:
+    return _error(12, f"{field}: is nested more than {MAX_DEPTH} levels deep (arrays and objects)")
 
 
 def _dispatch(ctx: Context, body: dict[str, Any], envelope: dict[str, Any] | None) -> Pending:

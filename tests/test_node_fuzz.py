@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import random
 import threading
+from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -198,3 +200,142 @@ def test_thousands_of_malformed_lines_through_main_py() -> None:
         assert node.close() == 0
     finally:
         node.proc.kill()
+
+
+# -- hostile values through a real main.py -------------------------------------------
+#
+# Numbers JSON can write but a double cannot hold, integers of hundreds of
+# digits, nesting past every limit and very long strings, in every field and in
+# the envelope. None may stop the node, be answered 13, or leave a stored job
+# that get_job or list_jobs cannot read back.
+
+BIG = "1" + "0" * 400
+NON_FINITE = ["1e400", "-1e400", "1E999", "-1.8e308", "2e308"]
+NUMBERS = [BIG, "-" + BIG, "4" * 4000, "9" * 5000, "1e308", "-1e308", "-0.0", "1.5", "5.0"]
+STRINGS = ['"' + "x" * 100_000 + '"', '"' + "\u00e9" * 50_000 + '"', '"' + "\\ud800" * 2000 + '"']
+HOSTILE_FIELDS = [*FIELDS, "catchup_window_ms", "node_ids", "msg_id", "src", "dest"]
+ALMOST_VALID = {
+    "schedule_job": {"task": "t", "job_id": "f-1", "delay_ms": 5},
+    "execute_jobs": {"current_time": "2024-01-15T09:00:00Z"},
+    "list_jobs": {"limit": 5},
+    "get_job": {"job_id": "f-1"},
+    "execute_job": {"job_id": "f-2", "force_fail": True},
+}
+
+
+def _nest(depth: int) -> str:
+    return "[" * depth + "1" + "]" * depth
+
+
+def _hostile_value(rng: random.Random) -> str:
+    pick = rng.randrange(4)
+    if pick == 0:
+        return rng.choice(NON_FINITE)
+    if pick == 1:
+        return rng.choice(NUMBERS)
+    if pick == 2:
+        return _nest(rng.choice([63, 64, 65, 300, 3000]))
+    return rng.choice(STRINGS)
+
+
+def _hostile_line(kind: str, values: dict[str, str], enveloped: bool) -> str:
+    """A request of ``kind`` whose ``values`` are raw JSON texts: most cannot pass
+    through json.dumps (non-finite), so they are spliced in as text."""
+    body: dict[str, Any] = {"type": kind, "msg_id": 1, **ALMOST_VALID.get(kind, {})}
+    outer: dict[str, Any] = {"src": "c", "dest": "s"}
+    for i, name in enumerate(values):
+        target = outer if name in ("src", "dest") and enveloped else body
+        target[name] = f"@@{i}@@"
+    line = json.dumps({**outer, "body": body} if enveloped else body)
+    for i, raw in enumerate(values.values()):
+        line = line.replace(f'"@@{i}@@"', raw)
+    return line
+
+
+def _seeded_hostile(rng: random.Random) -> str:
+    kind = rng.choice([*ALMOST_VALID, "stats", "resume_job", "bogus"])
+    names = rng.sample(HOSTILE_FIELDS, rng.randrange(1, 3))
+    values = {name: _hostile_value(rng) for name in names}
+    if rng.random() < 0.3:  # inside the retry object, one level down
+        values["retry"] = '{"base_ms": ' + _hostile_value(rng) + "}"
+    return _hostile_line(kind, values, rng.random() < 0.5)
+
+
+hostile_values = st.sampled_from(NON_FINITE + NUMBERS) | st.builds(
+    _nest, st.sampled_from([0, 1, 63, 64, 65, 900])
+)
+hostile_lines = st.builds(
+    _hostile_line,
+    st.sampled_from([*ALMOST_VALID, "stats"]),
+    st.dictionaries(st.sampled_from(HOSTILE_FIELDS), hostile_values, min_size=1, max_size=3),
+    st.booleans(),
+)
+
+
+def _answer(node: NodeProcess, line: str) -> dict[str, Any]:
+    reply = json.loads(node.line(line))
+    body: dict[str, Any] = reply.get("body", reply)
+    assert body.get("code") != 13, (line[:200], body, node.stderr())
+    return body
+
+
+def _read_all(node: NodeProcess, keep: list[str]) -> list[dict[str, Any]]:
+    """The sentinels by get_job, then every page of list_jobs: all readable."""
+    jobs = [_answer(node, json.dumps({"type": "get_job", "job_id": k}))["job"] for k in keep]
+    after = None
+    while True:
+        page = _answer(node, json.dumps({"type": "list_jobs", "limit": 1000, "after": after}))
+        assert page["type"] == "jobs_listed", page
+        if page["next"] is None:
+            return jobs
+        after = page["next"]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> list[str]:
+    return [] if request.param == "memory" else ["--db", str(tmp_path / "jobs.db")]
+
+
+def test_hostile_values_in_every_field_through_main_py(db: list[str]) -> None:
+    node = NodeProcess(*db)
+    try:
+        keep = [f"keep-{i}" for i in range(3)]
+        for k in keep:
+            _answer(node, json.dumps({"type": "schedule_job", "task": "k", "job_id": k}))
+            _answer(node, json.dumps({"type": "pause_job", "job_id": k}))  # execute_jobs skips it
+        before = _read_all(node, keep)
+
+        @settings(max_examples=150, deadline=None, database=None)
+        @given(line=hostile_lines)
+        def one_at_a_time(line: str) -> None:
+            _answer(node, line)
+
+        one_at_a_time()
+        _pipelined(node, [_seeded_hostile(random.Random(7 + i)) for i in range(800)])
+        assert _read_all(node, keep) == before
+        assert _answer(node, '{"type": "stats"}')["type"] == "stats"
+        assert node.close() == 0, node.stderr()
+    finally:
+        node.proc.kill()
+    if db:  # reopened, the file holds only what can be read back
+        again = NodeProcess(*db)
+        try:
+            assert _read_all(again, keep) == before
+        finally:
+            again.proc.kill()
+
+
+def _pipelined(node: NodeProcess, lines: list[str]) -> None:
+    """All lines at once (so they arrive in batches), every one answered."""
+    assert node.proc.stdin is not None and node.proc.stdout is not None
+    data = "".join(line + "\n" for line in lines).encode()
+    stdin = node.proc.stdin
+    writer = threading.Thread(target=lambda: (stdin.write(data), stdin.flush()))
+    writer.start()
+    for line in lines:
+        reply = node.proc.stdout.readline()
+        assert reply, f"node stopped answering; stderr: {node.stderr()}"
+        body = json.loads(reply)
+        body = body.get("body", body)
+        assert body.get("code") != 13, (line[:200], body, node.stderr())
+    writer.join()

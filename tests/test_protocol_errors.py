@@ -196,3 +196,34 @@ def test_task_with_control_characters_or_surrogates_is_malformed(w: Wire, task: 
 def test_payload_with_a_lone_surrogate_is_kept_escaped(w: Wire) -> None:
     jid = w.ok({**S, "payload": {"s": "\ud800x"}}, "job_scheduled")["job_id"]
     assert w.job(jid)["payload"] == {"s": "\ud800x"}
+
+
+@pytest.mark.parametrize(
+    ("envelope", "msg_id", "fields", "expect_id"),
+    [
+        (None, 5, {"x": float("nan")}, True),
+        (None, float("inf"), {}, False),
+        ({"src": "s", "dest": "c"}, 6, {"x": [float("-inf")]}, True),
+        ({"src": float("inf"), "dest": "c"}, 7, {"x": float("inf")}, True),
+    ],
+)
+def test_a_reply_that_cannot_be_encoded_becomes_error_13(
+    caplog: pytest.LogCaptureFixture,
+    envelope: dict[str, Any] | None,
+    msg_id: Any,
+    fields: dict[str, Any],
+    expect_id: bool,
+) -> None:
+    from jobsched.wire import Pending
+
+    with caplog.at_level("ERROR", logger="jobsched.wire"):
+        line = Pending(envelope, msg_id, "stats", fields, False).encode()
+    reply = json.loads(line)
+    body = reply.get("body", reply)
+    assert body["type"] == "error" and body["code"] == 13 and body["text"], body
+    assert ("in_reply_to" in body) is expect_id
+    if expect_id:
+        assert body["in_reply_to"] == msg_id
+    if envelope is not None and envelope["src"] == "s":
+        assert (reply["src"], reply["dest"]) == ("s", "c")
+    assert any("encod" in r.getMessage() for r in caplog.records)

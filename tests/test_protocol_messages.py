@@ -482,3 +482,23 @@ def test_cron_missed_occurrences_are_counted_too(w: Wire) -> None:
     w.ok({"type": "execute_jobs", "current_time": "2024-01-15T13:30:00Z"}, "jobs_executed")
     job = w.job(jid)
     assert (job["skipped"], job["due_at"]) == (3, "2024-01-15T14:00:00.000Z")
+
+
+def test_times_before_year_1000_keep_four_digit_years(w: Wire) -> None:
+    for when in ("0001-01-01T00:00:00.000Z", "0999-05-01T01:02:03.004Z"):
+        r = w.ok({"type": "schedule_job", "task": "a", "current_time": when}, "job_scheduled")
+        assert r["scheduled_at"] == when
+        assert w.job(r["job_id"])["created_at"] == when
+
+
+def test_format_ms_never_raises_and_prints_the_nearest_end_of_the_range() -> None:
+    from jobsched.timefmt import MAX_MS, MIN_MS
+
+    for value, expected in [
+        (MAX_MS + 1, "9999-12-31T23:59:59.999Z"),
+        (10**400, "9999-12-31T23:59:59.999Z"),
+        (MIN_MS - 1, "0001-01-01T00:00:00.000Z"),
+        (-(10**400), "0001-01-01T00:00:00.000Z"),
+    ]:
+        assert format_ms(value) == expected
+        assert parse_timestamp(expected, "t") in (MAX_MS, MIN_MS)
