@@ -9,6 +9,8 @@ import io
 import json
 import os
 import random
+import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -74,7 +76,7 @@ def _seen(s: MemoryStore) -> tuple[object, ...]:
 def _check_books(s: MemoryStore) -> None:
     """The derived structures agree with the jobs (what no reader sees directly)."""
     jobs = list(s._jobs.values())
-    assert s._undo == [] and s._open == 0
+    assert s._undo == [] and s._marks == []
     assert [j for j in s._by_seq if j is not None] == sorted(jobs, key=lambda j: j.seq)
     assert s._runnable == sum(j.state in RUNNABLE_STATES and j.due_at is not None for j in jobs)
     assert {k: v for k, v in s._counts.items() if v} == {
@@ -189,3 +191,23 @@ def test_the_node_undoes_a_request_that_failed_after_writing() -> None:
     assert (reply["type"], reply["code"]) == ("error", 13)
     got = store.get(job_id)
     assert got is not None and got.state is S.PAUSED  # the resume's write was undone
+
+
+def test_a_write_from_another_thread_waits_for_the_block_and_is_not_undone() -> None:
+    store = MemoryStore()
+    waiting = threading.Event()
+
+    def other() -> None:
+        waiting.set()
+        store.insert(_job("theirs", S.SCHEDULED, T0))  # waits for the block's lock
+
+    thread = threading.Thread(target=other)
+    with pytest.raises(KeyError), store.transaction():
+        store.insert(_job("mine", S.SCHEDULED, T0))
+        thread.start()
+        assert waiting.wait(10)
+        time.sleep(0.02)  # let the other thread reach the lock
+        raise KeyError
+    thread.join(10)
+    assert [j.job_id for j in store.iter_all()] == ["theirs"]
+    _check_books(store)

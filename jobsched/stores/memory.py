@@ -70,11 +70,12 @@ class MemoryStore(Store):
         self._lock = threading.RLock()
         # Open blocks and their undo log: touched only by the thread holding
         # _lock, which a block holds from its entry to its exit.
-        self._open = 0
+        self._marks: list[int] = []  # where each open block's undo entries start
         self._undo: list[tuple[int, Any, Any, Any]] = []
+        self._blocks = _Blocks(self)
 
     def transaction(self) -> AbstractContextManager[None]:
-        return _Block(self)
+        return self._blocks
 
     def insert(self, job: Job) -> Job:
         with self._lock:
@@ -122,7 +123,7 @@ class MemoryStore(Store):
             heapq.heappush(self._final_heap, (now, new.job_id))
         elif old is not None and old.state in FINAL_STATES:
             stamp = self._final_at.pop(new.job_id)  # retry_job brought a dead job back
-        if self._open:
+        if self._marks:
             self._undo.append((_JOB, old, new, stamp))
         was = old is not None and old.state in RUNNABLE_STATES and old.due_at is not None
         now_due = new.state in RUNNABLE_STATES and new.due_at is not None
@@ -201,7 +202,7 @@ class MemoryStore(Store):
                 job = self._jobs[job_id]
                 if job.locked_by == owner:
                     self._put(job.evolve(locked_until=until))
-                    if self._open:
+                    if self._marks:
                         self._undo.append((_JOB, job, self._jobs[job_id], None))
                     n += 1
         return n
@@ -222,7 +223,7 @@ class MemoryStore(Store):
                 runs = self._runs[run.job_id] = deque(maxlen=RUNS_KEPT)
             number, stamp = next(self._run_numbers), self.clock()
             full = len(runs) == RUNS_KEPT  # appending drops the oldest
-            if self._open:
+            if self._marks:
                 self._undo.append((_RUN, run.job_id, runs[0] if full else None, None))
             self._live_runs += not full
             runs.append((number, stamp, run))
@@ -253,7 +254,7 @@ class MemoryStore(Store):
             self._by_seq[job.seq - 1] = None
             self._counts[job.state] -= 1
             runs = self._runs.pop(job_id, None)
-            if self._open:
+            if self._marks:
                 self._undo.append((_GONE, job, stamp, runs))
             self._live_runs -= 0 if runs is None else len(runs)
             gone += 1 + (0 if runs is None else len(runs))
@@ -271,7 +272,7 @@ class MemoryStore(Store):
             )
             if runs is None or at is None:
                 continue  # stale: dropped from its job's short tail, or pruned with its job
-            if self._open:
+            if self._marks:
                 self._undo.append((_UNRUN, job_id, runs[at], at))
             del runs[at]
             self._live_runs -= 1
@@ -352,30 +353,27 @@ class MemoryStore(Store):
                 heapq.heappush(self._run_heap, (at, number, job.job_id))
 
 
-class _Block:
-    """One transaction() block: holds the lock, and undoes its writes if it
-    raises. (A class, not a generator context manager: the stdio node opens one
-    per request.)"""
+class _Blocks:
+    """The transaction() blocks of one store. One object serves them all (their
+    marks are a stack): the stdio node opens a block per request. A block holds
+    the store's lock, and undoes its writes if it raises."""
 
-    __slots__ = ("mark", "store")
+    __slots__ = ("lock", "marks", "store", "undo")
 
     def __init__(self, store: MemoryStore) -> None:
-        self.store = store
-        self.mark = 0
+        self.store, self.lock = store, store._lock
+        self.marks, self.undo = store._marks, store._undo
 
     def __enter__(self) -> None:
-        store = self.store
-        store._lock.acquire()
-        self.mark = len(store._undo)
-        store._open += 1
+        self.lock.acquire()
+        self.marks.append(len(self.undo))
 
     def __exit__(self, kind: type[BaseException] | None, exc: object, tb: object) -> None:
-        store = self.store
+        mark = self.marks.pop()
         try:
             if kind is not None:
-                store._undo_to(self.mark)
+                self.store._undo_to(mark)
         finally:
-            store._open -= 1
-            if not store._open:
-                store._undo.clear()
-            store._lock.release()
+            if not self.marks:
+                self.undo.clear()
+            self.lock.release()
