@@ -262,28 +262,27 @@ def test_negative_zero_reads_as_zero(db: list[str]) -> None:
             assert reply["type"] != "error", (field, reply)
 
 
-@pytest.mark.parametrize(
-    ("field", "limit"),
-    [
-        ("base_ms", CENTURY_MS),
-        ("max_backoff_ms", CENTURY_MS),
-        ("timeout_ms", CENTURY_MS),
-        ("delay_ms", MAX_MS - MIN_MS),
-        ("interval_ms", MAX_MS - MIN_MS),
-        ("catchup_window_ms", MAX_MS - MIN_MS),
-    ],
-)
-def test_durations_that_can_never_be_valid_are_refused(
-    db: list[str], field: str, limit: int
-) -> None:
-    early = format_ms(MIN_MS)
-    lines = [
-        req("schedule_job", 1, task="a", current_time=early, **{field: limit}),
-        req("schedule_job", 2, task="a", current_time=early, **{field: limit + 1}),
-    ]
+DURATION_BOUNDS = [
+    ("base_ms", CENTURY_MS),
+    ("max_backoff_ms", CENTURY_MS),
+    ("timeout_ms", CENTURY_MS),
+    ("delay_ms", MAX_MS - MIN_MS),
+    ("interval_ms", MAX_MS - MIN_MS),
+    ("catchup_window_ms", MAX_MS - MIN_MS),
+]
+
+
+def test_durations_that_can_never_be_valid_are_refused(db: list[str]) -> None:
+    early = format_ms(MIN_MS)  # the bound itself is valid from the first instant on
+    lines = []
+    for field, limit in DURATION_BOUNDS:
+        lines.append(req("schedule_job", 1, task="a", current_time=early, **{field: limit}))
+        lines.append(req("schedule_job", 2, task="a", current_time=early, **{field: limit + 1}))
     replies = run(lines, db)
-    assert replies[0]["type"] == "job_scheduled", replies[0]
-    assert replies[1]["code"] == 12 and replies[1]["text"].startswith(field + ":"), replies[1]
+    for i, (field, _) in enumerate(DURATION_BOUNDS):
+        fits, past = replies[2 * i], replies[2 * i + 1]
+        assert fits["type"] == "job_scheduled", (field, fits)
+        assert past["code"] == 12 and past["text"].startswith(field + ":"), past
 
 
 def test_msg_id_of_any_json_value_round_trips(db: list[str]) -> None:
@@ -296,17 +295,16 @@ def test_msg_id_of_any_json_value_round_trips(db: list[str]) -> None:
             assert json.dumps(reply["in_reply_to"]) == msg_id
 
 
-@pytest.mark.parametrize("value", [HUGE, "1e308", "-0.0", "1.5", "true", "[]", "{}"])
-def test_job_id_of_the_wrong_type_is_12(db: list[str], value: str) -> None:
-    lines = [
-        f'{{"type": "{kind}", "msg_id": 1, "job_id": {value}}}'
-        for kind in ("get_job", "execute_job", "cancel_job", "resume_job")
-    ]
-    lines.append(f'{{"type": "list_jobs", "msg_id": 2, "after": {value}}}')
-    lines.append(f'{{"type": "schedule_job", "msg_id": 3, "task": "a", "job_id": {value}}}')
-    fields = ["job_id"] * 4 + ["after", "job_id"]
-    for field, reply in zip(fields, run(lines, db), strict=True):
-        assert reply["code"] == 12 and reply["text"].startswith(field + ":"), reply
+def test_job_id_of_the_wrong_type_is_12(db: list[str]) -> None:
+    lines, fields = [], []
+    for value in [HUGE, "1e308", "-0.0", "1.5", "true", "[]", "{}"]:
+        for kind in ("get_job", "execute_job", "cancel_job", "resume_job"):
+            lines.append(f'{{"type": "{kind}", "msg_id": 1, "job_id": {value}}}')
+        lines.append(f'{{"type": "list_jobs", "msg_id": 2, "after": {value}}}')
+        lines.append(f'{{"type": "schedule_job", "msg_id": 3, "task": "a", "job_id": {value}}}')
+        fields += ["job_id"] * 4 + ["after", "job_id"]
+    for line, field, reply in zip(lines, fields, run(lines, db), strict=True):
+        assert reply["code"] == 12 and reply["text"].startswith(field + ":"), (line, reply)
 
 
 # -- long strings ----------------------------------------------------------------------
