@@ -22,7 +22,7 @@ from jobsched.errors import JobschedError
 from jobsched.messages import Context
 from jobsched.node import StdioNode
 from jobsched.runner import TaskRegistry, default_registry
-from jobsched.stores.base import Store
+from jobsched.stores.base import ClusterClock, Store
 from jobsched.timefmt import format_ms, now_ms
 from jobsched.validate import DEFAULT_MAX_PAYLOAD
 
@@ -145,8 +145,7 @@ def load_tasks(names: Sequence[str], builtins: bool) -> TaskRegistry:
 
 def _clock(store: Store) -> Callable[[], int]:
     """A shared store's own clock (PostgreSQL's db_now) is the cluster's "now"."""
-    clock: Callable[[], int] = getattr(store, "db_now", now_ms)
-    return clock
+    return store.db_now if isinstance(store, ClusterClock) else now_ms
 
 
 def _setup_logging(level: str) -> None:

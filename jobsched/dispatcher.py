@@ -1,25 +1,31 @@
 """The real-time loop: run due jobs at their time, with the user's handlers.
 
-One dispatcher thread owns every store call of real-time running; handlers run
-on the ``Runner``'s workers and report back through a queue. Each round
-(``step``) it:
+The dispatcher drives the engine's execution pipeline (``jobsched.execution``:
+claim, finish, rescue, release) on the real clock; it never changes a job on
+the store itself. One dispatcher thread makes every store call of real-time
+running; handlers run on the ``Runner``'s workers and report back through a
+queue. Each round (``step``) it:
 
-1. applies the outcomes of ended runs (one transaction for the batch, so a
-   durable store pays one commit per batch, not per run);
-2. fails runs that passed their ``timeout_ms`` (their worker may still be busy:
-   Python cannot stop a thread; the slot frees when the function returns);
-3. extends its leases while runs are in flight, every ``lease_ms / 3``;
-4. rescues jobs whose holder died (lease expired, see ``_rescue``);
-5. claims due jobs, as many as there are free workers, and starts them.
+1. collects the outcomes of ended runs, and fails runs that passed their
+   ``timeout_ms`` (their worker may still be busy: Python cannot stop a
+   thread; the slot frees when the function returns);
+2. claims due jobs, as many as there are free workers, and starts them;
+3. finishes the decided runs (one transaction for the batch, so a durable
+   store pays one commit per batch, not per run);
+4. extends its leases while runs are in flight, every ``lease_ms / 3``;
+5. runs the node's maintenance (``jobsched.maintenance``): rescue of jobs
+   whose holder died, heartbeat, retention.
 
 Then it sleeps until the next due time, a deadline, or a wake-up (``wake()``:
 a job was scheduled; a run ended; shutdown), and at most ``poll_ms``, since
 another process sharing the store may add jobs it is not told of.
 
-Shutdown (``stop(grace_s)``): no more claims; running handlers get ``grace_s``
-seconds to end; jobs still running after that are put back (due at the
-occurrence they were running) with a ``lost`` run record, and run again after a
-restart: at least once, never lost.
+Shutdown: ``stop_claims()`` first (nothing more is claimed), then
+``stop(grace_s)``: running handlers get ``grace_s`` seconds to end; jobs still
+running after that are put back (due at the occurrence they were running)
+with a ``lost`` run record, and run again after a restart: at least once,
+never lost. The crash rule (a run lost to a crash counts as an attempt) is in
+docs/design.md.
 """
 
 from __future__ import annotations
@@ -28,23 +34,23 @@ import logging
 import queue
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobsched import policies, transitions
+from jobsched import policies
 from jobsched.engine import Engine
 from jobsched.errors import JobschedError
-from jobsched.jobs import Job, JobState
+from jobsched.execution import Finished, Rescued
+from jobsched.jobs import Job
+from jobsched.maintenance import Maintenance
 from jobsched.runner import Metrics, Outcome, Runner, timeout_outcome
-from jobsched.stores.base import RunRecord
+from jobsched.stores.base import ClusterClock, WakeupListener
 from jobsched.timefmt import format_ms, now_ms
 
 log = logging.getLogger("jobsched.dispatcher")
 
 Event = dict[str, Any]
-RESCUE_BATCH = 100
 ERROR_BACKOFF_S = 1.0
 
 
@@ -59,6 +65,7 @@ class Run:
     submitted_wall: float = 0.0  # wall ms, to carry the worker's start onto our clock
     started: float = 0.0  # on the dispatcher's clock
     finished: bool = False  # its outcome is decided (ended, or timed out)
+    duration_ms: float | None = None  # the handler's run time, monotonic
 
 
 @dataclass
@@ -67,7 +74,6 @@ class _State:
     busy: int = 0  # handler executions that have not ended (timed-out ones too)
     pending: list[tuple[Run, Outcome, int]] = field(default_factory=list)  # to write
     next_renew: int = 0
-    next_rescue: int = 0
 
 
 class Dispatcher:
@@ -87,22 +93,19 @@ class Dispatcher:
         self.runner = runner
         # A shared store's own clock (PostgreSQL's db_now) is the cluster's clock.
         if clock is None:
-            clock = getattr(self.store, "db_now", now_ms)
+            clock = self.store.db_now if isinstance(self.store, ClusterClock) else now_ms
         self.clock: Callable[[], int] = clock
         self.poll_ms = poll_ms
         # Unique per process: a restarted node never mistakes its predecessor's
         # leases for its own.
-        self.owner = owner or f"{engine.config.node_id}/{uuid.uuid4().hex[:8]}"
+        self.owner = owner or engine.owner
         self.lease_ms = engine.config.lease_ms
         self.events = events
         self.metrics = metrics or Metrics()
         # Stores that can be woken by other processes' writes (PostgreSQL's
         # LISTEN/NOTIFY) are slept on; others through a plain Event.
-        self._store_wait: Callable[[float], bool] | None = getattr(
-            self.store, "wait_for_wakeup", None
-        )
-        self._store_wake: Callable[[], None] | None = getattr(self.store, "wake", None)
-        self._heartbeat: Callable[[str, int], None] | None = getattr(self.store, "heartbeat", None)
+        self._listener = self.store if isinstance(self.store, WakeupListener) else None
+        self.maintenance = Maintenance(engine, self.owner, self._on_rescued, heartbeat=True)
         self._s = _State()
         self._done: queue.SimpleQueue[tuple[Run, Outcome, float]] = queue.SimpleQueue()
         self._wake = threading.Event()
@@ -114,22 +117,23 @@ class Dispatcher:
 
     def start(self) -> None:
         self.runner.start()
-        if self._store_wait is not None:
-            self._store_wait(0)  # LISTEN before the first next_due read: no wake-up is missed
+        if self._listener is not None:
+            # LISTEN before the first next_due read: no wake-up is missed.
+            self._listener.wait_for_wakeup(0)
         self._thread = threading.Thread(target=self._loop, name="jobsched-dispatcher", daemon=True)
         self._thread.start()
 
     def wake(self) -> None:
         """Look at the store again now (a job may be due sooner than we knew)."""
         self._wake.set()
-        if self._store_wake is not None and self._store_wait is not None:
-            self._store_wake()
+        if self._listener is not None:
+            self._listener.wake()
 
     def _sleep(self, timeout_s: float) -> None:
-        if self._store_wait is None or self._wake.is_set():
+        if self._listener is None or self._wake.is_set():
             self._wake.wait(timeout_s)
         else:
-            self._store_wait(timeout_s)
+            self._listener.wait_for_wakeup(timeout_s)
 
     def stop_claims(self) -> None:
         """Claim nothing more from now on (the first step of a shutdown); runs
@@ -196,7 +200,7 @@ class Dispatcher:
         self._flush(now)
         self._renew(now)
         if not self._stopping:
-            self._rescue(now)
+            self._maintain(now)
         return now if full else self._next_time(now)
 
     def run_until_idle(self, now: int, timeout_s: float = 10.0) -> None:
@@ -253,37 +257,31 @@ class Dispatcher:
         if not s.pending:
             return
         batch = s.pending
-        with self.store.transaction():
-            for run, outcome, ended in batch:
-                self._finish(run, outcome, ended)
+        results = self.engine.finish_all(
+            [(run.job, outcome, ended, _started(run)) for run, outcome, ended in batch]
+        )
         s.pending = []
-        for run, outcome, ended in batch:
+        for (run, outcome, ended), finished in zip(batch, results, strict=True):
             s.active.discard(run)
-            self._report(run, outcome, ended)
+            if finished.overlap_skipped:
+                reason = "overlap=skip: came due while it ran"
+                self._note_skip(finished.job, finished.overlap_skipped, reason, ended)
+            self._report(run, outcome, ended, finished)
 
-    def _finish(self, run: Run, outcome: Outcome, ended: int) -> None:
-        started = int(run.started) if run.started else run.submitted
-        job, skipped = policies.after_run(run.job, started, ended)
-        if skipped:
-            self._note_skip(job, skipped, "overlap=skip: came due while it ran", ended)
-        self.engine.finish(job, outcome, ended, started)
-
-    def _report(self, run: Run, outcome: Outcome, ended: int) -> None:
+    def _report(self, run: Run, outcome: Outcome, ended: int, finished: Finished) -> None:
         job = run.job
-        retry = not outcome.ok and job.attempts + 1 < job.retry.max_attempts
         name = "succeeded" if outcome.ok else "timed_out" if outcome.timed_out else "failed"
-        self.metrics.run(name, retry)
+        self.metrics.run(name, finished.retry)
         if not outcome.ok:
             log.info("job %s (%s) failed: %s", job.job_id, job.task, outcome.error)
-        started = run.started or run.submitted
         self._emit(
             name,
             job,
             run.due,
             ended,
-            duration_ms=round(ended - started, 3),
+            duration_ms=round(_duration(run, ended), 3),
             error=outcome.error,
-            retry_scheduled=retry if not outcome.ok else None,
+            retry_scheduled=finished.retry if not outcome.ok else None,
         )
 
     def _renew(self, now: int) -> None:
@@ -298,22 +296,15 @@ class Dispatcher:
         free = self.runner.workers - s.busy
         if free <= 0:
             return False
-        decisions: list[policies.Claim] = []
-        with self.store.transaction():
-            claimed = self.store.claim_due(now, free, self.owner, now + self.lease_ms)
-            for job in claimed:
-                decision = policies.on_claim(job, now)
-                if decision.job is not job:
-                    self.store.replace(decision.job, JobState.RUNNING, self.owner)
-                if decision.skipped:
-                    self._note_skip(decision.job, decision.skipped, decision.reason, now)
-                decisions.append(decision)
-        if claimed and not s.active:
+        decisions = self.engine.claim(now, free, self.owner, now + self.lease_ms)
+        if decisions and not s.active:
             s.next_renew = now + self.lease_ms // 3
         for decision in decisions:
+            if decision.skipped:
+                self._note_skip(decision.job, decision.skipped, decision.reason, now)
             if decision.run:
                 self._start(decision, now)
-        return len(claimed) == free
+        return len(decisions) == free
 
     def _start(self, decision: policies.Claim, now: int) -> None:
         job = decision.job
@@ -330,39 +321,17 @@ class Dispatcher:
         self.runner.submit(job.task, job.payload_json, timeout, done)
 
     def _note_skip(self, job: Job, n: int, reason: str, now: int) -> None:
-        """A skipped occurrence is never silent: counted, recorded, logged."""
+        """The engine recorded and logged the skip; count it and tell the events."""
         self.metrics.skip(n)
-        log.warning("job %s (%s): skipped %d occurrence(s): %s", job.job_id, job.task, n, reason)
-        self.store.record_run(
-            RunRecord(job.job_id, now, now, "skipped", f"{n} skipped: {reason}", self.owner)
-        )
         self._emit("skipped", job, job.due_at, now, skipped=n, error=reason)
 
-    def _rescue(self, now: int) -> None:
-        """Jobs whose holder stopped renewing its lease (it died) are taken back.
+    def _on_rescued(self, rescued: Rescued, now: int) -> None:
+        self.metrics.run("lost")
+        self._emit("lost", rescued.job, rescued.job.due_at, now, error=rescued.error)
 
-        The lost run counts as a failed attempt, through the retry rules: a job
-        that kills its runner every time ends dead instead of looping forever.
-        """
-        s = self._s
-        if now < s.next_rescue:
-            return
-        s.next_rescue = now + max(self.lease_ms // 3, 1000)
-        if self._heartbeat is not None:
-            self._heartbeat(self.owner, now)  # cluster membership (PostgreSQL)
-        mine = {run.job.job_id for run in s.active}
-        for job in self.store.expired_leases(now, RESCUE_BATCH):
-            if job.job_id in mine:
-                continue
-            error = f"lost: the lease of {job.locked_by} expired (its runner stopped)"
-            new, _ = transitions.on_failure(job, now, job.updated_at, error, self.engine.rng)
-            with self.store.transaction():
-                if not self.store.replace(new, JobState.RUNNING, job.locked_by):
-                    continue
-                self.store.record_run(RunRecord(job.job_id, now, now, "lost", error, self.owner))
-            self.metrics.run("lost")
-            log.warning("job %s (%s): %s", job.job_id, job.task, error)
-            self._emit("lost", job, job.due_at, now, error=error)
+    def _maintain(self, now: int) -> None:
+        """Rescue, heartbeat and retention (jobsched.maintenance)."""
+        self.maintenance.run(now, frozenset(run.job.job_id for run in self._s.active))
 
     def _release_all(self, now: int) -> None:
         """Shutdown after the grace: put back every job whose handler still runs."""
@@ -370,14 +339,9 @@ class Dispatcher:
         left = [run for run in s.active if not run.finished]
         text = "interrupted by shutdown before its handler ended; it will run again"
         try:
-            with self.store.transaction():
-                for run in left:
-                    back = _put_back(run, now)
-                    if self.store.replace(back, JobState.RUNNING, self.owner):
-                        self.store.record_run(
-                            RunRecord(back.job_id, run.submitted, now, "lost", text, self.owner)
-                        )
-                self._flush(now)
+            runs = [(run.job, run.due, int(_started(run))) for run in left]
+            self.engine.release(runs, now, self.owner, text)
+            self._flush(now)
         except JobschedError as exc:
             # Not written: the leases expire and another node (or our restart) rescues them.
             log.error("shutdown: could not put back %d running job(s): %s", len(left), exc.text)
@@ -392,8 +356,8 @@ class Dispatcher:
         times = [r.deadline for r in s.active if r.deadline is not None and not r.finished]
         if s.active:
             times.append(s.next_renew)
-        if not self._stopping:
-            times.append(s.next_rescue)
+        if not self._stopping and self.maintenance._next is not None:
+            times.append(self.maintenance._next)
             if self.runner.workers > s.busy:
                 due = self.store.next_due()
                 if due is not None:
@@ -424,10 +388,14 @@ def _wall() -> float:
     return time.time() * 1000
 
 
-def _put_back(run: Run, now: int) -> Job:
-    """The job runnable again at the occurrence it was running."""
-    job = run.job
-    state = JobState.RETRYING if job.attempts else JobState.SCHEDULED
-    return job.evolve(
-        state=state, due_at=run.due, locked_by=None, locked_until=None, updated_at=now
-    )
+def _started(run: Run) -> int:
+    """When the handler started, on the dispatcher's clock."""
+    return int(run.started) if run.started else run.submitted
+
+
+def _duration(run: Run, ended: int) -> float:
+    """The handler's own duration when the runner measured it (monotonic),
+    else the time from its start to the outcome's collection."""
+    if run.duration_ms is not None:
+        return run.duration_ms
+    return max(ended - (run.started or run.submitted), 0.0)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from jobsched import transitions
 from jobsched.cron import CronExpr
 from jobsched.errors import JobExists, JobNotFound, Malformed, PreconditionFailed
+from jobsched.execution import ExecConfig, Execution
 from jobsched.ids import uuid7
 from jobsched.jobs import (
     ALL_STATES,
@@ -24,51 +24,43 @@ from jobsched.jobs import (
     JobState,
     Schedule,
 )
-from jobsched.runner import Outcome, TaskRegistry
+from jobsched.runner import TaskRegistry
 from jobsched.spec import ScheduleSpec
-from jobsched.stores.base import RunRecord, Store
+from jobsched.stores.base import ClusterClock, Membership, Store
 from jobsched.timefmt import MAX_MS, now_ms
 
-FORCED = "forced failure (force_fail)"
 # A node whose heartbeat is older than this is not listed by stats (dispatchers beat every few s).
 NODES_WINDOW_MS = 60_000
 # (node_id, last_seen, jobs_held) as a shared store reports its nodes.
 NodeRows = list[tuple[str, int, int]]
 
 
-@dataclass(frozen=True, slots=True)
-class Executed:
-    """What one execute_job did."""
-
-    job_id: str
-    ok: bool
-    retry_scheduled: bool = False
-    backoff_ms: int = 0
+# The engine's settings are the execution pipeline's.
+EngineConfig = ExecConfig
 
 
-@dataclass(frozen=True, slots=True)
-class EngineConfig:
-    node_id: str = "jobsched"
-    lease_ms: int = 30_000
-    claim_batch: int = 1000
-    # How many times a guarded write is retried when another writer got there first.
-    guard_retries: int = 5
+class Engine(Execution):
+    """The scheduler's rules: scheduling, reading and changing jobs here; the
+    execution pipeline (claim, finish, rescue, release) from ``Execution``."""
 
-
-class Engine:
     def __init__(
         self,
         store: Store,
         registry: TaskRegistry | None = None,
         config: EngineConfig | None = None,
         rng: random.Random | None = None,
-        wall_clock: Callable[[], int] = now_ms,
+        wall_clock: Callable[[], int] | None = None,
     ) -> None:
         self.store = store
+        # Leases are measured on the real clock: the cluster's when the store
+        # keeps one (PostgreSQL), else this machine's.
+        if wall_clock is None:
+            wall_clock = store.db_now if isinstance(store, ClusterClock) else now_ms
         self.wall_clock = wall_clock
         self.registry = registry or TaskRegistry()
         self.config = config or EngineConfig()
         self.rng = rng or random.Random()
+        self._init_execution()
 
     # -- scheduling ---------------------------------------------------------
 
@@ -110,85 +102,6 @@ class Engine:
             raise JobExists(existing.job_id, "with a different spec")
         return existing
 
-    # -- running ------------------------------------------------------------
-
-    def execute_due(self, now: int) -> tuple[list[str], list[str]]:
-        """Run every job due at or before ``now`` once; return (ran, failed).
-
-        All due jobs are claimed before any runs, so a job whose retry comes
-        due again within ``now`` (base_ms 0) still runs once per call.
-        """
-        claimed: list[Job] = []
-        owner, cfg = self.config.node_id, self.config
-        # A lease guards against a runner dying in real time, so it is measured
-        # on the wall clock: with a logical ``now`` in the past, a lease of
-        # now + lease_ms would look expired at once to a real-time dispatcher.
-        lease_until = max(now, self.wall_clock()) + cfg.lease_ms
-        while True:
-            batch = self.store.claim_due(now, cfg.claim_batch, owner, lease_until)
-            for job in batch:
-                advanced = transitions.on_claim(job, now)
-                if advanced is not job:
-                    self.store.replace(advanced, JobState.RUNNING, owner)
-                claimed.append(advanced)
-            if len(batch) < cfg.claim_batch:
-                break
-        ran: list[str] = []
-        failed: list[str] = []
-        for job in claimed:
-            if not self.finish(job, self._run(job, False), now, now):
-                failed.append(job.job_id)
-            ran.append(job.job_id)
-        return ran, failed
-
-    def finish(self, job: Job, outcome: Outcome, now: int, started: int) -> bool:
-        """Apply a claimed job's outcome, guarded by our lease; return outcome.ok."""
-        if outcome.ok:
-            new = transitions.on_success(job, now, started)
-        else:
-            new, _ = transitions.on_failure(job, now, started, outcome.error or "failed", self.rng)
-        # If the guard fails the job was cancelled or rescued meanwhile: the
-        # newer state wins, and only the run record tells of this run.
-        self.store.replace(new, JobState.RUNNING, job.locked_by)
-        self._record(job.job_id, started, now, outcome)
-        return outcome.ok
-
-    def execute_one(self, job_id: str, force_fail: bool, now: int) -> Executed:
-        """Run one job now, due or not (execute_job)."""
-        job = self.get(job_id)
-        transitions.check_runnable(job)
-        outcome = self._run(job, force_fail)
-        if outcome.ok:
-            new = transitions.on_success(job, now, now)
-            decision = None
-        else:
-            new, decision = transitions.on_failure(
-                job, now, now, outcome.error or "failed", self.rng
-            )
-        if not self.store.replace(new, job.state):
-            raise PreconditionFailed(job_id, "changed while it ran; its outcome was not applied")
-        self._record(job_id, now, now, outcome)
-        if decision is None:
-            return Executed(job_id, True)
-        return Executed(job_id, False, decision.retry, decision.backoff_ms)
-
-    def _run(self, job: Job, force_fail: bool) -> Outcome:
-        if force_fail:
-            return Outcome(False, FORCED)
-        return self.registry.run(job.task, job.payload_json, job.options.timeout_ms)
-
-    def _record(self, job_id: str, started: int, now: int, outcome: Outcome) -> None:
-        self.store.record_run(
-            RunRecord(
-                job_id=job_id,
-                started_at=started,
-                finished_at=now,
-                outcome="succeeded" if outcome.ok else "failed",
-                error=outcome.error,
-                node=self.config.node_id,
-            )
-        )
-
     # -- reading ------------------------------------------------------------
 
     def get(self, job_id: str) -> Job:
@@ -210,8 +123,9 @@ class Engine:
         """``(node_id, last_seen, jobs_held)`` for the nodes of a shared store
         seen in the last minute (their heartbeat); None for a store no other
         node shares."""
-        seen: Callable[[int], NodeRows] | None = getattr(self.store, "nodes_seen", None)
-        return None if seen is None else seen(now - NODES_WINDOW_MS)
+        if not isinstance(self.store, Membership):
+            return None
+        return self.store.nodes_seen(now - NODES_WINDOW_MS)
 
     def stats(self) -> dict[str, int]:
         counts = self.store.counts()
@@ -257,6 +171,6 @@ def _first_due(spec: ScheduleSpec, now: int) -> tuple[Schedule, int]:
         schedule, due, field = ONCE, now + spec.delay_ms, "delay_ms"
     else:
         schedule, due, field = ONCE, spec.run_at if spec.run_at is not None else now, "run_at"
-    if due > MAX_MS:
+    if due is None or due > MAX_MS:
         raise Malformed(field, "puts the due time past the year 9999")
     return schedule, due

@@ -5,6 +5,16 @@ one store transaction (each request in its own savepoint), the batch is
 committed once, and only then are its replies written and flushed. A durable
 store thus never acknowledges a change it has not committed, and a pipelining
 client pays one fsync per batch, not per request.
+
+User code never runs inside that transaction: when task handlers are loaded,
+an ``execute_jobs``/``execute_job`` line ends the group before it (committed
+and answered), and runs on its own: the engine commits its claim, runs the
+handlers with no transaction open, commits the outcomes, and the reply is
+written after that commit. Without handlers every task is a no-op, no user
+code runs, and those lines stay in the group.
+
+A line longer than ``MAX_LINE`` is discarded whole, up to its newline, and
+answered once with error 12.
 """
 
 from __future__ import annotations
@@ -18,7 +28,9 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 from jobsched.errors import JobschedError
-from jobsched.messages import Context
+from jobsched.jsonfast import loads
+from jobsched.maintenance import Maintenance
+from jobsched.messages import RUNS_USER_CODE, Context
 from jobsched.wire import Pending, handle, malformed_line, unavailable
 
 log = logging.getLogger("jobsched.node")
@@ -36,7 +48,9 @@ class _Undo(Exception):
 class StdioNode:
     """``after_batch`` runs once a batch is committed and answered (the real-time
     dispatcher's wake-up: a job scheduled sooner than it knew). ``emit`` writes
-    an unsolicited line (run events) without interleaving with replies."""
+    an unsolicited line (run events) without interleaving with replies.
+    ``maintain``: run the maintenance routine after each batch (False when a
+    dispatcher in the same process runs it)."""
 
     def __init__(
         self,
@@ -45,6 +59,7 @@ class StdioNode:
         out: BinaryIO,
         after_batch: Callable[[], None] | None = None,
         sigint: bool = False,
+        maintain: bool = True,
     ) -> None:
         self.ctx = ctx
         self.fd_in = fd_in
@@ -56,6 +71,11 @@ class StdioNode:
         # A store that cannot roll back (memory) gains nothing from a savepoint
         # per request, and the savepoint is a measurable share of a request.
         self._savepoints = ctx.engine.store.rollback
+        # With handlers loaded, execute lines run outside the group's transaction.
+        self._isolate_runs = bool(ctx.engine.registry.names())
+        # Rescue, heartbeat, retention; a node whose real-time dispatcher runs
+        # them (maintain=False) leaves them to it.
+        self.maintenance = Maintenance(ctx.engine, ctx.engine.owner) if maintain else None
 
     def _on_term(self, signum: int, frame: object) -> None:
         # Only a flag: the wake-up pipe (set_wakeup_fd) ends the select, and
@@ -86,6 +106,7 @@ class StdioNode:
 
     def _loop(self, wake_r: int) -> None:
         pending = b""
+        discarding = False  # inside a line over MAX_LINE: drop bytes up to its newline
         while not self._stopping:
             readable, _, _ = select.select([self.fd_in, wake_r], [], [])
             if self.fd_in not in readable:
@@ -93,18 +114,60 @@ class StdioNode:
             chunk = os.read(self.fd_in, READ_SIZE)
             if not chunk:
                 break
+            if discarding:
+                cut = chunk.find(b"\n")
+                if cut < 0:
+                    continue
+                chunk, discarding = chunk[cut + 1 :], False
             lines = (pending + chunk).split(b"\n")
             pending = lines.pop()
             if len(pending) > MAX_LINE:
-                lines.append(pending)
-                pending = b""
+                lines.append(pending[: MAX_LINE + 1])  # answered once, as too long
+                pending, discarding = b"", True
             if lines:
                 self.process(lines)
-        if pending.strip() and not self._stopping:
+        if pending.strip() and not self._stopping and not discarding:
             self.process([pending])
 
     def process(self, lines: list[bytes]) -> None:
-        """Handle a batch in one transaction, then write its replies."""
+        """Handle a batch: groups of lines in one transaction each, split at
+        the lines that run user code (see the module docstring)."""
+        group: list[bytes] = []
+        for line in lines:
+            if self._isolate_runs and self._runs_user_code(line):
+                self._group(group)
+                group = []
+                self._alone(line)
+            else:
+                group.append(line)
+        self._group(group)
+        if self.maintenance is not None:
+            self.maintenance.run(self.ctx.clock())
+        if self.after_batch is not None:
+            self.after_batch()
+
+    @staticmethod
+    def _runs_user_code(line: bytes) -> bool:
+        if b"execute_job" not in line:  # cheap: most lines are not
+            return False
+        try:
+            obj = loads(line.decode("utf-8"))
+        except (ValueError, RecursionError):
+            return False
+        body = obj.get("body", obj) if isinstance(obj, dict) else None
+        return isinstance(body, dict) and body.get("type") in RUNS_USER_CODE
+
+    def _alone(self, line: bytes) -> None:
+        """A line that runs handlers: no transaction of ours around it (the
+        engine commits before and after the handlers); answered at once."""
+        reply = handle(self.ctx, line)
+        if reply is not None:
+            self._write([reply])
+
+    def _group(self, lines: list[bytes]) -> None:
+        """Handle lines in one transaction, then write their replies."""
+        if not lines:
+            return
         replies: list[Pending] = []
         store = self.ctx.engine.store
         try:
@@ -123,14 +186,14 @@ class StdioNode:
                 replies = [r for r in (unavailable(self.ctx, line, text) for line in lines) if r]
             for reply in replies:
                 reply.fail_unavailable(text)
+        self._write(replies)
+
+    def _write(self, replies: list[Pending]) -> None:
         if replies:
             data = "".join(r.encode() + "\n" for r in replies).encode()
             with self._out_lock:  # the dispatcher thread may emit events
                 self.out.write(data)
                 self.out.flush()
-        store.maybe_prune()  # retention: a no-op unless a minute has passed
-        if self.after_batch is not None:
-            self.after_batch()
 
     def _one(self, line: bytes) -> Pending | None:
         if len(line) > MAX_LINE:

@@ -1,8 +1,9 @@
 """Overlap and misfire policies of recurring jobs under the real-time dispatcher.
 
-Pure functions from (job, times) to the job's next value; the dispatcher writes
-the results. ``execute_jobs`` does not use them: it keeps the contract's
-coalesce rule (``transitions.on_claim``).
+Pure functions from (job, times) to the job's next value; the engine's
+execution pipeline (``jobsched.execution``) writes the results. ``execute_jobs``
+claims with ``misfire="coalesce"`` whatever the job's option: the contract's
+rule under a logical clock.
 
 Words: an *occurrence* is a time the schedule names. The dispatcher claims a
 job when its ``due_at`` (an occurrence, or a retry's time) has come. *Late* is
@@ -38,7 +39,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from jobsched.jobs import IntervalSchedule, Job, JobState
+from jobsched.jobs import IntervalSchedule, Job
+from jobsched.transitions import unclaim
 
 log = logging.getLogger("jobsched.policies")
 
@@ -83,14 +85,18 @@ def count_between(job: Job, after: int, upto: int) -> int:
     return n
 
 
-def on_claim(job: Job, now: int) -> Claim:
-    """The claimed ``job`` (state running, ``due_at`` the claimed time) at ``now``."""
+def on_claim(job: Job, now: int, misfire: str | None = None) -> Claim:
+    """The claimed ``job`` (state running, ``due_at`` the claimed time) at ``now``.
+
+    ``misfire`` overrides the job's own policy: ``execute_jobs`` claims with
+    ``coalesce``, the protocol's rule for a logical clock.
+    """
     due = job.due_at if job.due_at is not None else now
     if not job.recurring:
         return Claim(job, True, due)
     if job.attempts > 0:  # a retry: not an occurrence
         return Claim(job.evolve(due_at=job.next_occurrence(now), updated_at=now), True, due)
-    misfire = job.options.misfire
+    misfire = misfire or job.options.misfire
     if misfire == "all":
         return _catch_up(job, due, now)
     missed = count_between(job, due, now)  # occurrences after the claimed one
@@ -99,7 +105,7 @@ def on_claim(job: Job, now: int) -> Claim:
         window = job.options.catchup_window_ms
         if now - due > (SKIP_GRACE_MS if window is None else window):
             n = 1 + missed
-            back = _release(job, now, due_at=nxt, skipped=job.skipped + n)
+            back = unclaim(job, now, due_at=nxt, skipped=job.skipped + n)
             return Claim(back, False, due, n, f"misfire=skip, {now - due} ms late")
     changes = {"due_at": nxt, "updated_at": now}
     if missed:
@@ -116,7 +122,7 @@ def _catch_up(job: Job, due: int, now: int) -> Claim:
         first = job.next_occurrence(now - window - 1)
         skipped = count_between(job, due - 1, now - window - 1)
         if first is None or first > now:
-            back = _release(job, now, due_at=first, skipped=job.skipped + skipped)
+            back = unclaim(job, now, due_at=first, skipped=job.skipped + skipped)
             return Claim(back, False, due, skipped, f"misfire=all, older than {window} ms")
         run_at = first
     advanced = job.evolve(
@@ -124,18 +130,6 @@ def _catch_up(job: Job, due: int, now: int) -> Claim:
     )
     reason = f"misfire=all, older than {window} ms" if skipped else ""
     return Claim(advanced, True, run_at, skipped, reason)
-
-
-def _release(job: Job, now: int, due_at: int | None, skipped: int) -> Job:
-    """Back to scheduled without a run (the claim is given up)."""
-    return job.evolve(
-        state=JobState.SCHEDULED,
-        due_at=due_at,
-        skipped=skipped,
-        locked_by=None,
-        locked_until=None,
-        updated_at=now,
-    )
 
 
 def after_run(job: Job, started: int, now: int) -> tuple[Job, int]:

@@ -12,10 +12,11 @@ import random
 
 from jobsched.errors import PreconditionFailed
 from jobsched.jobs import FINAL_STATES, Job, JobState, RetryDecision, decide_retry
-from jobsched.policies import count_between
+from jobsched.timefmt import MAX_MS
 
 S = JobState
 log = logging.getLogger("jobsched.transitions")
+LOST = "lost: the lease of {owner} expired (its runner stopped)"
 
 
 def _released(job: Job, now: int, started: int, **changes: object) -> Job:
@@ -25,23 +26,18 @@ def _released(job: Job, now: int, started: int, **changes: object) -> Job:
     )
 
 
-def on_claim(job: Job, now: int) -> Job:
-    """A recurring job taken for a run is due again at its first occurrence
-    strictly after ``now``, however many occurrences were missed (coalesce).
+def _floor(job: Job, now: int) -> int:
+    """The time the job's next due time is computed from: ``now``, but never
+    before its last run. A caller's logical ``current_time`` may move
+    backwards; a job must not come due before a run it has already had."""
+    last = job.last_run_at
+    return now if last is None or now >= last else last
 
-    The occurrences merged into this run are not run on their own, so they are
-    counted in ``skipped`` and logged: a skipped run is never silent. A retry
-    is not an occurrence, so a retry's claim merges nothing.
-    """
-    if not job.recurring:
-        return job
-    changes: dict[str, object] = {"due_at": job.next_occurrence(now), "updated_at": now}
-    if job.attempts == 0 and job.due_at is not None:
-        missed = count_between(job, job.due_at, now)
-        if missed:
-            changes["skipped"] = job.skipped + missed
-            log.info("job %s: %d missed occurrences merged into one run", job.job_id, missed)
-    return job.evolve(**changes)
+
+def _retry_at(job: Job, now: int, backoff_ms: int) -> int:
+    """When a retry is due: after the backoff, never past the last instant
+    the formats carry (year 9999): a later time is capped to it."""
+    return min(_floor(job, now) + backoff_ms, MAX_MS)
 
 
 def on_success(job: Job, now: int, started: int) -> Job:
@@ -64,13 +60,18 @@ def on_success(job: Job, now: int, started: int) -> Job:
                 now,
                 started,
                 paused_from=S.SCHEDULED,
-                due_at=job.next_occurrence(now),
+                due_at=job.next_occurrence(_floor(job, now)),
                 **common,
             )
         return _released(job, now, started, **common)
     if job.state is S.RETRYING:
         return _released(
-            job, now, started, state=S.SCHEDULED, due_at=job.next_occurrence(now), **common
+            job,
+            now,
+            started,
+            state=S.SCHEDULED,
+            due_at=job.next_occurrence(_floor(job, now)),
+            **common,
         )
     return _released(job, now, started, state=S.SCHEDULED, **common)
 
@@ -84,13 +85,15 @@ def on_failure(
     first occurrence strictly after now. A paused job stays paused, holding the
     state it will resume to.
     """
-    decision = decide_retry(job.retry, job.attempts, rng)
+    # The backoff is cut so the retry falls within the year 9999: the reply's
+    # backoff_ms is then the one applied.
+    decision = decide_retry(job.retry, job.attempts, rng, from_ms=_floor(job, now))
     paused = job.state is S.PAUSED
     if decision.retry:
         after = S.RETRYING
         changes: dict[str, object] = {
             "attempts": decision.attempts,
-            "due_at": now + decision.backoff_ms,
+            "due_at": _retry_at(job, now, decision.backoff_ms),
         }
     elif not job.recurring:
         return (
@@ -108,7 +111,7 @@ def on_failure(
         )
     else:
         after = S.SCHEDULED
-        changes = {"attempts": 0, "due_at": job.next_occurrence(now)}
+        changes = {"attempts": 0, "due_at": job.next_occurrence(_floor(job, now))}
     if paused:
         changes["paused_from"] = after
     else:
@@ -152,7 +155,7 @@ def resume(job: Job, now: int) -> Job:
     due = job.due_at
     attempts = job.attempts
     if job.recurring and (due is None or due < now):
-        state, due, attempts = S.SCHEDULED, job.next_occurrence(now), 0
+        state, due, attempts = S.SCHEDULED, job.next_occurrence(_floor(job, now)), 0
     return job.evolve(state=state, due_at=due, attempts=attempts, paused_from=None, updated_at=now)
 
 
@@ -163,3 +166,34 @@ def requeue(job: Job, now: int) -> Job:
             job.job_id, f"is {job.state.value}; only a dead job can be retried"
         )
     return job.evolve(state=S.RETRYING, due_at=now, attempts=0, updated_at=now)
+
+
+def on_lost(job: Job, now: int, rng: random.Random) -> tuple[Job, RetryDecision]:
+    """A running job whose holder stopped renewing its lease (it crashed).
+
+    The crash rule (docs/design.md): the lost run counts as a failed attempt,
+    through the retry rules, so a job that kills its runner every time ends
+    dead instead of looping forever; while attempts remain it runs again
+    after its backoff.
+    """
+    error = LOST.format(owner=job.locked_by)
+    return on_failure(job, now, job.updated_at, error, rng)
+
+
+def put_back(job: Job, due: int, now: int) -> Job:
+    """A claimed job whose handler did not end before shutdown: runnable again
+    at the occurrence it was running (not an attempt: nothing failed)."""
+    state = S.RETRYING if job.attempts else S.SCHEDULED
+    return job.evolve(state=state, due_at=due, locked_by=None, locked_until=None, updated_at=now)
+
+
+def unclaim(job: Job, now: int, due_at: int | None, skipped: int) -> Job:
+    """A claim given up without a run (misfire=skip): back to scheduled."""
+    return job.evolve(
+        state=S.SCHEDULED,
+        due_at=due_at,
+        skipped=skipped,
+        locked_by=None,
+        locked_until=None,
+        updated_at=now,
+    )

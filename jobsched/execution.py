@@ -1,0 +1,270 @@
+"""The execution pipeline: how a job goes from due to run to finished.
+
+Every run, whoever drives it (``execute_jobs``/``execute_job`` of the
+protocol, or the real-time dispatcher), passes through these four steps, and
+every state change of a run is made here and only here:
+
+- ``claim``: take due jobs (scheduled/retrying -> running, under a lease),
+  apply the misfire policy (``execute_jobs`` is its coalesce case), write the
+  advanced jobs and record skipped occurrences. One transaction.
+- (the caller runs the handlers, with no store transaction open: user code
+  may take seconds, and a transaction held that long blocks every other
+  writer of a SQLite file)
+- ``finish``: apply a run's outcome: the overlap policy, then success or the
+  retry decision, guarded by the lease; record the run. Returns the decision
+  it applied, so callers never derive it a second time.
+- ``rescue``: take back running jobs whose holder stopped renewing its lease
+  (it crashed); the lost run counts as a failed attempt (the crash rule,
+  docs/design.md).
+- ``release``: put back jobs whose handler did not end before shutdown, at
+  the occurrence they were running; not an attempt.
+
+Transactions: ``claim`` and ``finish_all``/``rescue``/``release`` open their
+own (re-entrant) transactions. A transport that wraps one in a transaction of
+its own joins it, which is only done when no user code runs in between (the
+stdio node without task handlers: every task is then a no-op).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from jobsched import policies, transitions
+from jobsched.errors import JobNotFound, PreconditionFailed
+from jobsched.jobs import Job, JobState, RetryDecision
+from jobsched.runner import Outcome, TaskRegistry
+from jobsched.stores.base import RunRecord, Store
+
+log = logging.getLogger("jobsched.execution")
+
+FORCED = "forced failure (force_fail)"
+Claim = policies.Claim
+
+
+@dataclass(frozen=True, slots=True)
+class ExecConfig:
+    node_id: str = "jobsched"
+    lease_ms: int = 30_000
+    claim_batch: int = 1000
+    # How many times a guarded write is retried when another writer got there first.
+    guard_retries: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """What ``finish`` applied to one run."""
+
+    job: Job  # the job as written (or as it would have been, when not applied)
+    ok: bool
+    decision: RetryDecision | None  # None on success
+    overlap_skipped: int  # occurrences skipped because they came due during the run
+    applied: bool  # False: the job was cancelled or rescued meanwhile; the newer state won
+
+    @property
+    def retry(self) -> bool:
+        return self.decision is not None and self.decision.retry
+
+
+@dataclass(frozen=True, slots=True)
+class Executed:
+    """What one execute_job did."""
+
+    job_id: str
+    ok: bool
+    retry_scheduled: bool = False
+    backoff_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Rescued:
+    job: Job  # as it was found (running, its lease expired)
+    error: str
+
+
+class Execution:
+    """The pipeline's steps over a store (the engine is one of these)."""
+
+    store: Store
+    registry: TaskRegistry
+    config: ExecConfig
+    rng: random.Random
+    wall_clock: Callable[[], int]
+
+    def _init_execution(self) -> None:
+        # Unique per process: a restarted node never mistakes its
+        # predecessor's leases for its own.
+        self.owner = f"{self.config.node_id}/{uuid.uuid4().hex[:8]}"
+
+    # -- the four steps ---------------------------------------------------------
+
+    def claim(
+        self, now: int, limit: int, owner: str, lease_until: int, misfire: str | None = None
+    ) -> list[Claim]:
+        """Claim up to ``limit`` due jobs and decide each one's run (one
+        transaction). Decisions with ``run=False`` were given back without a
+        run (misfire=skip); their skips are recorded already."""
+        decisions: list[Claim] = []
+        with self.store.transaction():
+            for job in self.store.claim_due(now, limit, owner, lease_until):
+                decision = policies.on_claim(job, now, misfire)
+                if decision.job is not job:
+                    self.store.replace(decision.job, JobState.RUNNING, owner)
+                if decision.skipped:
+                    self.record_skip(decision.job, decision.skipped, decision.reason, now)
+                decisions.append(decision)
+        return decisions
+
+    def finish(self, job: Job, outcome: Outcome, ended: int, started: int) -> Finished:
+        """Apply a claimed run's outcome, guarded by its lease (the caller's
+        transaction, or one of its own)."""
+        job, skipped = policies.after_run(job, started, ended)
+        if skipped:
+            self.record_skip(job, skipped, "overlap=skip: came due while it ran", ended)
+        decision: RetryDecision | None = None
+        if outcome.ok:
+            new = transitions.on_success(job, ended, started)
+        else:
+            new, decision = transitions.on_failure(
+                job, ended, started, outcome.error or "failed", self.rng
+            )
+        # If the guard fails the job was cancelled or rescued meanwhile: the
+        # newer state wins, and only the run record tells of this run.
+        applied = self.store.replace(new, JobState.RUNNING, job.locked_by)
+        self._record(job.job_id, started, ended, outcome)
+        return Finished(new, outcome.ok, decision, skipped, applied)
+
+    def finish_all(self, runs: Sequence[tuple[Job, Outcome, int, int]]) -> list[Finished]:
+        """``finish`` for a batch of (job, outcome, ended, started), one commit."""
+        with self.store.transaction():
+            return [
+                self.finish(job, outcome, ended, started) for job, outcome, ended, started in runs
+            ]
+
+    def rescue(self, now: int, limit: int, exclude: frozenset[str] = frozenset()) -> list[Rescued]:
+        """Take back running jobs whose lease ended before ``now`` (the crash
+        rule: the lost run is a failed attempt). ``exclude``: jobs the caller
+        itself is running."""
+        rescued: list[Rescued] = []
+        for job in self.store.expired_leases(now, limit):
+            if job.job_id in exclude:
+                continue
+            new, _ = transitions.on_lost(job, now, self.rng)
+            with self.store.transaction():
+                if not self.store.replace(new, JobState.RUNNING, job.locked_by):
+                    continue  # its holder finished it after all, or another node rescued it
+                error = new.last_error or "lost"
+                node = self.config.node_id
+                self.store.record_run(RunRecord(job.job_id, now, now, "lost", error, node))
+            log.warning("job %s (%s): %s", job.job_id, job.task, error)
+            rescued.append(Rescued(job, error))
+        return rescued
+
+    def release(self, runs: Sequence[tuple[Job, int, int]], now: int, owner: str, text: str) -> int:
+        """Put back (job, due, started) whose handlers did not end before a
+        shutdown, in one transaction; returns how many were put back."""
+        n = 0
+        with self.store.transaction():
+            for job, due, started in runs:
+                back = transitions.put_back(job, due, now)
+                if self.store.replace(back, JobState.RUNNING, owner):
+                    record = RunRecord(job.job_id, started, now, "lost", text, self.config.node_id)
+                    self.store.record_run(record)
+                    n += 1
+        return n
+
+    def record_skip(self, job: Job, n: int, reason: str, now: int) -> None:
+        """A skipped occurrence is never silent: recorded and logged."""
+        log.info("job %s (%s): skipped %d occurrence(s): %s", job.job_id, job.task, n, reason)
+        text = f"{n} skipped: {reason}"
+        self.store.record_run(RunRecord(job.job_id, now, now, "skipped", text, self.config.node_id))
+
+    def extend_leases(self, owner: str, until: int) -> int:
+        return self.store.extend_leases(owner, until)
+
+    def next_due(self) -> int | None:
+        return self.store.next_due()
+
+    # -- the protocol's execute_jobs and execute_job ------------------------------
+
+    def execute_due(self, now: int) -> tuple[list[str], list[str]]:
+        """Run every job due at or before ``now`` once; return (ran, failed).
+
+        All due jobs are claimed (and committed) before any runs, so a job
+        whose retry comes due again within ``now`` (base_ms 0) still runs once
+        per call; the handlers run with no transaction open; the outcomes are
+        committed together, and only then does the caller reply.
+        """
+        cfg = self.config
+        claims: list[Claim] = []
+        while True:
+            # A lease guards against a runner dying in real time, so it is
+            # measured on the wall (or cluster) clock, never on a logical now.
+            lease_until = self.wall_clock() + cfg.lease_ms
+            batch = self.claim(now, cfg.claim_batch, self.owner, lease_until, "coalesce")
+            claims += batch
+            if len(batch) < cfg.claim_batch:
+                break
+        results = self._run_claims([c for c in claims if c.run])
+        finished = self.finish_all([(c.job, outcome, now, now) for c, outcome in results])
+        ran = [f.job.job_id for f in finished]
+        return ran, [f.job.job_id for f in finished if not f.ok]
+
+    def _run_claims(self, claims: list[Claim]) -> list[tuple[Claim, Outcome]]:
+        """Run the claimed jobs' handlers one after another, renewing the
+        leases between them so a long batch is not rescued while it runs."""
+        results: list[tuple[Claim, Outcome]] = []
+        renew_at = self.wall_clock() + self.config.lease_ms // 3
+        for claim in claims:
+            results.append((claim, self.run_handler(claim.job, False)))
+            wall = self.wall_clock()
+            if wall >= renew_at and len(results) < len(claims):
+                self.store.extend_leases(self.owner, wall + self.config.lease_ms)
+                renew_at = wall + self.config.lease_ms // 3
+        return results
+
+    def execute_one(self, job_id: str, force_fail: bool, now: int) -> Executed:
+        """Run one job now, due or not (execute_job): read, run the handler
+        with no transaction open, write the outcome guarded by the state read
+        (a job changed meanwhile answers 22 and keeps its newer state)."""
+        job = self.store.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        transitions.check_runnable(job)
+        outcome = self.run_handler(job, force_fail)
+        decision: RetryDecision | None = None
+        if outcome.ok:
+            new = transitions.on_success(job, now, now)
+        else:
+            new, decision = transitions.on_failure(
+                job, now, now, outcome.error or "failed", self.rng
+            )
+        with self.store.transaction():
+            if not self.store.replace(new, job.state):
+                raise PreconditionFailed(
+                    job_id, "changed while it ran; its outcome was not applied"
+                )
+            self._record(job_id, now, now, outcome)
+        if decision is None:
+            return Executed(job_id, True)
+        return Executed(job_id, False, decision.retry, decision.backoff_ms)
+
+    def run_handler(self, job: Job, force_fail: bool) -> Outcome:
+        if force_fail:
+            return Outcome(False, FORCED)
+        return self.registry.run(job.task, job.payload_json, job.options.timeout_ms)
+
+    def _record(self, job_id: str, started: int, now: int, outcome: Outcome) -> None:
+        self.store.record_run(
+            RunRecord(
+                job_id=job_id,
+                started_at=started,
+                finished_at=now,
+                outcome="succeeded" if outcome.ok else "failed",
+                error=outcome.error,
+                node=self.config.node_id,
+            )
+        )

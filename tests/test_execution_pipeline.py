@@ -1,0 +1,208 @@
+"""The execution pipeline: claim, run with no transaction open, finish; rescue
+of crashed runs; release at shutdown; retention under every transport.
+
+Findings this pins (each failed before the pipeline):
+- execute_jobs ran handlers inside the batch's store transaction: another
+  process's schedule_job on the same SQLite file waited for the handler and
+  got error 11;
+- a line over the size limit was split: the rest after the limit ran as a
+  request of its own;
+- the service never pruned (retention ran only in the stdio loop).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from jobsched.dispatcher import Dispatcher
+from jobsched.engine import Engine, EngineConfig
+from jobsched.jobs import JobState
+from jobsched.maintenance import Maintenance
+from jobsched.runner import Runner, TaskRegistry
+from jobsched.stores.base import DAY_MS, Store
+from jobsched.validate import schedule_spec
+from tests.conftest import StoreFactory
+from tests.harness import ROOT, T0, NodeProcess, run_lines
+
+SLOW_TASKS = """
+import time
+from jobsched import task
+
+@task("slow")
+def slow(payload):
+    time.sleep(payload.get("s", 3))
+"""
+
+
+def _line(body: dict[str, object]) -> str:
+    return json.dumps({"src": "c", "dest": "n", "body": body})
+
+
+def test_a_handler_in_execute_jobs_holds_no_lock_on_the_sqlite_file(tmp_path: Path) -> None:
+    (tmp_path / "slow_tasks.py").write_text(SLOW_TASKS)
+    db = str(tmp_path / "j.db")
+    env = {"PYTHONPATH": str(tmp_path)}
+    node = NodeProcess("--db", db, "--tasks", "slow_tasks", env=env)
+    try:
+        reply = node.send(
+            {"type": "schedule_job", "msg_id": 1, "task": "slow", "payload": {"s": 3}}
+        )
+        assert reply["type"] == "job_scheduled", reply
+        assert node.proc.stdin is not None and node.proc.stdout is not None
+        node.proc.stdin.write((_line({"type": "execute_jobs", "msg_id": 2}) + "\n").encode())
+        node.proc.stdin.flush()
+        time.sleep(0.7)  # the handler is running now
+        t0 = time.monotonic()
+        other = subprocess.run(
+            [sys.executable, str(ROOT / "main.py"), "--db", db],
+            input=(_line({"type": "schedule_job", "msg_id": 1, "task": "t"}) + "\n").encode(),
+            capture_output=True,
+            timeout=30,
+        )
+        waited = time.monotonic() - t0
+        body = json.loads(other.stdout.decode().splitlines()[0])["body"]
+        assert body["type"] == "job_scheduled", (body, other.stderr.decode()[-2000:])
+        assert waited < 1.5, f"the second process waited {waited:.1f} s for the handler"
+        done = json.loads(node.proc.stdout.readline())["body"]
+        assert done["type"] == "jobs_executed" and done["count"] == 1, done
+    finally:
+        node.close()
+
+
+def test_a_line_over_the_limit_is_discarded_whole_and_answered_once() -> None:
+    limit = 8 << 20
+    huge = '{"type": "schedule_job", "task": "t", "payload": "' + "x" * limit
+    # What follows the limit inside the same line would be a request of its own
+    # if the line were split there.
+    huge += '", "x": 1}{"type": "schedule_job", "task": "smuggled", "msg_id": 99}'
+    lines = [huge, json.dumps({"type": "stats", "msg_id": 2})]
+    out, err, code = run_lines(lines, timeout=120)
+    assert code == 0, err[-2000:]
+    replies = [json.loads(line) for line in out]
+    assert len(replies) == 2, out[:3]
+    assert replies[0]["type"] == "error" and replies[0]["code"] == 12
+    assert "at most" in replies[0]["text"]
+    assert replies[1]["type"] == "stats" and replies[1]["total"] == 0
+
+
+def test_a_line_just_under_the_limit_is_handled() -> None:
+    limit = 8 << 20
+    head = '{"type": "schedule_job", "msg_id": 1, "task": "t", "payload": "'
+    line = head + "x" * (limit - len(head) - 2) + '"}'
+    assert len(line) == limit
+    out, err, code = run_lines([line, json.dumps({"type": "stats", "msg_id": 2})], timeout=120)
+    assert code == 0, err[-2000:]
+    first = json.loads(out[0])
+    # The payload is bigger than the default payload limit: a clear 12 naming it,
+    # not a "line too long".
+    assert first["type"] == "error" and "payload" in first["text"], first
+    assert json.loads(out[1])["type"] == "stats"
+
+
+def _engine(store: Store, lease_ms: int = 1000) -> Engine:
+    return Engine(store, config=EngineConfig(lease_ms=lease_ms), wall_clock=lambda: T0)
+
+
+def test_a_claim_whose_runner_crashed_is_rescued_as_a_failed_attempt(
+    make_store: StoreFactory,
+) -> None:
+    crashed, survivor = make_store(), make_store()
+    try:
+        first = _engine(crashed)
+        spec = schedule_spec({"task": "t", "max_attempts": 2, "base_ms": 100})
+        job = first.schedule(spec, T0)
+        # The claim is committed before handlers run; the process then dies.
+        claims = first.claim(T0, 10, first.owner, T0 + 1000, "coalesce")
+        assert [c.job.job_id for c in claims] == [job.job_id]
+        other = _engine(survivor)
+        Maintenance(other, other.owner).run(T0 + 500)  # lease still valid
+        assert survivor.get(job.job_id).state is JobState.RUNNING  # type: ignore[union-attr]
+        Maintenance(other, other.owner).run(T0 + 1500)
+        after = survivor.get(job.job_id)
+        assert after is not None and after.state is JobState.RETRYING and after.attempts == 1
+        assert [r.outcome for r in survivor.recent_runs(job.job_id)] == ["lost"]
+        # The next execute_jobs runs it again; a second loss would be final.
+        ran, failed = other.execute_due(T0 + 5000)
+        assert ran == [job.job_id] and not failed
+    finally:
+        crashed.close()
+        survivor.close()
+
+
+def test_the_service_dispatcher_prunes_old_final_jobs(make_store: StoreFactory) -> None:
+    store = make_store()
+    clock = {"ms": T0}
+    store.clock = lambda: clock["ms"]
+    try:
+        engine = _engine(store)
+        job = engine.schedule(schedule_spec({"task": "t"}), T0)
+        assert engine.execute_due(T0)[0] == [job.job_id]
+        clock["ms"] = T0 + 8 * DAY_MS  # past the 7-day retention
+        dispatcher = Dispatcher(engine, Runner(TaskRegistry(), 1), clock=lambda: T0)
+        dispatcher.step(T0)
+        assert store.get(job.job_id) is None
+    finally:
+        store.close()
+
+
+def test_execute_jobs_renews_its_leases_between_long_handlers(tmp_path: Path) -> None:
+    """A batch longer than the lease keeps its claims: another node's
+    maintenance, run while the batch goes on, rescues none of them."""
+    from jobsched.stores.sqlite import SQLiteStore
+
+    db = str(tmp_path / "j.db")
+    store, other_store = SQLiteStore(db), SQLiteStore(db)
+    wall = {"ms": T0}
+    other = Engine(other_store, config=EngineConfig(lease_ms=1000), wall_clock=lambda: wall["ms"])
+    rescued: list[str] = []
+    registry = TaskRegistry()
+
+    @registry.task("tick")
+    def tick(payload: object) -> None:
+        wall["ms"] += 600  # each handler takes 600 ms of a 1,000 ms lease
+        Maintenance(other, other.owner, lambda r, now: rescued.append(r.job.job_id)).run(wall["ms"])
+
+    engine = Engine(store, registry, EngineConfig(lease_ms=1000), wall_clock=lambda: wall["ms"])
+    try:
+        for i in range(5):
+            engine.schedule(schedule_spec({"task": "tick", "job_id": f"j{i}"}), T0)
+        ran, failed = engine.execute_due(T0)
+        assert len(ran) == 5 and not failed and not rescued
+    finally:
+        store.close()
+        other_store.close()
+
+
+def test_shutdown_puts_back_a_running_job_without_counting_an_attempt(
+    make_store: StoreFactory,
+) -> None:
+    store = make_store()
+    try:
+        registry = TaskRegistry()
+        gate = threading.Event()
+
+        @registry.task("hang")
+        def hang(payload: object) -> None:
+            gate.wait(5)
+
+        engine = Engine(store, registry, EngineConfig(lease_ms=60_000))
+        job = engine.schedule(schedule_spec({"task": "hang"}), T0)
+        dispatcher = Dispatcher(engine, Runner(registry, 1), clock=lambda: T0)
+        dispatcher.runner.start()
+        dispatcher.step(T0)
+        assert dispatcher.in_flight == 1
+        dispatcher._grace_until = 0.0  # the grace is over
+        dispatcher._stopping = True
+        assert dispatcher._drained()
+        gate.set()
+        back = store.get(job.job_id)
+        assert back is not None and back.state is JobState.SCHEDULED and back.attempts == 0
+        assert back.due_at == T0
+        assert [r.outcome for r in store.recent_runs(job.job_id)] == ["lost"]
+    finally:
+        store.close()
