@@ -241,8 +241,9 @@ def test_stats_and_metrics_list_the_nodes_seen_and_the_jobs_they_hold(tmp_path: 
         store = factory()
         w = Wire(store, Clock(T0))
         jid = w.ok({"type": "schedule_job", "task": "a"}, "job_scheduled")["job_id"]
-        store.heartbeat("node-a", T0)  # type: ignore[attr-defined]
-        store.heartbeat("node-b", T0 - 120_000)  # type: ignore[attr-defined]  # gone a while
+        assert isinstance(store, Membership)
+        store.heartbeat("node-a", T0)
+        store.heartbeat("node-b", T0 - 120_000)  # gone a while
         store.claim_due(T0, 10, "node-a", T0 + 30_000)
         # A logical current_time far away does not hide live nodes.
         assert (
