@@ -68,9 +68,6 @@ class StdioNode:
         self._signals = (signal.SIGTERM, signal.SIGINT) if sigint else (signal.SIGTERM,)
         self._out_lock = threading.Lock()
         self._stopping = False
-        # A store that cannot roll back (memory) gains nothing from a savepoint
-        # per request, and the savepoint is a measurable share of a request.
-        self._savepoints = ctx.engine.store.rollback
         # With handlers loaded, execute lines run outside the group's transaction.
         self._isolate_runs = bool(ctx.engine.registry.names())
         # Rescue, heartbeat, retention; a node whose real-time dispatcher runs
@@ -198,8 +195,6 @@ class StdioNode:
     def _one(self, line: bytes) -> Pending | None:
         if len(line) > MAX_LINE:
             return malformed_line(f"a line may be at most {MAX_LINE} bytes")
-        if not self._savepoints:
-            return handle(self.ctx, line)
         try:
             with self.ctx.engine.store.transaction():
                 reply = handle(self.ctx, line)

@@ -20,8 +20,6 @@ from tests.harness import Clock
 class FlakyStore(MemoryStore):
     """A memory store whose transactions fail at begin or at commit on demand."""
 
-    rollback = True
-
     def __init__(self) -> None:
         super().__init__()
         self.fail_at: str | None = None

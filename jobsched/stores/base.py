@@ -86,9 +86,6 @@ class RunRecord:
 class Store(ABC):
     """Where jobs live. See the module docstring for what every store promises."""
 
-    #: Every store undoes a block that raises (promise 1): always True. Kept
-    #: only for callers that still read it; they may drop the test.
-    rollback: bool = True
     #: How long final jobs and run records are kept; None keeps them forever.
     retention_ms: int | None = DEFAULT_RETENTION_MS
     #: The store's clock for retention stamps (promise 7); tests replace it.
