@@ -8,9 +8,17 @@ makes "can this ever fire?" an exact, static question.
 
 from __future__ import annotations
 
+from datetime import date
+from functools import lru_cache
+
 from jobsched.cron.parse import CronError, CronSpec, bits
 
 MONTH_LENGTHS = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+# Local days (since 1970-01-01) that searches visit: local time of an instant between
+# them stays within datetime's years 1..9999 for any UTC offset.
+FIRST_DAY = date(1, 1, 2).toordinal() - EPOCH_ORDINAL
+LAST_DAY = date(9999, 12, 30).toordinal() - EPOCH_ORDINAL
 _MONTH_NAMES = [
     "-",
     "Jan",
@@ -85,6 +93,15 @@ def month_days(spec: CronSpec, length: int, first: int) -> tuple[int, ...]:
     dom = _dom_mask(spec, length, first)
     dow = _dow_mask(spec, length, first)
     return bits(dom & dow if spec.day_and else dom | dow)
+
+
+@lru_cache(maxsize=4096)
+def month_info(year: int, month: int) -> tuple[int, int]:
+    """(day number of the month's 0th day, key = length * 7 + weekday of the 1st)."""
+    first = date(year, month, 1).toordinal()
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    length = 29 if month == 2 and leap else MONTH_LENGTHS[month]
+    return first - EPOCH_ORDINAL - 1, length * 7 + first % 7
 
 
 def _lengths(month: int) -> tuple[int, ...]:

@@ -22,16 +22,18 @@ from collections.abc import Iterator
 from datetime import date
 from functools import lru_cache
 
-from jobsched.cron.days import MONTH_LENGTHS, check_can_fire, month_days
+from jobsched.cron.count import Counter
+from jobsched.cron.days import EPOCH_ORDINAL as _EPOCH_ORDINAL
+from jobsched.cron.days import FIRST_DAY as _FIRST_DAY
+from jobsched.cron.days import LAST_DAY as _LAST_DAY
+from jobsched.cron.days import check_can_fire, month_days
+from jobsched.cron.days import month_info as _month_info
 from jobsched.cron.parse import CronError, CronSpec, bits, parse_spec
 from jobsched.cron.tz import DAY, MAX_OFFSET, U_HI, U_LO, DayOffsets, Zone, get_zone
 from jobsched.errors import Malformed
 
 __all__ = ["CronError", "CronExpr"]
 
-_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
-_FIRST_DAY = date(1, 1, 2).toordinal() - _EPOCH_ORDINAL
-_LAST_DAY = date(9999, 12, 30).toordinal() - _EPOCH_ORDINAL
 # Longest search without an occurrence: 200 years plus slack (SPEC: every search
 # looks at least 200 years ahead). A valid expression's dates recur at most ~40
 # years apart (Feb 29 on a given weekday), so only DST can exhaust this: a job
@@ -42,7 +44,17 @@ _GIVE_UP_DAYS = 200 * 366
 class CronExpr:
     """A parsed cron expression bound to an IANA time zone. Immutable; safe to share."""
 
-    __slots__ = ("_hours", "_mdays", "_months", "_msecs", "_spec", "_zone", "text", "tz")
+    __slots__ = (
+        "_counter",
+        "_hours",
+        "_mdays",
+        "_months",
+        "_msecs",
+        "_spec",
+        "_zone",
+        "text",
+        "tz",
+    )
 
     text: str
     tz: str
@@ -58,6 +70,7 @@ class CronExpr:
         self._msecs = tuple(m * 60 + s for m in bits(spec.minutes) for s in bits(spec.seconds))
         # Matching days per (month length, weekday of the 1st), filled lazily.
         self._mdays: list[tuple[int, ...] | None] = [None] * (32 * 7)
+        self._counter: Counter | None = None
 
     @classmethod
     def parse(cls, text: str, tz: str = "UTC") -> CronExpr:
@@ -108,11 +121,39 @@ class CronExpr:
         for u in self._instants(ms // 1000 + 1):
             yield u * 1000
 
+    def count_between(self, after_ms: int, upto_ms: int) -> int:
+        """How many occurrences t have after_ms < t <= upto_ms.
+
+        Exactly what iterating next_after from `after_ms` counts, at a cost that does
+        not grow with the count (cron/count.py); 0 when upto_ms <= after_ms.
+        """
+        a = max(after_ms // 1000 + 1, U_LO)
+        b = upto_ms // 1000
+        if upto_ms <= after_ms or a > U_HI:
+            return 0
+        n = 0
+        if b >= U_HI:
+            # next_after stops after the first occurrence at or beyond U_HI.
+            last = self.next_after((U_HI - 1) * 1000)
+            n = int(last is not None and last <= upto_ms)
+            b = U_HI - 1
+        if a > b:
+            return n
+        counter = self._counter
+        if counter is None:
+            counter = self._counter = Counter(self._spec, self._msecs, self._zone, self._days)
+        return n + counter.count(a, b)
+
     # -- days ---------------------------------------------------------------
 
     def _month(self, key: int) -> tuple[int, ...]:
         got = self._mdays[key] = month_days(self._spec, key // 7, key % 7)
         return got
+
+    def _days(self, key: int) -> tuple[int, ...]:
+        """Matching days of a month whose key is length * 7 + weekday of the 1st."""
+        got = self._mdays[key]
+        return self._month(key) if got is None else got
 
     def _days_from(self, dayno: int) -> Iterator[int]:
         """Matching local days (days since 1970-01-01) from `dayno` on, up to 9999."""
@@ -242,15 +283,6 @@ class CronExpr:
                 after = pending[safe - 1]
             pending = pending[safe:]
         yield from pending
-
-
-@lru_cache(maxsize=4096)
-def _month_info(year: int, month: int) -> tuple[int, int]:
-    """(day number of the month's 0th day, key = length * 7 + weekday of the 1st)."""
-    first = date(year, month, 1).toordinal()
-    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
-    length = 29 if month == 2 and leap else MONTH_LENGTHS[month]
-    return first - _EPOCH_ORDINAL - 1, length * 7 + first % 7
 
 
 @lru_cache(maxsize=1024)

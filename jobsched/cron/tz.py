@@ -6,11 +6,17 @@ that day. If the offset is the same at both ends and in the middle, the day is
 "clean" (one offset; we assume no two transitions cancel within a day, which holds
 for the tz database). Otherwise we bisect to the exact second of each transition.
 Results are cached per zone, since every expression in a zone shares them.
+
+``transitions`` lists a zone's offset changes over a stretch of days without probing
+each day three times: one probe per day finds them (the same no-cancelling assumption,
+over a day instead of 56 hours), bisection places them. Counting occurrences
+(cron/count.py) uses it to find the few days that need walking.
 """
 
 from __future__ import annotations
 
 import zoneinfo
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache
 
@@ -25,15 +31,32 @@ U_LO = -62135596800 + DAY  # 0001-01-02T00:00:00Z
 U_HI = 253402300800 - DAY  # 9999-12-31T00:00:00Z
 _NO_START = -(1 << 62)  # "since forever" for the first segment of a day
 _CACHE_LIMIT = 20000
+# Transitions are found and cached per block of days. 146,097 days (400 Gregorian
+# years, a whole number of weeks) is 773 blocks of 189, so a block 400 years on has
+# the same calendar. From 2400 on every zone follows its POSIX rule (the tz database's
+# explicit transitions end by 2087), which is a function of that calendar: such a block
+# reuses the transitions of the block 400 years earlier, shifted.
+_BLOCK = 189
+_CYCLE_BLOCKS = 773
+_CYCLE_SECONDS = _BLOCK * _CYCLE_BLOCKS * DAY
+# Probe spacing when scanning: two changes within 56 hours never cancel (docs/cron.md),
+# so two equal probes 48 hours apart have no change between them.
+_STEP = 2 * DAY
+_PERIODIC_BLOCK = 831  # the first block on or after 2400-01-01 (day 157,054)
+PERIODIC_DAY = _PERIODIC_BLOCK * _BLOCK
+CYCLE_DAYS = _BLOCK * _CYCLE_BLOCKS
 
 # A day's offsets: an int when one offset holds all day, else segments
 # ((start instant, offset), ...) ascending, the first starting at _NO_START.
-DayOffsets = int | tuple[tuple[int, int], ...]
+Segments = tuple[tuple[int, int], ...]
+DayOffsets = int | Segments
+# An offset change: (its first instant, the offset before, the offset from then on).
+Change = tuple[int, int, int]
 _FIXED = {"UTC", "Etc/UTC", "Etc/UCT", "Etc/Universal", "Etc/Zulu", "GMT", "Etc/GMT"}
 
 
 class Zone:
-    __slots__ = ("_days", "fixed", "name", "tz")
+    __slots__ = ("_blocks", "_days", "fixed", "name", "tz")
 
     def __init__(self, name: str, tz: zoneinfo.ZoneInfo) -> None:
         self.name = name
@@ -41,6 +64,7 @@ class Zone:
         # Zones known to have a single offset skip all probing.
         self.fixed: int | None = 0 if name in _FIXED else None
         self._days: dict[int, DayOffsets] = {}
+        self._blocks: dict[int, tuple[Change, ...]] = {}
 
     def offset(self, u: int) -> int:
         """UTC offset in seconds at instant `u` (epoch seconds)."""
@@ -71,6 +95,48 @@ class Zone:
         changes = self._changes(lo, o_lo, mid, o_mid) + self._changes(mid, o_mid, hi, o_hi)
         return ((_NO_START, o_lo), *changes)
 
+    def transitions(self, first_day: int, last_day: int) -> list[Change]:
+        """The offset changes in the UTC days first..last, ascending.
+
+        Every change in (first_day * DAY, (last_day + 1) * DAY] is listed, possibly with
+        a few just outside; none for a zone with a single offset.
+        """
+        if self.fixed is not None:
+            return []
+        out: list[Change] = []
+        for block in range(first_day // _BLOCK, last_day // _BLOCK + 1):
+            out.extend(self._block(block))
+        return out
+
+    def _block(self, block: int) -> tuple[Change, ...]:
+        if block >= _PERIODIC_BLOCK + _CYCLE_BLOCKS:
+            cycles = (block - _PERIODIC_BLOCK) // _CYCLE_BLOCKS
+            shift = cycles * _CYCLE_SECONDS
+            earlier = self._block(block - cycles * _CYCLE_BLOCKS)
+            return tuple((u + shift, before, after) for u, before, after in earlier)
+        got = self._blocks.get(block)
+        if got is None:
+            got = self._blocks[block] = self._scan(block * _BLOCK * DAY)
+        return got
+
+    def _scan(self, lo: int) -> tuple[Change, ...]:
+        """Changes in (lo, lo + _BLOCK days]: a probe every _STEP, bisection where two
+        probes differ. The probes are inlined: every day scanned costs one."""
+        points = [*range(lo, lo + _BLOCK * DAY, _STEP), lo + _BLOCK * DAY]
+        if points[0] < U_LO or points[-1] > U_HI:
+            points = [min(max(u, U_LO), U_HI) for u in points]
+        tz, read = self.tz, datetime.fromtimestamp
+        offs = [tz.utcoffset(read(u, tz)) for u in points]
+        out: list[Change] = []
+        for i in range(1, len(points)):
+            if offs[i] != offs[i - 1]:
+                lo_u, hi_u = points[i - 1], points[i]
+                prev = self.offset(lo_u)
+                for start, after in self._changes(lo_u, prev, hi_u, self.offset(hi_u)):
+                    out.append((start, prev, after))
+                    prev = after
+        return tuple(out)
+
     def _changes(self, lo: int, o_lo: int, hi: int, o_hi: int) -> list[tuple[int, int]]:
         """Transitions in (lo, hi] as (first instant of the new offset, new offset)."""
         if o_lo == o_hi:
@@ -83,6 +149,25 @@ class Zone:
 
 
 _SECOND = timedelta(seconds=1)
+
+
+def day_segments(changes: Sequence[Change], dayno: int, near: int) -> Segments | None:
+    """The segments Zone.day(dayno) finds for a day whose offset changes, or None for a
+    clean day, read from `changes` (which must list every change near that day) instead
+    of probed. `near` is the index of a change close to the day: we look around it."""
+    lo = dayno * DAY - MAX_OFFSET
+    hi = lo + DAY + 2 * MAX_OFFSET
+    i, end = near, len(changes)
+    while i > 0 and changes[i - 1][0] > lo:
+        i -= 1
+    while i < end and changes[i][0] <= lo:
+        i += 1
+    j = i
+    while j < end and changes[j][0] <= hi:
+        j += 1
+    if i == j:
+        return None
+    return ((_NO_START, changes[i][1]), *((u, after) for u, _, after in changes[i:j]))
 
 
 @lru_cache(maxsize=512)
