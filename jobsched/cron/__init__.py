@@ -3,7 +3,8 @@
 - ``parse``: the text to a ``CronSpec`` of bit sets (Debian semantics, Quartz extensions);
 - ``days``: which local calendar days match the date fields;
 - ``tz``: a zone's UTC offsets for a local day (daylight-saving changes);
-- ``expr``: ``CronExpr``, which puts them together.
+- ``expr``: ``CronExpr``, which puts them together;
+- ``count``: how many occurrences a range holds, without visiting them.
 """
 
 from jobsched.cron.expr import CronExpr

@@ -13,6 +13,7 @@ and applies Debian's DST rules where a day holds a transition:
 
 Every search is bounded: the calendar repeats every 400 years and a valid
 expression's dates recur within ~40, so after 200 years without an occurrence we stop.
+``count_between`` counts occurrences without visiting them (cron/count.py).
 """
 
 from __future__ import annotations
