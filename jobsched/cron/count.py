@@ -11,7 +11,9 @@
   years are two lookups in a 401-entry prefix table;
 * the days that hold a transition (``Zone.transitions`` finds them) are counted
   exactly, stretch by stretch, with the DST rules of expr.py, and so are the few days
-  at each end of the range, where only part of a day may be inside.
+  at each end of the range, where only part of a day may be inside. Those end days
+  read their offsets with ``Zone.day`` as next_after does; the days between read
+  them from the change list, which agrees under the same no-cancelling assumption.
 
 One instant can come from two neighbouring transition days: a fixed-time job's run at
 the end of a gap that crosses midnight. Such instants are always transition instants
