@@ -39,17 +39,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from jobsched.jobs import IntervalSchedule, Job
+from jobsched.jobs import CronSchedule, IntervalSchedule, Job
 from jobsched.transitions import unclaim
 
 log = logging.getLogger("jobsched.policies")
 
 # misfire=skip: how late an occurrence may still run when catchup_window_ms is absent.
 SKIP_GRACE_MS = 1000
-# Counting missed occurrences of a cron schedule walks them; past this many the
-# count says "at least" (a minutely job down for 70 days).
-COUNT_CAP = 100_000
-
 
 @dataclass(frozen=True, slots=True)
 class Claim:
@@ -67,7 +63,8 @@ class Claim:
 
 
 def count_between(job: Job, after: int, upto: int) -> int:
-    """How many occurrences lie in (after, upto]."""
+    """How many occurrences lie in (after, upto], in constant time per call
+    (intervals by arithmetic, cron by ``CronExpr.count_between``)."""
     if upto <= after:
         return 0
     schedule = job.schedule
@@ -78,11 +75,11 @@ def count_between(job: Job, after: int, upto: int) -> int:
         return (upto - schedule.anchor_ms) // schedule.interval_ms - (
             (lo - schedule.anchor_ms) // schedule.interval_ms
         )
-    n, t = 0, job.next_occurrence(after)
-    while t is not None and t <= upto and n < COUNT_CAP:
-        n += 1
-        t = job.next_occurrence(t)
-    return n
+    if isinstance(schedule, CronSchedule):
+        # Exact, at a cost that does not grow with the count (jobsched/cron/count.py):
+        # a minutely job a year late is one call, not 525,600 steps.
+        return schedule.expr.count_between(after, upto)
+    return 0  # a one-time job has no occurrence after its own
 
 
 def on_claim(job: Job, now: int, misfire: str | None = None) -> Claim:

@@ -206,3 +206,33 @@ def test_shutdown_puts_back_a_running_job_without_counting_an_attempt(
         assert [r.outcome for r in store.recent_runs(job.job_id)] == ["lost"]
     finally:
         store.close()
+
+
+def test_catch_up_a_year_late_counts_every_missed_occurrence_without_walking_them() -> None:
+    """300 minutely jobs executed one year late: every job runs once, and its
+    skipped count is exact (525,599), not walked one by one (which took ~100 s
+    and stopped counting at 100,000)."""
+    year_ms = 365 * DAY_MS
+    lines = [
+        json.dumps(
+            {
+                "type": "schedule_job",
+                "msg_id": i,
+                "task": "t",
+                "cron": "* * * * *",
+                "job_id": f"c{i}",
+                "current_time": "2024-01-01T00:00:30Z",
+            }
+        )
+        for i in range(300)
+    ]
+    late = T0 - T0 % 60_000 + year_ms  # any instant a year on
+    lines.append(json.dumps({"type": "execute_jobs", "msg_id": "x", "current_time": late}))
+    lines.append(json.dumps({"type": "get_job", "msg_id": "g", "job_id": "c7"}))
+    out, err, code = run_lines(lines, timeout=60)
+    assert code == 0, err[-2000:]
+    executed, info = json.loads(out[-2]), json.loads(out[-1])
+    assert executed["type"] == "jobs_executed" and executed["count"] == 300, executed
+    first_due = 1_704_067_260_000  # 2024-01-01T00:01:00Z
+    minutes = (late - first_due) // 60_000  # occurrences after the first one, up to late
+    assert info["job"]["skipped"] == minutes, info["job"]["skipped"]
