@@ -171,24 +171,30 @@ def _prepare(args: argparse.Namespace, builtins: bool) -> tuple[Store, Engine] |
 
 
 def run_node(argv: Sequence[str] | None = None, prog: str = "jobsched node") -> int:
+    from jobsched.isolation import protect_stdin, protect_stdout
+
     args = node_parser(prog).parse_args(argv)
+    # The protocol owns the real stdin and stdout: task modules and handlers
+    # (and their child processes) print to stderr and read /dev/null.
+    out, fd_in = protect_stdout(), protect_stdin()
     _setup_logging(args.log_level)
     prepared = _prepare(args, builtins=False)
     if isinstance(prepared, int):
         return prepared
     store, engine = prepared
     ctx = Context(engine, _clock(store), args.max_payload_bytes, args.node_id)
-    out = sys.stdout.buffer
     if not args.realtime:
+        # SIGINT as SIGTERM: execute_job runs handlers on this thread, where a
+        # KeyboardInterrupt would be taken for the handler's own failure.
         try:
-            return StdioNode(ctx, sys.stdin.fileno(), out).run()
+            return StdioNode(ctx, fd_in, out, sigint=True).run()
         finally:
             store.close()
     from jobsched.dispatcher import Dispatcher
     from jobsched.runner import Runner
 
     dispatcher = Dispatcher(engine, Runner(engine.registry, args.workers), poll_ms=args.poll_ms)
-    node = StdioNode(ctx, sys.stdin.fileno(), out, after_batch=dispatcher.wake, sigint=True)
+    node = StdioNode(ctx, fd_in, out, after_batch=dispatcher.wake, sigint=True)
     if args.events:
 
         def emit(body: dict[str, Any]) -> None:

@@ -15,6 +15,11 @@ Two ways to run a handler:
   bounded pool of daemon threads, coroutines on one event-loop thread, and
   reports each end through a callback. It never blocks the dispatcher.
 
+How a handler is called (whatever it raises is its failure, a forked child
+never returns into the scheduler) is ``isolation``'s. Nothing a handler does
+may stop a worker thread or the event loop, and each run is reported exactly
+once.
+
 Python cannot stop a thread: a plain handler that outlives its timeout is
 reported failed at the deadline (the caller stops waiting), but its thread
 stays busy until the function returns. Coroutines are cancelled at the deadline.
@@ -29,35 +34,33 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
+
+# Outcome and the calls of handlers live in isolation, the run counters in
+# metrics; re-exported here for the modules that import them from runner.
+from jobsched.isolation import (
+    MAX_ERROR,
+    SUCCESS,
+    Handler,
+    Outcome,
+    call,
+    call_coroutine,
+    call_with_deadline,
+    error_outcome,
+    error_text,
+    run_coroutine,
+    timeout_outcome,
+)
+from jobsched.metrics import LATENESS_BUCKETS, Metrics
 
 if TYPE_CHECKING:
     import asyncio
 
 log = logging.getLogger("jobsched.runner")
 
-Handler = Callable[[Any], Any]
 H = TypeVar("H", bound=Handler)
-MAX_ERROR = 2000
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    ok: bool
-    error: str | None = None
-    timed_out: bool = False
-
-
-SUCCESS = Outcome(True)
-
-
-def error_outcome(exc: BaseException) -> Outcome:
-    return Outcome(False, f"{type(exc).__name__}: {exc}"[:MAX_ERROR])
-
-
-def timeout_outcome(timeout_ms: int) -> Outcome:
-    return Outcome(False, f"timed out after {timeout_ms} ms", timed_out=True)
+# How long Runner.stop lets cancelled coroutines run their cleanup.
+STOP_BOUND_S = 1.0
 
 
 class TaskRegistry:
@@ -109,70 +112,10 @@ class TaskRegistry:
             return SUCCESS if not self._handlers else Outcome(False, f"no handler for {task!r}")
         payload = json.loads(payload_json)
         if inspect.iscoroutinefunction(handler):
-            return _run_coroutine(handler, payload, timeout_ms)
+            return run_coroutine(handler, payload, timeout_ms)
         if timeout_ms is None:
             return call(handler, payload)
-        return _call_with_deadline(handler, payload, timeout_ms)
-
-
-def call(handler: Handler, payload: Any) -> Outcome:
-    try:
-        result = handler(payload)
-        if inspect.isawaitable(result):  # a plain function that returned a coroutine
-            import asyncio  # imported when first needed: it costs the node ~25 ms at start
-
-            asyncio.run(_awaited(result))
-    except Exception as exc:  # a user's handler may raise anything
-        return error_outcome(exc)
-    return SUCCESS
-
-
-async def _awaited(result: Any) -> None:
-    await result
-
-
-async def _with_timeout(handler: Handler, payload: Any, timeout_ms: int | None) -> Outcome:
-    try:
-        if timeout_ms is None:
-            await handler(payload)
-        else:
-            import asyncio
-
-            await asyncio.wait_for(handler(payload), timeout_ms / 1000)
-    except TimeoutError:
-        return timeout_outcome(timeout_ms or 0)
-    except Exception as exc:
-        return error_outcome(exc)
-    return SUCCESS
-
-
-def _run_coroutine(handler: Handler, payload: Any, timeout_ms: int | None) -> Outcome:
-    import asyncio
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(_with_timeout(handler, payload, timeout_ms))
-    # Called from inside a running loop (unusual): run it on a loop of its own.
-    box: list[Outcome] = []
-    t = threading.Thread(
-        target=lambda: box.append(asyncio.run(_with_timeout(handler, payload, timeout_ms))),
-        daemon=True,
-    )
-    t.start()
-    t.join()
-    return box[0]
-
-
-def _call_with_deadline(handler: Handler, payload: Any, timeout_ms: int) -> Outcome:
-    box: list[Outcome] = []
-    t = threading.Thread(target=lambda: box.append(call(handler, payload)), daemon=True)
-    t.start()
-    t.join(timeout_ms / 1000)
-    if t.is_alive() or not box:
-        log.warning("handler %r outlived its timeout of %d ms", handler, timeout_ms)
-        return timeout_outcome(timeout_ms)
-    return box[0]
+        return call_with_deadline(handler, payload, timeout_ms)
 
 
 default_registry = TaskRegistry()
@@ -189,44 +132,91 @@ def task(name: str | None = None) -> Callable[[H], H]:
     return default_registry.task(name)
 
 
+# -- the dispatcher's runner ----------------------------------------------------
+
+# done(outcome, started): ``started`` is the wall time (epoch ms, float) the handler began.
+Done = Callable[[Outcome, float], None]
+# done(outcome, started, duration_ms) with ``submit(..., timed=True)``: the
+# duration is measured on the monotonic clock around the handler alone.
+TimedDone = Callable[[Outcome, float, float], None]
+
+
 def _wall() -> float:
     return time.time() * 1000
 
 
+class _Stopwatch:
+    """When a handler began (wall ms) and how long it ran (monotonic)."""
+
+    __slots__ = ("end", "start", "wall")
+
+    def __init__(self) -> None:
+        self.wall = 0.0
+        self.start: float | None = None
+        self.end: float | None = None
+
+    def begin(self) -> None:
+        self.wall, self.start = _wall(), time.monotonic()
+
+    def stop(self) -> None:
+        self.end = time.monotonic()
+
+    def ms(self) -> float:
+        if self.start is None:
+            return 0.0
+        return ((self.end if self.end is not None else time.monotonic()) - self.start) * 1000
+
+
 async def _timed(
-    box: list[float], handler: Handler, payload: Any, timeout_ms: int | None
+    watch: _Stopwatch, handler: Handler, payload: Any, timeout_ms: int | None
 ) -> Outcome:
-    box.append(_wall())
-    return await _with_timeout(handler, payload, timeout_ms)
+    watch.begin()
+    try:
+        return await call_coroutine(handler, payload, timeout_ms)
+    finally:
+        watch.stop()
 
 
 def _future_outcome(fut: Any) -> Outcome:
     if fut.cancelled():
         return Outcome(False, "cancelled (the event loop stopped)")
-    result: Outcome = fut.result()
+    try:
+        result: Outcome = fut.result()
+    except BaseException as exc:  # _with_timeout returns every outcome; a last guard
+        return error_outcome(exc)
     return result
 
 
-# -- the dispatcher's runner ----------------------------------------------------
+def _untimed(done: Done) -> TimedDone:
+    def report(outcome: Outcome, started: float, duration_ms: float) -> None:
+        done(outcome, started)
 
-# done(outcome, started): ``started`` is the wall time (epoch ms, float) the handler began.
-Done = Callable[[Outcome, float], None]
+    return report
+
+
+def _notify(report: TimedDone, outcome: Outcome, started: float, duration_ms: float) -> None:
+    try:
+        report(outcome, started, duration_ms)
+    except BaseException:  # the callback is ours; never let it kill a worker or the loop
+        log.exception("run callback failed")
 
 
 class Runner:
     """Runs handlers without blocking the caller: plain ones on ``workers`` daemon
-    threads, coroutines on one event-loop thread. ``done(outcome)`` is called
-    (on the worker or loop thread) when the handler's execution has ended."""
+    threads, coroutines on one event-loop thread. ``done`` is called exactly
+    once per ``submit`` (on the worker or loop thread) when the run has ended."""
 
     def __init__(self, registry: TaskRegistry, workers: int = 4) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self.registry = registry
         self.workers = workers
-        self._queue: queue.SimpleQueue[tuple[Handler, Any, Done] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Handler, Any, TimedDone] | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
         self._loop_lock = threading.Lock()
+        self._closing = False
 
     def start(self) -> None:
         for i in range(self.workers):
@@ -239,92 +229,166 @@ class Runner:
             item = self._queue.get()
             if item is None:
                 return
-            handler, payload, done = item
-            started = time.time() * 1000
-            outcome = call(handler, payload)
-            try:
-                done(outcome, started)
-            except Exception:  # the callback is ours; never let it kill a worker
-                log.exception("run callback failed")
+            handler, payload, report = item
+            watch = _Stopwatch()
+            watch.begin()
+            outcome = call(handler, payload)  # never raises
+            watch.stop()
+            _notify(report, outcome, watch.wall, watch.ms())
 
-    def submit(self, task: str, payload_json: str, timeout_ms: int | None, done: Done) -> None:
+    @overload
+    def submit(
+        self,
+        task: str,
+        payload_json: str,
+        timeout_ms: int | None,
+        done: Done,
+        *,
+        timed: Literal[False] = False,
+    ) -> None: ...
+
+    @overload
+    def submit(
+        self,
+        task: str,
+        payload_json: str,
+        timeout_ms: int | None,
+        done: TimedDone,
+        *,
+        timed: Literal[True],
+    ) -> None: ...
+
+    def submit(
+        self,
+        task: str,
+        payload_json: str,
+        timeout_ms: int | None,
+        done: Done | TimedDone,
+        *,
+        timed: bool = False,
+    ) -> None:
         """Start one run. Timeouts of plain handlers are the caller's to watch
-        (see module docstring); coroutines are cancelled here at ``timeout_ms``."""
+        (see module docstring); coroutines are cancelled here at ``timeout_ms``.
+        ``timed=True``: ``done(outcome, started_wall_ms, duration_ms)``."""
+        report = cast(TimedDone, done) if timed else _untimed(cast(Done, done))
         handler = self.registry.handler(task)
         if handler is None:
             enabled = self.registry.enabled
-            done(Outcome(False, f"no handler for {task!r}") if enabled else SUCCESS, _wall())
+            outcome = Outcome(False, f"no handler for {task!r}") if enabled else SUCCESS
+            _notify(report, outcome, _wall(), 0.0)
             return
         try:
             payload = json.loads(payload_json)
         except ValueError as exc:
-            done(error_outcome(exc), _wall())
+            _notify(report, error_outcome(exc), _wall(), 0.0)
             return
         if inspect.iscoroutinefunction(handler):
-            import asyncio
-
-            box: list[float] = []
-            fut = asyncio.run_coroutine_threadsafe(
-                _timed(box, handler, payload, timeout_ms), self._event_loop()
-            )
-            fut.add_done_callback(lambda f: done(_future_outcome(f), box[0] if box else _wall()))
+            self._submit_coroutine(handler, payload, timeout_ms, report)
             return
-        self._queue.put((handler, payload, done))
+        self._queue.put((handler, payload, report))
 
-    def _event_loop(self) -> asyncio.AbstractEventLoop:
+    def _submit_coroutine(
+        self, handler: Handler, payload: Any, timeout_ms: int | None, report: TimedDone
+    ) -> None:
         import asyncio
 
+        watch = _Stopwatch()
+        # Under the lock: once stop() has begun, nothing more reaches the loop,
+        # so every coroutine submitted is one stop() cancels and reports.
         with self._loop_lock:
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                threading.Thread(
-                    target=loop.run_forever, name="jobsched-async", daemon=True
-                ).start()
-                self._loop = loop
-            return self._loop
+            loop = None if self._closing else self._event_loop()
+            if loop is not None:
+                fut = asyncio.run_coroutine_threadsafe(
+                    _timed(watch, handler, payload, timeout_ms), loop
+                )
+        if loop is None:
+            _notify(report, Outcome(False, "cancelled (the runner stopped)"), _wall(), 0.0)
+            return
+        fut.add_done_callback(
+            lambda f: _notify(report, _future_outcome(f), watch.wall or _wall(), watch.ms())
+        )
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop thread, started on first use (called under ``_loop_lock``)."""
+        import asyncio
+
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            self._loop_thread = threading.Thread(
+                target=self._run_loop, args=(loop,), name="jobsched-async", daemon=True
+            )
+            self._loop_thread.start()
+            self._loop = loop
+        return self._loop
+
+    def _run_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        import asyncio
+
+        asyncio.set_event_loop(loop)
+        while not self._closing:
+            try:
+                loop.run_forever()
+            except BaseException as exc:
+                # asyncio lets SystemExit and KeyboardInterrupt out of a task the
+                # handler started itself; the other handlers' runs go on.
+                log.error("a task started by a handler raised %s; loop goes on", error_text(exc))
+        _close_loop(loop)
 
     def stop(self) -> None:
         """Let idle workers exit; busy ones end with their handler (daemon threads
-        never hold the process up)."""
+        never hold the process up). Coroutines still running are cancelled and
+        get up to ``STOP_BOUND_S`` to handle it; their runs are reported."""
         for _ in self._threads:
             self._queue.put(None)
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
+        with self._loop_lock:
+            self._closing = True
+            loop, thread = self._loop, self._loop_thread
+        if loop is not None and thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(STOP_BOUND_S + 1.0)
 
 
-# -- metrics of runs ------------------------------------------------------------
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel the loop's tasks and run it until they have handled that (their
+    ``finally`` blocks), at most ``STOP_BOUND_S``, then close it. A pending task
+    left to the garbage collector would log "Task was destroyed but it is pending!"."""
+    import asyncio
 
-# Dispatch lateness buckets, seconds (Prometheus histogram upper bounds).
-LATENESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+    cancelled: set[asyncio.Task[Any]] = set()
+    end = time.monotonic() + STOP_BOUND_S
+    while (left := end - time.monotonic()) > 0:
+        tasks = asyncio.all_tasks(loop)
+        if not tasks:
+            break
+        for t in tasks - cancelled:  # once: a second cancel would cut its cleanup short
+            t.cancel()
+        cancelled |= tasks
+        try:
+            loop.run_until_complete(asyncio.wait(tasks, timeout=left))
+        except BaseException as exc:  # a handler's cleanup raised SystemExit, say
+            log.error("while cancelling handlers: %s", error_text(exc))
+    try:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    except BaseException as exc:
+        log.error("while closing async generators: %s", error_text(exc))
+    loop.close()
 
 
-class Metrics:
-    """Counters of this process's real-time runs, read by ``/metrics``."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.runs: dict[str, int] = {"succeeded": 0, "failed": 0, "timed_out": 0, "lost": 0}
-        self.retries = 0
-        self.skipped = 0
-        self.buckets = [0] * len(LATENESS_BUCKETS)
-        self.lateness_sum = 0.0
-        self.lateness_count = 0
-
-    def run(self, outcome: str, retry: bool = False) -> None:
-        with self.lock:
-            self.runs[outcome] = self.runs.get(outcome, 0) + 1
-            self.retries += retry
-
-    def skip(self, n: int) -> None:
-        with self.lock:
-            self.skipped += n
-
-    def lateness(self, ms: float) -> None:
-        seconds = max(ms, 0.0) / 1000
-        with self.lock:
-            self.lateness_sum += seconds
-            self.lateness_count += 1
-            for i, bound in enumerate(LATENESS_BUCKETS):
-                if seconds <= bound:
-                    self.buckets[i] += 1
-                    break
+__all__ = [
+    "LATENESS_BUCKETS",
+    "MAX_ERROR",
+    "SUCCESS",
+    "Done",
+    "Handler",
+    "Metrics",
+    "Outcome",
+    "Runner",
+    "TaskRegistry",
+    "TimedDone",
+    "call",
+    "default_registry",
+    "error_outcome",
+    "error_text",
+    "task",
+    "timeout_outcome",
+]

@@ -36,6 +36,8 @@ RANKS = {
     "policies": 1,
     # 2: user code, and the store interface
     "runner": 2,
+    "isolation": 2,
+    "metrics": 2,
     "stores": 2,
     "stores.base": 2,
     "stores.migrate": 2,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import queue
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -181,3 +183,156 @@ def test_webhook_non_2xx_and_refused_connections_are_failures(hook_url: str) -> 
         webhook({"url": "http://127.0.0.1:9/closed", "timeout_ms": 2000})
     with pytest.raises(WebhookError, match=r"payload\.url"):
         webhook({"url": "file:///etc/passwd"})
+
+
+# -- what a handler cannot do to the runner ---------------------------------------
+
+
+def _collect(runner: Runner, tasks: list[str]) -> dict[str, list[Outcome]]:
+    """Submit each task once; wait until each reported; every report, by task."""
+    seen: dict[str, list[Outcome]] = {t: [] for t in tasks}
+    ended = threading.Semaphore(0)
+
+    def done_for(task: str) -> Any:
+        def done(outcome: Outcome, started: float) -> None:
+            seen[task].append(outcome)
+            ended.release()
+
+        return done
+
+    for task in tasks:
+        runner.submit(task, "{}", None, done_for(task))
+    for _ in tasks:
+        assert ended.acquire(timeout=WAIT)
+    return seen
+
+
+def test_base_exceptions_fail_the_run_and_every_worker_survives() -> None:
+    reg = TaskRegistry()
+    reg.register("exit", lambda payload: sys.exit(2))
+
+    @reg.task("interrupt")
+    def interrupt(payload: Any) -> None:
+        raise KeyboardInterrupt
+
+    @reg.task("async-exit")
+    async def async_exit(payload: Any) -> None:
+        raise SystemExit("async bye")
+
+    strays: list[asyncio.Task[None]] = []
+
+    @reg.task("stray")
+    async def stray(payload: Any) -> None:
+        async def die() -> None:
+            raise SystemExit(4)
+
+        strays.append(asyncio.get_running_loop().create_task(die()))
+        await asyncio.sleep(0.02)
+
+    reg.register("ok", lambda payload: None)
+
+    @reg.task("async-ok")
+    async def async_ok(payload: Any) -> None:
+        pass
+
+    runner = Runner(reg, workers=1)  # one worker: it must outlive both failures
+    runner.start()
+    try:
+        seen = _collect(runner, ["exit", "interrupt", "async-exit", "stray", "ok", "async-ok"])
+        time.sleep(0.05)  # a second report would come now
+    finally:
+        runner.stop()
+    assert seen == {
+        "exit": [Outcome(False, "SystemExit: 2")],
+        "interrupt": [Outcome(False, "KeyboardInterrupt")],
+        "async-exit": [Outcome(False, "SystemExit: async bye")],
+        "stray": [Outcome(True)],
+        "ok": [Outcome(True)],
+        "async-ok": [Outcome(True)],
+    }
+    # Retrieved: otherwise its traceback is logged whenever it is garbage
+    # collected, and on 3.11 that can land inside pytest's own ast.parse.
+    assert isinstance(strays[0].exception(), SystemExit)
+
+
+def test_a_done_callback_that_raises_does_not_kill_the_worker() -> None:
+    reg = TaskRegistry()
+    reg.register("ok", lambda payload: None)
+    runner = Runner(reg, workers=1)
+    runner.start()
+    try:
+
+        def bad_done(outcome: Outcome, started: float) -> None:
+            raise SystemExit("from the callback")
+
+        runner.submit("ok", "{}", None, bad_done)
+        assert _submit(runner, "ok").ok
+    finally:
+        runner.stop()
+
+
+def test_timed_reports_wall_start_and_monotonic_duration() -> None:
+    reg = TaskRegistry()
+    reg.register("nap", lambda payload: time.sleep(0.05))
+
+    @reg.task("async-nap")
+    async def async_nap(payload: Any) -> None:
+        await asyncio.sleep(0.05)
+
+    box: queue.SimpleQueue[tuple[Outcome, float, float]] = queue.SimpleQueue()
+    runner = Runner(reg, workers=1)
+    runner.start()
+    try:
+        for task, least in (("nap", 50.0), ("async-nap", 50.0), ("unknown", 0.0)):
+            before = time.time() * 1000
+            runner.submit(task, "{}", None, lambda o, s, d: box.put((o, s, d)), timed=True)
+            outcome, started, duration = box.get(timeout=WAIT)
+            assert before - 1 <= started <= time.time() * 1000, task
+            assert least <= duration < 5000, (task, duration)
+            assert outcome.ok == (task != "unknown")
+    finally:
+        runner.stop()
+
+
+def test_stop_cancels_coroutines_and_lets_them_clean_up() -> None:
+    reg, cleaned = TaskRegistry(), threading.Event()
+
+    @reg.task("forever")
+    async def forever(payload: Any) -> None:
+        try:
+            await asyncio.sleep(WAIT)
+        finally:
+            await asyncio.sleep(0)  # cleanup that itself awaits
+            cleaned.set()
+
+    runner = Runner(reg, workers=1)
+    runner.start()
+    box: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+    runner.submit("forever", "{}", None, lambda outcome, started: box.put(outcome))
+    time.sleep(0.05)
+    runner.stop()
+    assert cleaned.is_set()
+    assert box.get(timeout=WAIT) == Outcome(False, "cancelled (the event loop stopped)")
+    runner.submit("forever", "{}", None, lambda outcome, started: box.put(outcome))
+    assert box.get(timeout=WAIT) == Outcome(False, "cancelled (the runner stopped)")
+
+
+def test_exception_text_is_safe_whatever_the_exception_holds() -> None:
+    class NoText(Exception):
+        def __str__(self) -> str:
+            raise SystemExit("not even this")
+
+    reg = TaskRegistry()
+
+    @reg.task("no-text")
+    def no_text(payload: Any) -> None:
+        raise NoText()
+
+    @reg.task("odd")
+    def odd(payload: Any) -> None:
+        raise ValueError("\udcff\x00" + "y" * 3000)
+
+    assert reg.run("no-text", "{}") == Outcome(False, "NoText")
+    error = reg.run("odd", "{}").error or ""
+    assert error.startswith("ValueError: \\udcff\\x00yyy") and len(error) == 2000
+    error.encode("utf-8")  # storable and sendable
