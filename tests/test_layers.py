@@ -48,6 +48,7 @@ RANKS = {
     "stores.memory": 3,
     "stores.sqlite": 3,
     "stores.sqlite_schema": 3,
+    "stores.sqlite_conn": 3,
     "stores.postgres": 3,
     "stores.postgres_conn": 3,
     "stores.postgres_listen": 3,

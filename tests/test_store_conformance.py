@@ -133,6 +133,62 @@ def test_get_of_an_unknown_id_is_none(store: Store) -> None:
     assert store.get("nope") is None
 
 
+# -- bulk insert and read -----------------------------------------------------
+
+
+def test_insert_many_assigns_increasing_seqs_in_list_order(make_store: Factory) -> None:
+    a, b = make_store(), make_store()
+    a.insert(job("before"))
+    batch = [job(f"b{i}", due=T0 + (7 - i) % 3, task=f"t{i % 2}") for i in range(1200)]
+    stored = a.insert_many(batch)
+    seqs = [j.seq for j in stored]
+    assert ids(stored) == ids(batch)
+    assert seqs == sorted(seqs) and len(set(seqs)) == 1200
+    assert seqs[0] > a.get("before").seq  # type: ignore[union-attr]
+    assert a.insert(job("after")).seq > seqs[-1]
+    assert ids(list(b.iter_all())) == ["before", *ids(batch), "after"]
+    assert b.get("b7") == stored[7]
+    assert a.insert_many([]) == []
+
+
+def test_insert_many_with_a_taken_id_stores_none_and_names_the_first(store: Store) -> None:
+    store.insert(job("taken-2"))
+    store.insert(job("taken-1"))
+    batch = [job("new-a"), job("taken-1"), job("new-b"), job("taken-2")]
+    with pytest.raises(JobExists) as err:
+        store.insert_many(batch)
+    assert err.value.job_id == "taken-1"
+    assert ids(list(store.iter_all())) == ["taken-2", "taken-1"]
+    with pytest.raises(JobExists) as err:
+        store.insert_many([job("x"), job("y"), job("x"), job("y")])
+    assert err.value.job_id == "x"
+    assert store.get("y") is None and store.counts() == {S.SCHEDULED: 2}
+    assert ids(store.insert_many([job("x"), job("y")])) == ["x", "y"]
+
+
+def test_a_failed_insert_many_leaves_the_enclosing_block_going(store: Store) -> None:
+    with store.transaction():
+        store.insert(job("first"))
+        with pytest.raises(JobExists):
+            store.insert_many([job("second"), job("first")])
+        store.insert_many([job("third")])
+    assert ids(list(store.iter_all())) == ["first", "third"]
+    with pytest.raises(KeyError), store.transaction():
+        store.insert_many([job("undone")])
+        raise KeyError
+    assert store.get("undone") is None
+    assert ids(store.claim_due(T0, 10, "me", T0 + 9)) == ["first", "third"]
+
+
+def test_get_many_returns_the_stored_jobs_among_the_ids(make_store: Factory) -> None:
+    a, b = make_store(), make_store()
+    stored = a.insert_many([job(f"g{i}") for i in range(700)])
+    wanted = [f"g{i}" for i in range(0, 700, 3)] + ["missing", "g1"]
+    got = b.get_many(wanted)
+    assert got == {j.job_id: j for j in stored if j.job_id in wanted}
+    assert b.get_many([]) == {}
+
+
 # -- guarded replace --------------------------------------------------------
 
 
@@ -425,6 +481,7 @@ def _lived(store: Store) -> tuple[object, ...]:
 def _write_everything(store: Store, tag: str) -> None:
     """One write of every kind: insert, replace, claim, lease, run record."""
     store.insert(job(f"{tag}-new", due=T0 - 100))
+    store.insert_many([job(f"{tag}-bulk-1"), job(f"{tag}-bulk-2", due=T0 - 200)])
     old = store.get("sched")
     assert old is not None
     assert store.replace(old.evolve(due_at=T0 - 50, attempts=old.attempts + 1), S.SCHEDULED)
@@ -529,6 +586,18 @@ def test_a_wakeup_listener_can_be_woken_from_another_thread(store: Store) -> Non
     started = time.monotonic()
     assert store.wait_for_wakeup(30)
     assert time.monotonic() - started < 10
+
+
+def test_a_wakeup_listener_is_woken_by_another_handles_commit(make_store: Factory) -> None:
+    listener, writer = make_store(), make_store()
+    if not isinstance(listener, WakeupListener):
+        return
+    assert not listener.wait_for_wakeup(0)
+    assert not listener.wait_for_wakeup(0.1)  # nothing was written
+    threading.Timer(0.05, lambda: writer.insert_many([job("soon", due=T0)])).start()
+    started = time.monotonic()
+    assert listener.wait_for_wakeup(30)
+    assert time.monotonic() - started < 5
 
 
 def test_membership_lists_the_nodes_seen_and_the_jobs_they_hold(store: Store) -> None:

@@ -41,15 +41,16 @@ Promises:
 
 Optional capabilities are declared, not probed: a store that has one inherits
 its mixin below (``ClusterClock``, ``WakeupListener``, ``Membership``), and
-callers test ``isinstance(store, WakeupListener)``. Only the PostgreSQL store
-has them today.
+callers test ``isinstance(store, WakeupListener)``. The PostgreSQL store has
+all three; the SQLite store is a ``WakeupListener`` too (it notices other
+connections' commits by polling ``PRAGMA data_version``).
 """
 
 from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -103,8 +104,25 @@ class Store(ABC):
         Raises ``JobExists`` if the id is taken (and changes nothing)."""
 
     @abstractmethod
+    def insert_many(self, jobs: Sequence[Job]) -> list[Job]:
+        """Store new jobs, all or none; return them with their ``seq`` assigned
+        (increasing in list order). Raises ``JobExists`` naming the first job, in
+        list order, whose id is taken (by a stored job or by an earlier job of
+        the list), and then stores none of them."""
+
+    @abstractmethod
     def get(self, job_id: str) -> Job | None:
         """The job with this id, or None."""
+
+    def get_many(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        """The stored jobs among these ids, by id (ids that name no job are left
+        out). SQL stores read them in a few statements, not one per id."""
+        found = {}
+        for job_id in job_ids:
+            job = self.get(job_id)
+            if job is not None:
+                found[job_id] = job
+        return found
 
     @abstractmethod
     def replace(self, job: Job, expect_state: JobState, expect_owner: str | None = None) -> bool:
@@ -194,6 +212,17 @@ class Store(ABC):
             if len(page) < 1000:
                 return
             after = page[-1].job_id
+
+
+def first_taken(jobs: Sequence[Job], stored: set[str]) -> str | None:
+    """For ``insert_many``'s JobExists: the first job id, in list order, that is
+    among ``stored`` or repeats an earlier job of the list; None if none does."""
+    seen: set[str] = set()
+    for job in jobs:
+        if job.job_id in stored or job.job_id in seen:
+            return job.job_id
+        seen.add(job.job_id)
+    return None
 
 
 class ClusterClock(ABC):

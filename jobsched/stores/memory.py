@@ -26,6 +26,7 @@ import heapq
 import itertools
 import threading
 from collections import deque
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -86,6 +87,13 @@ class MemoryStore(Store):
             self._jobs[job.job_id] = job
             self._track(None, job)
             return job
+
+    def insert_many(self, jobs: Sequence[Job]) -> list[Job]:
+        # One block: a taken id undoes the inserts before it (the undo log).
+        with self._blocks:
+            for job in jobs:
+                self.insert(job)
+        return list(jobs)
 
     def get(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)

@@ -11,6 +11,11 @@ commit and rollback are ``sql_tx``'s, shared with the PostgreSQL store.
 
 Each thread gets its own connection (the real-time dispatcher calls from
 another thread than the stdio loop); SQLite's locks order them like processes.
+
+Beyond the Store interface: ``WakeupListener`` (a sleeping dispatcher notices
+other connections' commits, by polling ``PRAGMA data_version``), and
+``borrow(conn)``, which runs this thread's calls inside the application's own
+open transaction on its ``sqlite3.Connection`` (see ``sqlite_conn``).
 """
 
 from __future__ import annotations
@@ -19,14 +24,18 @@ import logging
 import os
 import sqlite3
 import threading
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from typing import NoReturn
 
 from jobsched.errors import JobExists, JobschedError, Unavailable
 from jobsched.jobs import Job, JobState
-from jobsched.stores.base import RECENT_RUNS, RunRecord, Store
-from jobsched.stores.sql_tx import Block, Transactions, TxState
+from jobsched.stores.base import RECENT_RUNS, RunRecord, Store, first_taken
+from jobsched.stores.sql_tx import Block, Transactions
+from jobsched.stores.sqlite_conn import Conn as _Conn
+from jobsched.stores.sqlite_conn import DataVersionWakeups, borrowed, describe, refusal, rollback
+from jobsched.stores.sqlite_conn import Use as _Use
+from jobsched.stores.sqlite_conn import is_fault as _is_fault
 from jobsched.stores.sqlite_schema import (
     COLUMNS,
     SELECT,
@@ -67,42 +76,8 @@ _CLAIM = (
 )
 _FINAL = "('completed', 'dead', 'cancelled')"
 
-# What an operator should read for each SQLite primary result code.
-_CAUSES = {
-    "SQLITE_BUSY": "the database is locked by another connection",
-    "SQLITE_LOCKED": "the database is locked by another connection",
-    "SQLITE_READONLY": "the database file is read-only",
-    "SQLITE_FULL": "the disk is full",
-    "SQLITE_IOERR": "a disk I/O error occurred",
-    "SQLITE_CANTOPEN": "the database file cannot be opened",
-    "SQLITE_CORRUPT": "the database file is corrupt",
-    "SQLITE_NOTADB": "the file is not a SQLite database",
-    "SQLITE_NOMEM": "out of memory",
-}
 
-
-def describe(exc: sqlite3.Error) -> str:
-    """The operator's reading of a SQLite error, with SQLite's own words after it."""
-    name = getattr(exc, "sqlite_errorname", None) or ""
-    primary = "_".join(name.split("_")[:2])  # SQLITE_IOERR_WRITE -> SQLITE_IOERR
-    cause = _CAUSES.get(primary)
-    return f"{cause} ({exc})" if cause else str(exc)
-
-
-def _is_fault(exc: BaseException) -> bool:
-    """SQLite faults of the environment (not bugs in our SQL): answered with 11."""
-    return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
-
-
-@dataclass(slots=True)
-class _Conn(TxState):
-    """One thread's connection and where it is in a transaction."""
-
-    db: sqlite3.Connection = field(kw_only=True)
-    read_only: str | None = None  # why this transaction could only get a read lock
-
-
-class SQLiteStore(Store, Transactions[_Conn]):
+class SQLiteStore(Store, Transactions[_Conn], DataVersionWakeups):
     tx_errors = sqlite3.Error
     tx_doomed = "the transaction was rolled back"
     tx_commit_failed = "the commit failed"
@@ -123,6 +98,7 @@ class SQLiteStore(Store, Transactions[_Conn]):
         self._tls = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
+        self._init_wakeups()
         check_header(path)
         try:
             conn = self._local()
@@ -131,7 +107,7 @@ class SQLiteStore(Store, Transactions[_Conn]):
         except (sqlite3.DatabaseError, Unavailable) as exc:
             self.close()
             cause = exc if isinstance(exc, sqlite3.Error) else exc.__cause__
-            raise _refusal(path, cause if isinstance(cause, sqlite3.Error) else None) from exc
+            raise refusal(path, cause if isinstance(cause, sqlite3.Error) else None) from exc
         except BaseException:
             self.close()
             raise
@@ -152,6 +128,17 @@ class SQLiteStore(Store, Transactions[_Conn]):
         db.execute("PRAGMA cache_size = -32768")  # 32 MiB of page cache per connection
         db.execute("PRAGMA temp_store = MEMORY")
         return db
+
+    def _wait_connection(self) -> sqlite3.Connection:
+        db = self._connect()
+        with self._all_lock:
+            self._all.append(db)
+        return db
+
+    def borrow(self, db: sqlite3.Connection) -> AbstractContextManager[None]:
+        """Run this thread's calls on the application's connection ``db``, inside
+        its open transaction, in a savepoint (``sqlite_conn.borrowed``)."""
+        return borrowed(self, db)
 
     def _local(self) -> _Conn:
         conn: _Conn | None = getattr(self._tls, "conn", None)
@@ -191,7 +178,7 @@ class SQLiteStore(Store, Transactions[_Conn]):
         conn.db.execute("COMMIT")
 
     def _tx_rollback(self, conn: _Conn) -> None:
-        _rollback(conn.db)
+        rollback(conn.db)
 
     def _tx_control(self, conn: _Conn, sql: str) -> None:
         try:
@@ -230,6 +217,7 @@ class SQLiteStore(Store, Transactions[_Conn]):
             except sqlite3.Error:  # closing is best effort
                 log.warning("closing %s failed", self.path, exc_info=True)
         self._tls = threading.local()
+        self._wait_db = None
 
     # -- jobs -----------------------------------------------------------------
 
@@ -244,10 +232,37 @@ class SQLiteStore(Store, Transactions[_Conn]):
         job.seq = seq
         return job
 
+    def insert_many(self, jobs: Sequence[Job]) -> list[Job]:
+        if not jobs:
+            return []
+        stamp = self.clock()
+        rows = [(*job_to_row(job), stamp) for job in jobs]
+        try:
+            # A block of its own (a savepoint inside the caller's): a taken id undoes the rest.
+            with self.transaction(), self._use(True) as db:
+                db.executemany(_INSERT, rows)
+                # The write lock is held and seq is AUTOINCREMENT: the batch's
+                # seqs are consecutive, ending at the last rowid.
+                last = db.execute("SELECT last_insert_rowid()").fetchone()[0]
+        except sqlite3.IntegrityError:
+            # Looked up once the block is undone, so that no row of this batch counts.
+            taken = first_taken(jobs, set(self.get_many([job.job_id for job in jobs])))
+            if taken is None:  # another constraint: a bug, not a taken id
+                raise
+            raise JobExists(taken) from None
+        for seq, job in enumerate(jobs, last - len(jobs) + 1):
+            job.seq = seq
+        return list(jobs)
+
     def get(self, job_id: str) -> Job | None:
         with self._use(False) as db:
             row = db.execute(f"SELECT {SELECT} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         return None if row is None else job_from_row(row)
+
+    def get_many(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        with self._use(False) as db:
+            rows = _in_chunks(db, f"SELECT {SELECT} FROM jobs", job_ids)
+        return {job.job_id: job for job in map(job_from_row, rows)}
 
     def replace(self, job: Job, expect_state: JobState, expect_owner: str | None = None) -> bool:
         values = (*job_to_row(job)[1:], self.clock(), job.job_id, expect_state.value)
@@ -344,59 +359,15 @@ class SQLiteStore(Store, Transactions[_Conn]):
             return db.total_changes - before
 
 
-class _Use:
-    """The connection for one store call: inside the caller's transaction, or
-    (for a write) in a transaction of its own; reads outside one autocommit.
-    SQLite faults leave it as Unavailable."""
-
-    __slots__ = ("block", "conn", "store", "write")
-
-    def __init__(self, store: SQLiteStore, write: bool) -> None:
-        self.store, self.write = store, write
-        self.block: Block[_Conn] | None = None
-
-    def __enter__(self) -> sqlite3.Connection:
-        store = self.store
-        conn = self.conn = store._local()
-        if conn.depth == 0 and self.write:
-            self.block = Block(store, conn)
-            self.block.__enter__()
-        try:
-            store._check(conn, self.write)
-        except Unavailable as exc:
-            if self.block is not None:
-                self.block.__exit__(Unavailable, exc, None)
-            raise
-        return conn.db
-
-    def __exit__(self, kind: type[BaseException] | None, exc: object, tb: object) -> None:
-        error = exc if isinstance(exc, BaseException) else None
-        if isinstance(exc, sqlite3.Error):
-            try:
-                self.store._fault(self.conn, exc)
-            except BaseException as translated:
-                error = translated
-        if self.block is not None:
-            self.block.__exit__(None if error is None else type(error), error, None)
-        if error is not None and error is not exc:
-            raise error from exc if isinstance(exc, BaseException) else None
+# Bound parameters per statement: far below SQLite's limit (32,766).
+_CHUNK = 500
 
 
-def _refusal(path: str, exc: sqlite3.Error | None) -> JobschedError:
-    """Why the file cannot be used, in words that say what to do about it."""
-    name = getattr(exc, "sqlite_errorname", None) or ""
-    text = "unknown error" if exc is None else describe(exc)
-    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or type(exc) is sqlite3.DatabaseError:
-        return JobschedError(
-            f"{path} is corrupt or not a SQLite database ({text}); refusing to use it: "
-            "restore a backup (see docs/operations.md) or point --db at a new file"
-        )
-    return JobschedError(f"cannot open {path}: {text}")
-
-
-def _rollback(db: sqlite3.Connection) -> None:
-    if db.in_transaction:
-        try:
-            db.execute("ROLLBACK")
-        except sqlite3.Error:  # the connection is broken; SQLite undoes it on reopen
-            log.warning("rollback failed", exc_info=True)
+def _in_chunks(db: sqlite3.Connection, select: str, ids: Sequence[str]) -> list[tuple[object, ...]]:
+    """The rows of ``select ... WHERE job_id IN (ids)``, a chunk of ids at a time."""
+    rows: list[tuple[object, ...]] = []
+    for at in range(0, len(ids), _CHUNK):
+        part = ids[at : at + _CHUNK]
+        sql = f"{select} WHERE job_id IN ({', '.join('?' * len(part))})"
+        rows.extend(db.execute(sql, part).fetchall())
+    return rows
