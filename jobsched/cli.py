@@ -194,7 +194,8 @@ def run_node(argv: Sequence[str] | None = None, prog: str = "jobsched node") -> 
     from jobsched.runner import Runner
 
     dispatcher = Dispatcher(engine, Runner(engine.registry, args.workers), poll_ms=args.poll_ms)
-    node = StdioNode(ctx, fd_in, out, after_batch=dispatcher.wake, sigint=True)
+    # The dispatcher runs the maintenance (rescue, heartbeat, retention).
+    node = StdioNode(ctx, fd_in, out, after_batch=dispatcher.wake, sigint=True, maintain=False)
     if args.events:
 
         def emit(body: dict[str, Any]) -> None:

@@ -107,7 +107,7 @@ class Dispatcher:
         self._listener = self.store if isinstance(self.store, WakeupListener) else None
         self.maintenance = Maintenance(engine, self.owner, self._on_rescued, heartbeat=True)
         self._s = _State()
-        self._done: queue.SimpleQueue[tuple[Run, Outcome, float]] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[tuple[Run, Outcome, float, float]] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._stopping = False
         self._grace_until: float | None = None
@@ -230,10 +230,11 @@ class Dispatcher:
         s = self._s
         while True:
             try:
-                run, outcome, started = self._done.get_nowait()
+                run, outcome, started, duration_ms = self._done.get_nowait()
             except queue.Empty:
                 return
             s.busy -= 1
+            run.duration_ms = duration_ms
             run.started = run.submitted + max(started - run.submitted_wall, 0.0)
             self.metrics.lateness(started - run.due)
             if run.finished:
@@ -314,11 +315,11 @@ class Dispatcher:
         self._s.busy += 1
         self._emit("started", job, decision.due, now, lateness_ms=now - decision.due)
 
-        def done(outcome: Outcome, started: float) -> None:
-            self._done.put((run, outcome, started))
+        def done(outcome: Outcome, started: float, duration_ms: float) -> None:
+            self._done.put((run, outcome, started, duration_ms))
             self.wake()
 
-        self.runner.submit(job.task, job.payload_json, timeout, done)
+        self.runner.submit(job.task, job.payload_json, timeout, done, timed=True)
 
     def _note_skip(self, job: Job, n: int, reason: str, now: int) -> None:
         """The engine recorded and logged the skip; count it and tell the events."""

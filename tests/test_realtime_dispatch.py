@@ -27,6 +27,7 @@ from jobsched.timefmt import now_ms
 from tests.backend_postgres import database
 from tests.harness import NodeProcess
 
+T0_MS = 1_705_309_200_000
 BOUND_S = 5.0  # "on time" means tens of ms; this only catches "never"
 
 
@@ -177,3 +178,54 @@ def test_realtime_node_with_events_reports_each_run() -> None:
     assert [b["event"] for b in bodies] == ["started", "succeeded"]
     assert all(b["type"] == "run_event" and b["job_id"] == "b" and b["task"] == "t" for b in bodies)
     assert bodies[0]["due_at"] == reply["scheduled_at"]
+
+
+def test_run_event_durations_are_never_negative_on_fast_runs() -> None:
+    durations = _fast_run_durations(NodeProcess("--realtime", "--events"), 40)
+    assert len(durations) == 40
+    assert min(durations) >= 0, sorted(durations)[:5]
+
+
+def test_duration_is_the_handlers_own_time_whatever_the_dispatchers_clock() -> None:
+    """duration_ms is measured around the handler on a monotonic clock. It was
+    the dispatcher's clock at collection minus the worker's wall start carried
+    onto that clock: with a clock that lags the wall (an injected clock, the
+    database's clock, a step whose "now" was read before the outcome arrived)
+    it came out negative."""
+    registry = TaskRegistry()
+
+    @registry.task("nap")
+    def nap(payload: object) -> None:
+        time.sleep(0.02)
+
+    engine = Engine(MemoryStore(), registry)
+    engine.schedule(ScheduleSpec(task="nap", payload_json="{}"), T0_MS)
+    events: list[dict[str, Any]] = []
+    dispatcher = Dispatcher(engine, Runner(registry, 1), clock=lambda: T0_MS, events=events.append)
+    dispatcher.runner.start()
+    try:
+        dispatcher.run_until_idle(T0_MS)
+    finally:
+        dispatcher.runner.stop()
+    ended = [e for e in events if e["event"] == "succeeded"]
+    assert len(ended) == 1
+    assert 20 <= ended[0]["duration_ms"] < 2000, ended[0]
+
+
+def _fast_run_durations(node: NodeProcess, n: int) -> list[float]:
+    durations: list[float] = []
+    try:
+        assert node.proc.stdin is not None and node.proc.stdout is not None
+        for i in range(n):
+            body = {**_schedule(5 + i % 7, f"d{i}"), "msg_id": i}
+            line = json.dumps({"src": "c", "dest": "s", "body": body})
+            node.proc.stdin.write(line.encode() + b"\n")
+        node.proc.stdin.flush()
+        deadline = time.monotonic() + BOUND_S
+        while len(durations) < n and time.monotonic() < deadline:
+            body = json.loads(node.proc.stdout.readline())["body"]
+            if body.get("event") == "succeeded":
+                durations.append(body["duration_ms"])
+    finally:
+        assert node.close() == 0
+    return durations
