@@ -230,15 +230,40 @@ def serve_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--token",
-        default=os.environ.get("JOBSCHED_TOKEN") or None,
+        default=os.environ.get("JOBSCHED_TOKEN"),
         help="require 'Authorization: Bearer TOKEN' on every route but /healthz "
-        "(default: $JOBSCHED_TOKEN)",
+        "(default: $JOBSCHED_TOKEN; an empty token is refused)",
     )
     p.add_argument(
         "--max-body-bytes",
         type=int,
         default=1 << 20,
         help="largest request body (default 1 MiB); larger ones get 413",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=512,
+        help="open connections at most (default 512, lowered to fit the open-file limit); "
+        "past it the longest-waiting idle or slow one is closed, else 503",
+    )
+    p.add_argument(
+        "--request-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a request's line, headers and body may take to arrive (default 10); then 408",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a keep-alive connection may wait for its next request (default 30)",
+    )
+    p.add_argument(
+        "--http-threads",
+        type=int,
+        default=16,
+        help="requests served at once (default 16); more wait for a thread",
     )
     return p
 
@@ -256,6 +281,8 @@ def run_serve(argv: Sequence[str] | None = None) -> int:
     log = logging.getLogger("jobsched.serve")
     try:
         host, port = _listen_address(args.listen)
+        if args.token is not None and not args.token.strip():  # it would let everyone in
+            raise ValueError("the token (--token, $JOBSCHED_TOKEN) is empty: unset it for none")
     except ValueError as exc:
         print(f"jobsched: {exc}", file=sys.stderr)
         return 2
@@ -263,21 +290,22 @@ def run_serve(argv: Sequence[str] | None = None) -> int:
     if isinstance(prepared, int):
         return prepared
     store, engine = prepared
+    import time
+
     from jobsched.dispatcher import Dispatcher
     from jobsched.runner import Runner
-    from jobsched.server import Service, make_server
+    from jobsched.server import Limits, Service, make_server
 
     ctx = Context(engine, _clock(store), args.max_payload_bytes, args.node_id)
     dispatcher = Dispatcher(engine, Runner(engine.registry, args.workers), poll_ms=args.poll_ms)
     service = Service(ctx, args.token, args.max_body_bytes, dispatcher.metrics, dispatcher.wake)
+    limits = (args.max_connections, args.request_timeout, args.idle_timeout, args.http_threads)
     try:
-        server = make_server(service, host, port)
-    except OSError as exc:
+        server = make_server(service, host, port, Limits(*limits))
+    except (OSError, JobschedError) as exc:
         print(f"jobsched: cannot listen on {args.listen}: {exc}", file=sys.stderr)
         store.close()
         return 2
-    if host not in ("127.0.0.1", "localhost", "::1") and not args.token:
-        log.warning("listening on %s without --token: anyone who can reach it may run jobs", host)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -289,10 +317,12 @@ def run_serve(argv: Sequence[str] | None = None) -> int:
     print(f"jobsched: listening on http://{host}:{bound}", file=sys.stderr, flush=True)
     while not stop.wait(3600):
         pass
+    dispatcher.stop_claims()  # before the line below says so, and before the HTTP side stops
     log.info("shutting down: no new requests or claims; %.1f s for running handlers", args.grace)
     server.shutdown()
+    end = time.monotonic() + args.grace
     dispatcher.stop(args.grace)
-    server.server_close()
+    server.server_close(end - time.monotonic())  # requests still running handlers: same grace
     store.close()
     return 0
 

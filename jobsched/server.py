@@ -1,59 +1,65 @@
 """The HTTP service: the protocol over HTTP, plus resource routes and metrics.
 
-Standard library only (``http.server.ThreadingHTTPServer``), see docs/service.md
-for why. ``Service.handle`` maps one request to one response and knows nothing
-of sockets; ``_Handler`` is the thin http.server adapter around it.
+Standard library only, see docs/service.md for why. ``Service.handle`` maps
+one request to one response and knows nothing of sockets; the socket side
+(connections, limits, timeouts) is ``jobsched.http_server``, the HTTP framing
+``jobsched.http_conn``.
 
 Every route goes through the protocol's own code (``jobsched.wire.handle``),
 so validation, replies and error codes are the stdio node's, byte for byte.
-A request that may change something runs inside one store transaction and is
-answered only after the commit; an error rolls its own writes back.
+A request that may change something runs inside one store transaction; its
+reply is encoded before the commit (a reply that cannot be encoded rolls the
+request back) and sent after it; an error rolls its own writes back. Messages
+that run users' handlers (``messages.RUNS_USER_CODE``) are the exception: user
+code never runs inside a transaction of ours, which would hold the store's
+write lock for as long as the handler takes; the engine commits the claim and
+the outcome itself.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import json
 import logging
 import re
+import resource
 from collections.abc import Callable
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from jobsched.errors import JobschedError
-from jobsched.messages import Context
+from jobsched.http_conn import JSON, Response, error
+from jobsched.http_server import HttpServer, Limits
+from jobsched.jsonfast import dumps, loads
+from jobsched.messages import READ_ONLY, RUNS_USER_CODE, Context
 from jobsched.runner import LATENESS_BUCKETS, Metrics
-from jobsched.wire import Pending, handle
+from jobsched.wire import Pending, handle, unavailable
 
+__all__ = ["JSON", "Limits", "Response", "Service", "error", "make_server", "render_metrics"]
 log = logging.getLogger("jobsched.server")
 
 DEFAULT_MAX_BODY = 1 << 20
-JSON = "application/json"
 PROM = "text/plain; version=0.0.4; charset=utf-8"
 STATUS = {10: 400, 11: 503, 12: 400, 13: 500, 20: 404, 21: 409, 22: 409}
 ACTIONS = {"run": "execute_job", "pause": "pause_job", "resume": "resume_job", "retry": "retry_job"}
 _JOB = re.compile(r"/v1/jobs/([^/]+)")
 _ACTION = re.compile(r"/v1/jobs/([^/]+)/([a-z]+)")
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    status: int
-    body: bytes
-    content_type: str = JSON
-    headers: tuple[tuple[str, str], ...] = ()
-
-
-def error(status: int, code: int, text: str, *headers: tuple[str, str]) -> Response:
-    body = json.dumps({"type": "error", "code": code, "text": text}).encode()
-    return Response(status, body, JSON, headers)
+FD_RESERVE = 64  # descriptors kept for the store, logs and handlers
+FDS_PER_THREAD = 4  # each serving thread's SQLite connection: database, WAL, shared memory
 
 
 class _Undo(Exception):
     def __init__(self, reply: Pending) -> None:
         self.reply = reply
+
+
+class _Unencodable(Exception):
+    """Raised inside the transaction when the reply cannot be written as JSON,
+    so the request's writes roll back instead of being answered by a 500."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
 
 
 class Service:
@@ -67,6 +73,9 @@ class Service:
         metrics: Metrics | None = None,
         on_change: Callable[[], None] | None = None,
     ) -> None:
+        if token is not None and not token.strip():
+            # A blank token once meant "no authentication": never guess that.
+            raise JobschedError("the token is empty: give a real one, or none at all")
         self.ctx = ctx
         self.token = token
         self.max_body = max_body
@@ -76,7 +85,7 @@ class Service:
     # -- entry ----------------------------------------------------------------
 
     def authorized(self, header: str | None) -> bool:
-        if not self.token:
+        if self.token is None:
             return True
         given = (header or "").encode()
         return hmac.compare_digest(given, f"Bearer {self.token}".encode())
@@ -106,7 +115,7 @@ class Service:
             return self._only(method, "POST") or self.message(body)
         if path == "/v1/jobs":
             if method == "GET":
-                return self.call(_listing(query), write=False)
+                return self.call(_listing(query))
             return self._only(method, "GET, POST") or self.schedule(body)
         if m := _ACTION.fullmatch(path):
             kind = ACTIONS.get(m.group(2))
@@ -116,7 +125,7 @@ class Service:
         if m := _JOB.fullmatch(path):
             job = {"job_id": unquote(m.group(1))}
             if method == "GET":
-                return self.call({"type": "get_job", **job}, write=False)
+                return self.call({"type": "get_job", **job})
             return self._only(method, "GET, DELETE") or self.call({"type": "cancel_job", **job})
         if path == "/healthz":
             return self._only(method, "GET") or self.healthz()
@@ -136,7 +145,8 @@ class Service:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             return error(400, 12, "body: is not UTF-8")
-        return self._respond(self._run(text, True))
+        kind = _peek(text)
+        return kind if isinstance(kind, Response) else self._answer(text, kind)
 
     def schedule(self, body: bytes) -> Response:
         fields = _json_object(body)
@@ -150,9 +160,9 @@ class Service:
             return fields
         return self.call({**fields, "type": kind, "job_id": job_id})
 
-    def call(self, fields: dict[str, Any], write: bool = True, created: bool = False) -> Response:
+    def call(self, fields: dict[str, Any], created: bool = False) -> Response:
         fields.pop("msg_id", None)
-        return self._respond(self._run(json.dumps(fields), write), created)
+        return self._answer(json.dumps(fields), str(fields["type"]), created)
 
     def healthz(self) -> Response:
         try:
@@ -161,12 +171,30 @@ class Service:
             return error(503, 11, f"storage unavailable: {exc.text}")
         return Response(200, b'{"status": "ok"}')
 
+    def render_metrics(self) -> Response:
+        counts = self.ctx.engine.stats()
+        text = render_metrics(counts, self.metrics)
+        nodes = self.ctx.engine.nodes(self.ctx.clock())
+        if nodes is not None:
+            text += render_nodes(nodes)
+        return Response(200, text.encode(), PROM)
+
     # -- plumbing -----------------------------------------------------------------
 
-    def _run(self, text: str, write: bool) -> Pending | None:
+    def _answer(self, text: str, kind: str | None, created: bool = False) -> Response:
+        if kind not in READ_ONLY and kind not in RUNS_USER_CODE:
+            return self._in_transaction(text, created)
+        # Reads need no transaction, and user code must not run inside one.
+        reply = handle(self.ctx, text)
+        if reply is not None and reply.changes and self.on_change is not None:
+            self.on_change()
+        try:
+            return _encode(reply, created)
+        except _Unencodable as exc:
+            return exc.response
+
+    def _in_transaction(self, text: str, created: bool) -> Response:
         store = self.ctx.engine.store
-        if not write:
-            return handle(self.ctx, text)
         reply: Pending | None = None
         try:
             with store.transaction():
@@ -177,30 +205,56 @@ class Service:
                             raise _Undo(reply)
                 except _Undo as undo:
                     reply = undo.reply
+                response = _encode(reply, created)  # before the commit: failing rolls back
+        except _Unencodable as exc:
+            return exc.response
         except JobschedError as exc:
-            # The commit failed: nothing is durable, so nothing may be acknowledged.
-            if reply is not None:
-                reply.fail_unavailable(f"storage unavailable, nothing changed: {exc.text}")
-            return reply
+            # Begin or commit failed: nothing is durable, so nothing may be acknowledged.
+            why = f"storage unavailable, nothing changed: {exc.text}"
+            if reply is None:
+                reply = unavailable(self.ctx, text, why)
+            else:
+                reply.fail_unavailable(why)
+            return _encode(reply, created)
         if reply is not None and reply.changes and self.on_change is not None:
             self.on_change()
-        return reply
+        return response
 
-    def _respond(self, reply: Pending | None, created: bool = False) -> Response:
-        if reply is None:
-            return error(400, 12, "body: is empty")
-        status = 201 if created else 200
-        if reply.reply_type == "error":
-            status = STATUS.get(int(reply.fields.get("code", 13)), 500)
+
+def _encode(reply: Pending | None, created: bool) -> Response:
+    if reply is None:
+        return error(400, 12, "body: is empty")
+    status = 201 if created else 200
+    if reply.reply_type == "error":
+        status = STATUS.get(int(reply.fields.get("code", 13)), 500)
+    try:
         return Response(status, reply.encode().encode())
+    except (ValueError, TypeError) as exc:
+        log.error("a %s reply could not be encoded; nothing changed: %s", reply.reply_type, exc)
+        raise _Unencodable(
+            error(500, 13, "internal error: the reply could not be encoded")
+        ) from exc
 
-    def render_metrics(self) -> Response:
-        counts = self.ctx.engine.stats()
-        text = render_metrics(counts, self.metrics)
-        nodes = self.ctx.engine.nodes(self.ctx.clock())
-        if nodes is not None:
-            text += render_nodes(nodes)
-        return Response(200, text.encode(), PROM)
+
+def _peek(text: str) -> str | Response | None:
+    """The message's type (None if it has none: ``handle`` says why), or the
+    error for a value its reply would echo (``msg_id``, ``src``, ``dest``) that
+    JSON cannot carry, such as 1e400: answered before anything runs."""
+    try:
+        obj = loads(text)
+    except (ValueError, RecursionError):
+        return None
+    body = obj.get("body") if isinstance(obj, dict) and "body" in obj else obj
+    if not isinstance(obj, dict) or not isinstance(body, dict):
+        return None
+    echoed = {"msg_id": body.get("msg_id"), "src": obj.get("src"), "dest": obj.get("dest")}
+    for name, value in echoed.items():
+        try:
+            dumps(value)
+        except (ValueError, TypeError, RecursionError):
+            return error(400, 12, f"{name}: cannot be echoed back as JSON (out of range?)")
+    kind = body.get("type")
+    return kind if isinstance(kind, str) else None
 
 
 def _json_object(body: bytes) -> dict[str, Any] | Response:
@@ -262,69 +316,37 @@ def render_metrics(counts: dict[str, int], m: Metrics) -> str:
     return "\n".join(out) + "\n"
 
 
-# -- the http.server adapter -------------------------------------------------------
+def make_server(service: Service, host: str, port: int, limits: Limits | None = None) -> HttpServer:
+    """The service on a listening socket; ``serve_forever`` runs it."""
+    limits = dataclasses.replace(limits or Limits(), max_body=service.max_body)
+    room = fd_budget(limits.max_connections, limits.threads)
+    if room < limits.max_connections:
+        log.warning(
+            "--max-connections %d: the open-file limit leaves room for %d; using that",
+            limits.max_connections,
+            room,
+        )
+        limits = dataclasses.replace(limits, max_connections=room)
+    if host not in ("127.0.0.1", "localhost", "::1") and service.token is None:
+        log.warning("listening on %s without --token: anyone who can reach it may run jobs", host)
+    return HttpServer(service.handle, host, port, limits)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "jobsched"
-    sys_version = ""
-    timeout = 60  # a silent client does not hold a thread forever
-    service: Service  # set on the subclass made by make_server
-
-    def _serve(self, method: str) -> None:
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            self._send(error(411, 12, "body: send it with a Content-Length"), close=True)
-            return
+def fd_budget(wanted: int, threads: int) -> int:
+    """How many connections the open-file limit leaves room for; first raises
+    the soft limit toward the hard one when that makes room for ``wanted``."""
+    reserve = FD_RESERVE + FDS_PER_THREAD * threads
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted + reserve:
+        new = wanted + reserve if hard == resource.RLIM_INFINITY else min(wanted + reserve, hard)
         try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            self._send(error(400, 12, "Content-Length: is not a number"), close=True)
-            return
-        if length < 0 or length > self.service.max_body:
-            limit = self.service.max_body
-            self._send(error(413, 12, f"body: at most {limit} bytes, not {length}"), close=True)
-            return
-        body = self.rfile.read(length) if length else b""
-        auth = self.headers.get("Authorization")
-        self._send(self.service.handle(method, self.path, auth, body))
-
-    def _send(self, response: Response, close: bool = False) -> None:
-        self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
-        for name, value in response.headers:
-            self.send_header(name, value)
-        if close:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        self.wfile.write(response.body)
-
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
-
-    def do_DELETE(self) -> None:
-        self._serve("DELETE")
-
-    def do_PUT(self) -> None:
-        self._serve("PUT")
-
-    def do_PATCH(self) -> None:
-        self._serve("PATCH")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
-
-
-def make_server(service: Service, host: str, port: int) -> ThreadingHTTPServer:
-    handler = type("Handler", (_Handler,), {"service": service})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    return server
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(1, min(wanted, soft - reserve))
 
 
 def render_nodes(nodes: list[tuple[str, int, int]]) -> str:

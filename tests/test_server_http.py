@@ -14,12 +14,16 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from jobsched.stores.sqlite import SQLiteStore
+from jobsched.timefmt import format_ms, now_ms
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "s3cret-token"
@@ -47,25 +51,46 @@ def slow(payload):
 
 
 class Service:
-    def __init__(self, tmp: Path, *extra: str) -> None:
+    """A real ``python -m jobsched serve`` on a free loopback port. ``db`` ""
+    is the memory store; ``preexec_fn`` runs in the child (resource limits)."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        *extra: str,
+        db: str | None = None,
+        tasks_text: str = TASKS,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
         tasks = tmp / "server_tasks.py"
-        tasks.write_text(TASKS)
-        args = [sys.executable, "-m", "jobsched", "serve", "--db", str(tmp / "jobs.db")]
+        tasks.write_text(tasks_text)
+        self.db = str(tmp / "jobs.db") if db is None else db
+        args = [sys.executable, "-m", "jobsched", "serve", "--db", self.db]
         args += ["--listen", "127.0.0.1:0", "--tasks", str(tasks), "--log-level", "WARNING"]
         env = {**os.environ, "JOBSCHED_TOKEN": TOKEN}
         self.proc = subprocess.Popen(
-            [*args, *extra], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
+            [*args, *extra],
+            cwd=ROOT,
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=preexec_fn,
         )
         self.log: list[str] = []
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
             self.log.append(line)
-            if "listening on http://" in line:
+            if line.startswith("jobsched: listening on http://"):
                 self.url = line.split("listening on ")[1].strip()
                 break
         else:
             raise AssertionError(f"the service did not start: {''.join(self.log)}")
         threading.Thread(target=self._drain, daemon=True).start()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.url.removeprefix("http://").rsplit(":", 1)
+        return host, int(port)
 
     def _drain(self) -> None:
         assert self.proc.stderr is not None
@@ -308,3 +333,135 @@ def test_sigterm_mid_run_then_restart_runs_the_job_again(tmp_path: Path) -> None
         assert marker.read_text() == "started\nstarted\n"
     finally:
         assert second.stop() == 0
+
+
+# -- start, shutdown and transactions -------------------------------------------------
+
+
+@pytest.mark.parametrize("flag", [["--token", ""], ["--token", " \t"], []])
+def test_a_blank_token_is_refused_at_start(tmp_path: Path, flag: list[str]) -> None:
+    """A blank token would silently turn authentication off."""
+    env = {**os.environ, "JOBSCHED_TOKEN": "" if not flag else TOKEN}
+    args = [sys.executable, "-m", "jobsched", "serve", "--db", str(tmp_path / "j.db")]
+    args += ["--listen", "127.0.0.1:0", *flag]
+    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=10)
+    assert proc.returncode == 2, proc.stderr
+    assert "token" in proc.stderr and "empty" in proc.stderr, proc.stderr
+
+
+def test_a_reply_that_cannot_be_encoded_changes_nothing(svc: Service) -> None:
+    """1e400 decodes to infinity, which JSON cannot carry back in in_reply_to."""
+    for text in [
+        '{"type": "stats", "msg_id": 1e400}',
+        '{"type": "schedule_job", "msg_id": 1e400, "task": "ok", "job_id": "inf", "delay_ms": 9}',
+        '{"src": -1e400, "dest": "s", "body": {"type": "schedule_job", "task": "ok", '
+        '"job_id": "inf", "delay_ms": 9}}',
+    ]:
+        status, reply = svc.request("POST", "/v1/messages", text.encode())
+        assert status == 400 and error(reply, 12), (text, reply)
+    status, reply = svc.request("GET", "/v1/jobs/inf")
+    assert status == 404 and error(reply, 20)
+
+
+HOLD_TASKS = """
+import time
+from pathlib import Path
+from jobsched import task
+
+@task("hold")
+def hold(payload):
+    if "marker" in payload:
+        Path(payload["marker"]).write_text("started")
+    time.sleep(payload["seconds"])
+"""
+
+
+def _run_main(db: str, *bodies: dict[str, Any]) -> list[dict[str, Any]]:
+    lines = "".join(json.dumps(b) + "\n" for b in bodies)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "--db", db],
+        input=lines,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def test_running_a_handler_holds_no_transaction(tmp_path: Path) -> None:
+    """POST /v1/jobs/{id}/run runs user code: another process writing the same
+    SQLite file must not wait for the handler."""
+    svc = Service(tmp_path, tasks_text=HOLD_TASKS)
+    marker = tmp_path / "started"
+    try:
+        payload = {"seconds": 4, "marker": str(marker)}
+        body = {"task": "hold", "job_id": "long", "delay_ms": 3_600_000, "payload": payload}
+        assert svc.request("POST", "/v1/jobs", body)[0] == 201
+        result: list[tuple[int, Any]] = []
+        run = threading.Thread(
+            target=lambda: result.append(svc.request("POST", "/v1/jobs/long/run"))
+        )
+        run.start()
+        deadline = time.monotonic() + BOUND_S
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        started = time.monotonic()
+        reply = _run_main(svc.db, {"type": "schedule_job", "msg_id": 1, "task": "x"})
+        elapsed = time.monotonic() - started
+        assert reply[0]["type"] == "job_scheduled", reply
+        assert run.is_alive() and elapsed < 2.0, f"the writer waited {elapsed:.1f} s"
+        run.join()
+        assert result == [(200, {"type": "job_executed", "job_id": "long"})]
+    finally:
+        assert svc.stop() == 0
+
+
+def _log_ms(line: str) -> int:
+    """The epoch ms of a log line (LOG_FORMAT: local asctime, then ",mmm")."""
+    stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+    return int(stamp.timestamp() * 1000)
+
+
+def test_sigterm_stops_claims_before_it_says_so(tmp_path: Path) -> None:
+    """Jobs come due every 10 ms through the shutdown; every claim (the run
+    record of a job put back at shutdown starts at its claim) is no later than
+    the line that says claims have stopped."""
+    db = str(tmp_path / "jobs.db")
+    t0 = now_ms() + 2000
+    jobs = [
+        {
+            "type": "schedule_job",
+            "job_id": f"h{k}",
+            "task": "hold",
+            "payload": {"seconds": 30},
+            "run_at": format_ms(t0 + 10 * k),
+        }
+        for k in range(200)
+    ]
+    assert len(_run_main(db, *jobs)) == 200
+    svc = Service(
+        tmp_path,
+        "--workers",
+        "150",
+        "--grace",
+        "0",
+        "--log-level",
+        "INFO",
+        db=db,
+        tasks_text=HOLD_TASKS,
+    )
+    time.sleep(max(t0 + 400 - now_ms(), 0) / 1000)
+    assert svc.stop() == 0
+    line = next(x for x in svc.log if "shutting down: no new requests or claims" in x)
+    said = _log_ms(line)
+    store = SQLiteStore(db)
+    try:
+        starts = [r.started_at for j in jobs for r in store.recent_runs(str(j["job_id"]))]
+        unclaimed = [j for j in jobs if not store.recent_runs(str(j["job_id"]))]
+    finally:
+        store.close()
+    assert len(starts) >= 20 and unclaimed, (len(starts), len(unclaimed))
+    late = [format_ms(s) for s in starts if s > said]
+    assert not late, f"claimed after {line.strip()}: {late}"

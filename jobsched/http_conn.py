@@ -1,0 +1,145 @@
+"""HTTP/1.1 framing for the service: parse a request head, render a response.
+
+Pure functions over bytes, no sockets (``jobsched.http_server`` owns those),
+so the rules are in one place: what is refused before a body is read (411,
+413, 431, 505), when a connection is kept alive (HTTP/1.1 unless ``Connection:
+close``; HTTP/1.0 only with ``Connection: keep-alive``, which the answer then
+announces, as ``ab -k`` expects), and that a response is one buffer: headers
+and body leave in one write, so no client waits out Nagle's algorithm against
+its own delayed ACK.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from email.utils import formatdate
+from http import HTTPStatus
+
+JSON = "application/json"
+MAX_HEAD = 64 << 10  # request line and headers together
+MAX_HEADERS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: bytes
+    content_type: str = JSON
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def error(status: int, code: int, text: str, *headers: tuple[str, str]) -> Response:
+    """The protocol's error body under an HTTP status."""
+    body = json.dumps({"type": "error", "code": code, "text": text}).encode()
+    return Response(status, body, JSON, headers)
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """A request's line and headers (names in lower case), as far as we use them."""
+
+    method: str
+    target: str
+    http10: bool
+    headers: dict[str, str]
+    length: int  # of the body, from Content-Length
+    keep_alive: bool
+    expect_continue: bool
+
+
+def find_head_end(buf: bytearray) -> tuple[int, int]:
+    """(end of the head, start of the body), or (-1, -1) while incomplete."""
+    end = buf.find(b"\r\n\r\n")
+    if end >= 0:
+        return end, end + 4
+    end = buf.find(b"\n\n")  # bare LF lines, as http.server accepted them
+    return (end, end + 2) if end >= 0 else (-1, -1)
+
+
+def parse_head(data: bytes, max_body: int) -> Head | Response:
+    """The head of a request, or the error that answers it (then the connection
+    closes: after a framing error nothing later on it can be trusted)."""
+    lines = data.split(b"\n")
+    parts = lines[0].rstrip(b"\r").split()
+    if len(parts) != 3:
+        return error(400, 12, "request line: want METHOD TARGET HTTP/1.1")
+    method, target, version = (p.decode("latin-1") for p in parts)
+    if version not in ("HTTP/1.1", "HTTP/1.0"):
+        if version.startswith("HTTP/"):
+            return error(505, 12, f"request line: {version[:16]} is not supported")
+        return error(400, 12, "request line: want METHOD TARGET HTTP/1.1")
+    if len(lines) > MAX_HEADERS + 1:
+        return error(431, 12, f"headers: at most {MAX_HEADERS}")
+    headers = _headers(lines[1:])
+    if isinstance(headers, Response):
+        return headers
+    if "transfer-encoding" in headers:
+        return error(411, 12, "body: send it with a Content-Length")
+    length_text = headers.get("content-length", "0")
+    if not (length_text.isascii() and length_text.isdigit()):
+        return error(400, 12, "Content-Length: is not a number")
+    length = int(length_text)
+    if length > max_body:
+        return error(413, 12, f"body: at most {max_body} bytes, not {length}")
+    tokens = {t.strip() for t in headers.get("connection", "").lower().split(",")}
+    http10 = version == "HTTP/1.0"
+    keep = "keep-alive" in tokens if http10 else "close" not in tokens
+    expect = headers.get("expect", "").lower() == "100-continue" and not http10
+    return Head(method, target, http10, headers, length, keep, expect)
+
+
+def _headers(lines: list[bytes]) -> dict[str, str] | Response:
+    headers: dict[str, str] = {}
+    for raw in lines:
+        name, sep, value = raw.rstrip(b"\r").partition(b":")
+        # Whitespace in or before a name (obsolete folding included) is how
+        # request smuggling starts: refused, as RFC 9112 allows.
+        if not sep or not name or name != name.strip() or b" " in name:
+            return error(400, 12, "headers: a line is not NAME: VALUE")
+        key, text = name.decode("latin-1").lower(), value.strip().decode("latin-1")
+        if key in headers:
+            if key == "content-length" and headers[key] != text:
+                return error(400, 12, "Content-Length: given twice, differently")
+            text = headers[key] if key == "content-length" else f"{headers[key]}, {text}"
+        headers[key] = text
+    return headers
+
+
+_date: tuple[int, str] = (0, "")
+
+
+def _http_date() -> str:
+    global _date
+    now = int(time.time())
+    if _date[0] != now:  # formatdate is slow enough to matter at thousands of requests/s
+        _date = (now, formatdate(now, usegmt=True))
+    return _date[1]
+
+
+def render(response: Response, head: Head | None, keep_alive: bool, idle_timeout: float) -> bytes:
+    """Status line, headers and body as one buffer (one write)."""
+    status = response.status
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = ""
+    out = [
+        f"HTTP/1.1 {status} {phrase}",
+        "Server: jobsched",
+        f"Date: {_http_date()}",
+        f"Content-Type: {response.content_type}",
+        f"Content-Length: {len(response.body)}",
+    ]
+    out.extend(f"{name}: {value}" for name, value in response.headers)
+    if not keep_alive:
+        out.append("Connection: close")
+    else:
+        if head is not None and head.http10:
+            out.append("Connection: keep-alive")
+        out.append(f"Keep-Alive: timeout={max(int(idle_timeout), 1)}")
+    data = ("\r\n".join(out) + "\r\n\r\n").encode("latin-1")
+    if head is not None and head.method == "HEAD":
+        return data
+    return data + response.body
