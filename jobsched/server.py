@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from jobsched.errors import JobschedError
 from jobsched.http_conn import JSON, Response, error
 from jobsched.http_server import HttpServer, Limits
-from jobsched.jsonfast import dumps, loads
+from jobsched.jsonfast import loads
 from jobsched.messages import READ_ONLY, RUNS_USER_CODE, Context
 from jobsched.runner import LATENESS_BUCKETS, Metrics
 from jobsched.wire import Pending, handle, unavailable
@@ -145,8 +145,7 @@ class Service:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             return error(400, 12, "body: is not UTF-8")
-        kind = _peek(text)
-        return kind if isinstance(kind, Response) else self._answer(text, kind)
+        return self._answer(text, _peek(text))
 
     def schedule(self, body: bytes) -> Response:
         fields = _json_object(body)
@@ -236,24 +235,15 @@ def _encode(reply: Pending | None, created: bool) -> Response:
         ) from exc
 
 
-def _peek(text: str) -> str | Response | None:
-    """The message's type (None if it has none: ``handle`` says why), or the
-    error for a value its reply would echo (``msg_id``, ``src``, ``dest``) that
-    JSON cannot carry, such as 1e400: answered before anything runs."""
+def _peek(text: str) -> str | None:
+    """The message's type, to choose its transaction; None if it has none
+    (``handle`` then answers why, and the request runs in a transaction)."""
     try:
         obj = loads(text)
     except (ValueError, RecursionError):
         return None
     body = obj.get("body") if isinstance(obj, dict) and "body" in obj else obj
-    if not isinstance(obj, dict) or not isinstance(body, dict):
-        return None
-    echoed = {"msg_id": body.get("msg_id"), "src": obj.get("src"), "dest": obj.get("dest")}
-    for name, value in echoed.items():
-        try:
-            dumps(value)
-        except (ValueError, TypeError, RecursionError):
-            return error(400, 12, f"{name}: cannot be echoed back as JSON (out of range?)")
-    kind = body.get("type")
+    kind = body.get("type") if isinstance(body, dict) else None
     return kind if isinstance(kind, str) else None
 
 

@@ -349,8 +349,9 @@ def test_a_blank_token_is_refused_at_start(tmp_path: Path, flag: list[str]) -> N
     assert "token" in proc.stderr and "empty" in proc.stderr, proc.stderr
 
 
-def test_a_reply_that_cannot_be_encoded_changes_nothing(svc: Service) -> None:
-    """1e400 decodes to infinity, which JSON cannot carry back in in_reply_to."""
+def test_numbers_json_cannot_echo_back_are_refused_and_change_nothing(svc: Service) -> None:
+    """1e400 would decode to infinity, which no reply (in_reply_to) can carry:
+    it was a 500, for a schedule_job whose job had been saved."""
     for text in [
         '{"type": "stats", "msg_id": 1e400}',
         '{"type": "schedule_job", "msg_id": 1e400, "task": "ok", "job_id": "inf", "delay_ms": 9}',
