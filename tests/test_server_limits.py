@@ -1,7 +1,9 @@
-"""The HTTP layer under load and abuse, against a real ``python -m jobsched serve``:
+"""The service under load and abuse, against a real ``python -m jobsched serve``:
 keep-alive without the Nagle/delayed-ACK stall, the connection bound, request and
-idle timeouts, trickling clients under a small file-descriptor limit, and clients
-that hang up (a quiet log line, never a traceback)."""
+idle timeouts, trickling clients under a small file-descriptor limit, clients
+that hang up (a quiet log line, never a traceback); and what it must not hold:
+a store transaction while a user's handler runs, or a claim after it has said
+that claims stopped."""
 
 from __future__ import annotations
 
@@ -12,14 +14,20 @@ import resource
 import select
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.test_server_http import TOKEN, Service
+from jobsched.stores.sqlite import SQLiteStore
+from jobsched.timefmt import format_ms, now_ms
+from tests.test_server_http import BOUND_S, ROOT, TOKEN, Service
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SLOW_TASKS = """
@@ -234,3 +242,110 @@ def test_clients_that_hang_up_leave_no_traceback(tmp_path: Path) -> None:
     text = "".join(svc.log)
     assert "Traceback" not in text, text[-3000:]
     assert "BrokenPipe" not in text and "ConnectionReset" not in text, text[-3000:]
+
+
+# -- what the service must not hold ---------------------------------------------------
+
+
+HOLD_TASKS = """
+import time
+from pathlib import Path
+from jobsched import task
+
+@task("hold")
+def hold(payload):
+    if "marker" in payload:
+        Path(payload["marker"]).write_text("started")
+    time.sleep(payload["seconds"])
+"""
+
+
+def _run_main(db: str, *bodies: dict[str, Any]) -> list[dict[str, Any]]:
+    lines = "".join(json.dumps(b) + "\n" for b in bodies)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "--db", db],
+        input=lines,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def test_running_a_handler_holds_no_transaction(tmp_path: Path) -> None:
+    """POST /v1/jobs/{id}/run runs user code: another process writing the same
+    SQLite file must not wait for the handler."""
+    svc = Service(tmp_path, tasks_text=HOLD_TASKS)
+    marker = tmp_path / "started"
+    try:
+        payload = {"seconds": 4, "marker": str(marker)}
+        body = {"task": "hold", "job_id": "long", "delay_ms": 3_600_000, "payload": payload}
+        assert svc.request("POST", "/v1/jobs", body)[0] == 201
+        result: list[tuple[int, Any]] = []
+        run = threading.Thread(
+            target=lambda: result.append(svc.request("POST", "/v1/jobs/long/run"))
+        )
+        run.start()
+        deadline = time.monotonic() + BOUND_S
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        started = time.monotonic()
+        reply = _run_main(svc.db, {"type": "schedule_job", "msg_id": 1, "task": "x"})
+        elapsed = time.monotonic() - started
+        assert reply[0]["type"] == "job_scheduled", reply
+        assert run.is_alive() and elapsed < 2.0, f"the writer waited {elapsed:.1f} s"
+        run.join()
+        assert result == [(200, {"type": "job_executed", "job_id": "long"})]
+    finally:
+        assert svc.stop() == 0
+
+
+def _log_ms(line: str) -> int:
+    """The epoch ms of a log line (LOG_FORMAT: local asctime, then ",mmm")."""
+    stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+    return int(stamp.timestamp() * 1000)
+
+
+def test_sigterm_stops_claims_before_it_says_so(tmp_path: Path) -> None:
+    """Jobs come due every 10 ms through the shutdown; every claim (the run
+    record of a job put back at shutdown starts at its claim) is no later than
+    the line that says claims have stopped."""
+    db = str(tmp_path / "jobs.db")
+    t0 = now_ms() + 2000
+    jobs = [
+        {
+            "type": "schedule_job",
+            "job_id": f"h{k}",
+            "task": "hold",
+            "payload": {"seconds": 30},
+            "run_at": format_ms(t0 + 10 * k),
+        }
+        for k in range(200)
+    ]
+    assert len(_run_main(db, *jobs)) == 200
+    svc = Service(
+        tmp_path,
+        "--workers",
+        "150",
+        "--grace",
+        "0",
+        "--log-level",
+        "INFO",
+        db=db,
+        tasks_text=HOLD_TASKS,
+    )
+    time.sleep(max(t0 + 400 - now_ms(), 0) / 1000)
+    assert svc.stop() == 0
+    line = next(x for x in svc.log if "shutting down: no new requests or claims" in x)
+    said = _log_ms(line)
+    store = SQLiteStore(db)
+    try:
+        starts = [r.started_at for j in jobs for r in store.recent_runs(str(j["job_id"]))]
+        unclaimed = [j for j in jobs if not store.recent_runs(str(j["job_id"]))]
+    finally:
+        store.close()
+    assert len(starts) >= 20 and unclaimed, (len(starts), len(unclaimed))
+    late = [format_ms(s) for s in starts if s > said]
+    assert not late, f"claimed after {line.strip()}: {late}"
