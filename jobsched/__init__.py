@@ -6,10 +6,73 @@ The public API for task modules is ``task``::
 
     @task("send-email")
     def send_email(payload): ...
+
+and for application code that schedules jobs, ``Client`` (``AsyncClient`` for
+asyncio) with the values it hands out (docs/client.md)::
+
+    from jobsched import Client
+
+    with Client("jobs.db") as client:
+        client.schedule("send-email", {"to": "a@example.com"}, delay_ms=60_000)
 """
+
+from typing import TYPE_CHECKING, Any
 
 from jobsched.errors import JobschedError
 from jobsched.runner import task
 
-__all__ = ["JobschedError", "task"]
+if TYPE_CHECKING:
+    from jobsched.client import Client
+    from jobsched.client_async import AsyncClient
+    from jobsched.client_types import (
+        Job,
+        JobPage,
+        JobSchedule,
+        JobSpec,
+        JobState,
+        NodeInfo,
+        Run,
+        ScheduledJob,
+        Stats,
+    )
+
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "Job",
+    "JobPage",
+    "JobSchedule",
+    "JobSpec",
+    "JobState",
+    "JobschedError",
+    "NodeInfo",
+    "Run",
+    "ScheduledJob",
+    "Stats",
+    "task",
+]
 __version__ = "0.1.0"
+
+# The client is imported at first use: task modules and the stdio node import
+# this package and need none of it (nor asyncio, which the AsyncClient loads).
+_LAZY = {
+    "Client": "jobsched.client",
+    "AsyncClient": "jobsched.client_async",
+    **dict.fromkeys(
+        ("Job", "JobPage", "JobSchedule", "JobSpec", "JobState", "NodeInfo", "Run"),
+        "jobsched.client_types",
+    ),
+    "ScheduledJob": "jobsched.client_types",
+    "Stats": "jobsched.client_types",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'jobsched' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -8,7 +8,7 @@ Time is passed in as ``now`` (UTC epoch ms) on every call, so a request's
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from jobsched import transitions
 from jobsched.cron import CronExpr
@@ -34,6 +34,11 @@ NODES_WINDOW_MS = 60_000
 # (node_id, last_seen, jobs_held) as a shared store reports its nodes.
 NodeRows = list[tuple[str, int, int]]
 
+
+# The most specs one schedule_many (one schedule_jobs message) takes: 10,000
+# specs of a few hundred bytes fit a line (8 MiB) many times over, and one
+# batch is one transaction that holds the store's write lock while it lasts.
+MAX_BATCH = 10_000
 
 # The engine's settings are the execution pipeline's.
 EngineConfig = ExecConfig
@@ -96,6 +101,70 @@ class Engine(Execution):
                 raise
             return self._same_spec(existing, spec)
 
+    def schedule_many(self, specs: Sequence[ScheduleSpec], now: int) -> list[Job]:
+        """Create every job, or none, in one bulk insert; the jobs in spec order.
+
+        Every spec is checked before anything is written, and an error names
+        its index (``jobs[7].delay_ms: ...``). A caller's ``job_id`` already
+        stored is an idempotent re-send, as in ``schedule`` (the stored job
+        comes back; a different spec is error 21); the same ``job_id`` twice
+        in one batch is error 12."""
+        if len(specs) > MAX_BATCH:
+            raise Malformed("jobs", f"at most {MAX_BATCH} jobs per batch, not {len(specs)}")
+        named = _caller_ids(specs)
+        existing = self.store.get_many(named) if named else {}
+        out: list[Job] = []
+        fresh: list[int] = []  # indexes of the jobs to insert
+        for i, spec in enumerate(specs):
+            found = None if spec.job_id is None else existing.get(spec.job_id)
+            if found is not None:
+                out.append(_same_spec_at(i, found, spec))
+                continue
+            try:
+                out.append(self._new_job(spec, now))
+            except Malformed as exc:
+                raise _at(i, exc) from None
+            fresh.append(i)
+        self._insert_fresh(out, fresh, specs)
+        return out
+
+    def _new_job(self, spec: ScheduleSpec, now: int) -> Job:
+        if not self.registry.knows(spec.task):
+            raise Malformed("task", f"no handler is registered for task {spec.task!r}")
+        schedule, due = _first_due(spec, now)
+        return Job(
+            job_id=spec.job_id or uuid7(),
+            task=spec.task,
+            payload_json=spec.payload_json,
+            schedule=schedule,
+            state=JobState.SCHEDULED,
+            due_at=due,
+            created_at=now,
+            updated_at=now,
+            retry=spec.retry,
+            options=spec.options,
+            first_due=due,
+            spec_key=spec.spec_key,
+        )
+
+    def _insert_fresh(
+        self, out: list[Job], fresh: list[int], specs: Sequence[ScheduleSpec]
+    ) -> None:
+        """Insert ``out[i]`` for every i in ``fresh``, all or none. A caller's id
+        another node inserted since we looked is a re-send (or error 21) like
+        any other: insert_many undid everything, so the rest goes in again."""
+        while fresh:
+            try:
+                self.store.insert_many([out[i] for i in fresh])
+                return
+            except JobExists as exc:
+                i = next((i for i in fresh if out[i].job_id == exc.job_id), None)
+                existing = None if i is None else self.store.get(exc.job_id)
+                if i is None or existing is None:
+                    raise
+                out[i] = _same_spec_at(i, existing, specs[i])
+                fresh.remove(i)
+
     @staticmethod
     def _same_spec(existing: Job, spec: ScheduleSpec) -> Job:
         if existing.spec_key is None or existing.spec_key != spec.spec_key:
@@ -154,6 +223,33 @@ class Engine(Execution):
             if self.store.replace(new, job.state):
                 return new
         raise PreconditionFailed(job_id, "kept changing under concurrent updates; try again")
+
+
+def _caller_ids(specs: Sequence[ScheduleSpec]) -> list[str]:
+    """The callers' job ids of a batch; one named twice is error 12."""
+    first: dict[str, int] = {}
+    for i, spec in enumerate(specs):
+        if spec.job_id is None:
+            continue
+        if spec.job_id in first:
+            raise Malformed(
+                f"jobs[{i}].job_id",
+                f"{spec.job_id!r} is also the job_id of jobs[{first[spec.job_id]}]; "
+                "a batch names each job once",
+            )
+        first[spec.job_id] = i
+    return list(first)
+
+
+def _same_spec_at(i: int, existing: Job, spec: ScheduleSpec) -> Job:
+    if existing.spec_key is None or existing.spec_key != spec.spec_key:
+        raise JobExists(existing.job_id, f"with a different spec (jobs[{i}])")
+    return existing
+
+
+def _at(i: int, exc: Malformed) -> Malformed:
+    """The error of the batch's i-th spec, named by its place in the batch."""
+    return Malformed(f"jobs[{i}].{exc.field}" if exc.field else f"jobs[{i}]", exc.problem)
 
 
 def _first_due(spec: ScheduleSpec, now: int) -> tuple[Schedule, int]:

@@ -88,6 +88,14 @@ def schedule_job(ctx: Context, body: Fields) -> Reply:
     return "job_scheduled", _due_field(job, job.first_due)
 
 
+def schedule_jobs(ctx: Context, body: Fields) -> Reply:
+    """A batch of schedule_job specs, all scheduled or none (docs/protocol.md)."""
+    now = ctx.now(body)
+    specs = v.batch_specs(body.get("jobs"), ctx.max_payload, now)
+    jobs = ctx.engine.schedule_many(specs, now)
+    return "jobs_scheduled", {"jobs": [_due_field(job, job.first_due) for job in jobs]}
+
+
 def execute_jobs(ctx: Context, body: Fields) -> Reply:
     ran, failed = ctx.engine.execute_due(ctx.now(body))
     fields: Fields = {"count": len(ran), "jobs": ran}
@@ -170,6 +178,7 @@ def init(ctx: Context, body: Fields) -> Reply:
 HANDLERS: dict[str, Callable[[Context, Fields], Reply]] = {
     "init": init,
     "schedule_job": schedule_job,
+    "schedule_jobs": schedule_jobs,
     "execute_jobs": execute_jobs,
     "execute_job": execute_job,
     "get_job": get_job,

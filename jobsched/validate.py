@@ -9,6 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from jobsched.cron import CronExpr
+from jobsched.engine import MAX_BATCH
 from jobsched.errors import Malformed
 from jobsched.jobs import (
     DEFAULT_OPTIONS,
@@ -194,6 +195,37 @@ def schedule_spec(
         spec_key=key,
         **when,
     )
+
+
+# Fields of a schedule_jobs message that a spec of its batch may not carry:
+# they belong to the message (one "now" for the whole batch).
+_BATCH_ONLY = ("current_time",)
+
+
+def batch_specs(
+    value: Any, max_payload: int = DEFAULT_MAX_PAYLOAD, now: int | None = None
+) -> list[ScheduleSpec]:
+    """The ``jobs`` of a schedule_jobs request, each read as a schedule_job
+    body; an error names the spec by its index (``jobs[7].delay_ms: ...``)."""
+    if value is None:
+        raise Malformed("jobs", "is required: an array of schedule_job specs")
+    if not isinstance(value, list):
+        raise Malformed("jobs", f"must be an array of schedule_job specs, not {_kind(value)}")
+    if len(value) > MAX_BATCH:
+        raise Malformed("jobs", f"at most {MAX_BATCH} jobs per batch, not {len(value)}")
+    specs = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise Malformed(f"jobs[{i}]", f"must be a schedule_job spec object, not {_kind(item)}")
+        for name in _BATCH_ONLY:
+            if item.get(name) is not None:
+                raise Malformed(f"jobs[{i}].{name}", "belongs to the batch, not to one of its jobs")
+        try:
+            specs.append(schedule_spec(item, max_payload, now))
+        except Malformed as exc:
+            where = f"jobs[{i}].{exc.field}" if exc.field else f"jobs[{i}]"
+            raise Malformed(where, exc.problem) from None
+    return specs
 
 
 def _payload_json(payload: Any, max_payload: int) -> str:

@@ -21,6 +21,9 @@ the real-time dispatcher and the service:
   a job due sooner than any other (LISTEN/NOTIFY, see ``postgres_listen``);
   ``wake()`` ends such a wait early from another thread (shutdown);
 - ``Membership``: ``heartbeat(owner, now)`` and ``nodes_seen(since)``.
+
+And ``borrow(conn)``: this thread's calls run inside the application's own
+transaction on its psycopg connection (see ``postgres_caller``).
 """
 
 from __future__ import annotations
@@ -135,6 +138,13 @@ class PostgresStore(Store, ClusterClock, WakeupListener, Membership):
         except BaseException:
             self._pool.close()
             raise
+
+    def borrow(self, pg: Any) -> AbstractContextManager[None]:
+        """Run this thread's calls on the application's psycopg connection ``pg``,
+        inside its transaction, in a savepoint (``postgres_caller.borrowed``)."""
+        from jobsched.stores.postgres_caller import borrowed
+
+        return borrowed(self._pool, pg)
 
     def _start(self) -> None:
         """Apply the migrations; a database that is restarting gets a few seconds

@@ -123,6 +123,7 @@ class _Conn(TxState):
     pg: PgConn | None = field(default=None, kw_only=True)
     due: int | None = None  # earliest due time written in the open transaction
     xid: str | None = None  # the committing transaction's id, if it wrote anything
+    lent: bool = False  # the application's connection (postgres_caller): never closed here
 
 
 class Pool(Transactions[_Conn]):
@@ -142,6 +143,7 @@ class Pool(Transactions[_Conn]):
         self._retry_at = 0.0
         self._delay = 0.0
         self._last_error = ""
+        self._search_path: str | None = None
 
     # -- connecting ---------------------------------------------------------
 
@@ -186,7 +188,7 @@ class Pool(Transactions[_Conn]):
 
     def discard(self, conn: _Conn) -> None:
         pg, conn.pg = conn.pg, None
-        if pg is not None:
+        if pg is not None and not conn.lent:
             with suppress(psycopg.Error):  # already broken: closing is best effort
                 pg.close()
 
@@ -285,6 +287,16 @@ class Pool(Transactions[_Conn]):
             conn.pg.execute("ROLLBACK")
         except psycopg.Error:  # the connection broke: the server rolls it back
             self.discard(conn)
+
+    def search_path(self) -> str:
+        """The search_path of the store's connections: its schema when it has one."""
+        if self.schema is not None:
+            return f'"{self.schema}"'
+        if self._search_path is None:
+            with self.use() as pg:
+                row = pg.execute("SELECT current_setting('search_path')").fetchone()
+            self._search_path = "" if row is None else str(row[0])
+        return self._search_path
 
     # -- calls --------------------------------------------------------------
 

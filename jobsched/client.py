@@ -1,0 +1,186 @@
+"""``jobsched.Client``: schedule and manage jobs from Python application code.
+
+::
+
+    from jobsched import Client
+
+    with Client("jobs.db") as client:          # or postgresql://..., or http://host:8080
+        job = client.schedule("send-email", {"to": "a@example.com"}, delay_ms=60_000)
+        print(client.get(job.job_id).state)
+
+The target is a SQLite file (``*.db`` or ``sqlite:///path``) or a
+``postgresql://`` URL, written directly through the engine (no service
+needed: running nodes see the jobs), or the ``http(s)://`` URL of a running
+``jobsched serve``. Every method sends the protocol's message (see
+docs/protocol.md) and reads its reply, so a store target and a service give
+the same results. ``connection=`` writes inside the application's own open
+transaction (store targets only). See docs/client.md.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+from jobsched.client_transports import Body, Transport, open_transport
+from jobsched.client_types import (
+    InvalidArgument,
+    Job,
+    JobPage,
+    JobSpec,
+    JobState,
+    ScheduledJob,
+    Stats,
+    spec_body,
+)
+
+__all__ = ["Client"]
+
+
+class Client:
+    """A connection to jobsched for application code (see the module docstring).
+
+    Safe to share between threads. Errors are ``jobsched.errors`` classes
+    carrying the protocol's ``code`` and text (``Malformed`` 12,
+    ``JobNotFound`` 20, ``JobExists`` 21, ``PreconditionFailed`` 22,
+    ``Unavailable`` 11), all ``JobschedError``."""
+
+    def __init__(
+        self, target: str | os.PathLike[str], *, token: str | None = None, timeout: float = 30.0
+    ) -> None:
+        self._transport: Transport = open_transport(target, token, timeout)
+        self.target = self._transport.target
+
+    # -- scheduling -----------------------------------------------------------
+
+    def schedule(
+        self,
+        task: str,
+        payload: Any = None,
+        *,
+        delay_ms: int | None = None,
+        run_at: datetime | int | str | None = None,
+        cron: str | None = None,
+        interval_ms: int | None = None,
+        timezone: str | None = None,
+        job_id: str | None = None,
+        max_attempts: int | None = None,
+        base_ms: int | None = None,
+        max_backoff_ms: int | None = None,
+        jitter: bool | None = None,
+        timeout_ms: int | None = None,
+        overlap: str | None = None,
+        misfire: str | None = None,
+        catchup_window_ms: int | None = None,
+        connection: object | None = None,
+    ) -> ScheduledJob:
+        """Schedule one job (the ``schedule_job`` message; ``None`` means "not
+        given"). ``run_at`` takes an aware ``datetime``, epoch ms or ISO text.
+        With ``connection=`` (a ``sqlite3.Connection`` or ``psycopg.Connection``
+        to the target's database, with a transaction open), the job is written
+        in that transaction: it exists once the application commits."""
+        spec = JobSpec(
+            task, payload, delay_ms, run_at, cron, interval_ms, timezone, job_id,
+            max_attempts, base_ms, max_backoff_ms, jitter, timeout_ms, overlap, misfire,
+            catchup_window_ms,
+        )  # fmt: skip
+        reply = self._call({"type": "schedule_job", **spec.to_body()}, connection)
+        return ScheduledJob.from_reply(reply)
+
+    def schedule_many(
+        self, specs: Iterable[Mapping[str, Any] | JobSpec], *, connection: object | None = None
+    ) -> builtins.list[ScheduledJob]:
+        """Schedule a batch, all or nothing (the ``schedule_jobs`` message): a
+        ``JobSpec`` or a mapping of schedule_job fields per job; at most 10,000.
+        An error names the spec by its index (``jobs[7].delay_ms: ...``)."""
+        jobs: builtins.list[Body] = []
+        for i, spec in enumerate(specs):
+            if isinstance(spec, JobSpec):
+                jobs.append(spec.to_body())
+            elif isinstance(spec, Mapping):
+                jobs.append(spec_body(spec))
+            else:
+                kind = type(spec).__name__
+                raise InvalidArgument(f"jobs[{i}]", f"must be a JobSpec or a mapping, not {kind}")
+        reply = self._call({"type": "schedule_jobs", "jobs": jobs}, connection)
+        return [ScheduledJob.from_reply(fields) for fields in reply["jobs"]]
+
+    # -- reading --------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job:
+        """The job, with its latest runs (``JobNotFound`` if there is none)."""
+        return Job.from_reply(self._call({"type": "get_job", "job_id": job_id})["job"])
+
+    def list(
+        self,
+        state: JobState | str | None = None,
+        task: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> JobPage:
+        """One page of jobs in scheduling order (``limit`` 1 to 1000); pass the
+        page's ``next`` as ``after`` for the following one, or use ``iter_jobs``."""
+        body: Body = {"type": "list_jobs", "limit": limit}
+        for name, value in (("state", state), ("task", task), ("after", after)):
+            if value is not None:
+                body[name] = str(value)
+        reply = self._call(body)
+        return JobPage(tuple(Job.from_reply(j) for j in reply["jobs"]), reply["next"])
+
+    def iter_jobs(
+        self, state: JobState | str | None = None, task: str | None = None, page_size: int = 100
+    ) -> Iterator[Job]:
+        """Every job matching, in scheduling order, a page at a time."""
+        after: str | None = None
+        while True:
+            page = self.list(state, task, page_size, after)
+            yield from page.jobs
+            if page.next is None:
+                return
+            after = page.next
+
+    def stats(self) -> Stats:
+        return Stats.from_reply(self._call({"type": "stats"}))
+
+    # -- changes --------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> None:
+        self._call({"type": "cancel_job", "job_id": job_id})
+
+    def pause(self, job_id: str) -> None:
+        self._call({"type": "pause_job", "job_id": job_id})
+
+    def resume(self, job_id: str) -> ScheduledJob:
+        """Resume a paused job; when it is due now."""
+        return ScheduledJob.from_reply(self._call({"type": "resume_job", "job_id": job_id}))
+
+    def retry(self, job_id: str) -> ScheduledJob:
+        """Run a dead job again (``retry_job``); it is due at once."""
+        return ScheduledJob.from_reply(self._call({"type": "retry_job", "job_id": job_id}))
+
+    # -- plumbing -------------------------------------------------------------
+
+    def _call(self, body: Body, connection: object | None = None) -> Body:
+        return self._transport.call(body, connection)
+
+    def close(self) -> None:
+        """Close the client's connections (the store's, or the HTTP ones)."""
+        self._transport.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client({self.target!r})"
