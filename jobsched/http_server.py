@@ -12,9 +12,11 @@ Limits (durations on ``time.monotonic``): a request's line, headers and body
 must arrive within ``request_timeout`` of its first byte (408 and close; a
 trickle does not extend it); a keep-alive connection idle for ``idle_timeout``
 is closed; at ``max_connections`` (never more than the open-file limit leaves
-room for) a newcomer closes the longest-waiting connection not being served
-(idle ones first, then the slowest sender), so stalled clients never hold the
-slot a healthy request needs. Only when all are being served: 503.
+room for) a newcomer closes the longest-waiting connection that has waited at
+least ``STALLED_S`` and is not being served (idle ones first, then the slowest
+sender), so stalled clients never hold the slot a healthy request needs. With
+none such (a burst, or every connection busy) the newcomer gets 503 at once:
+healthy clients that just sent a byte are not closed under each other's feet.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ log = logging.getLogger("jobsched.http")
 Handler = Callable[[str, str, str | None, bytes], Response]
 RECV_SIZE = 1 << 16
 SWEEP_S = 0.1  # how often deadlines are checked: the timeouts' resolution
+STALLED_S = 1.0  # at the connection bound, who has waited this long may be closed
 WARN_EVERY_S = 10.0
 _OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
@@ -210,7 +213,7 @@ class HttpServer:
             self._admit(sock, f"{addr[0]}:{addr[1]}")
 
     def _out_of_fds(self, exc: OSError) -> None:
-        self._warn("cannot accept a connection (%s): closing the longest-waiting one", exc)
+        self._warn("cannot accept a connection (%s): closing the longest-stalled one", exc)
         if not self._make_room():
             # Every connection is being served: stop spinning on the listener a moment.
             self._sel.unregister(self._listener)
@@ -221,8 +224,9 @@ class HttpServer:
         # Answers are one write each; without this the next one waits for an ACK.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if len(self._conns) >= self.limits.max_connections and not self._make_room():
-            self._warn("%d connections, every one being served: answering 503", len(self._conns))
-            _send_quietly(sock, render(error(503, 11, "too many requests at once"), None, False, 0))
+            self._warn("at --max-connections %d, none stalled: answering 503", len(self._conns))
+            busy = error(503, 11, "too many connections; try again")
+            _send_quietly(sock, render(busy, None, False, 0))
             sock.close()
             return
         conn = _Conn(sock, peer, time.monotonic(), self.limits.request_timeout)
@@ -230,11 +234,12 @@ class HttpServer:
         self._watch(conn, READ)
 
     def _make_room(self) -> bool:
-        waiting = [c for c in self._conns if c.state in (IDLE, READING)]
+        stalled = time.monotonic() - STALLED_S
+        waiting = [c for c in self._conns if c.state in (IDLE, READING) and c.since <= stalled]
         if not waiting:
             return False
         victim = min(waiting, key=lambda c: (c.state != IDLE, c.since))
-        self._warn("at --max-connections %d: closing the longest-waiting", len(self._conns))
+        self._warn("at --max-connections %d: closing the longest-stalled", len(self._conns))
         if victim.state == READING and victim.buf:
             self._fail(victim, error(503, 11, "too many connections; yours waited longest"))
         else:

@@ -172,6 +172,26 @@ def test_past_the_bound_a_new_connection_gets_503_at_once(tmp_path: Path) -> Non
         assert svc.stop() == 0
 
 
+def test_at_the_bound_a_stalled_idle_connection_makes_room(tmp_path: Path) -> None:
+    svc = Service(tmp_path, "--max-connections", "2", db="")
+    ok, healthz = b'{"status": "ok"}', b"GET /healthz HTTP/1.1\r\n\r\n"
+    try:
+        with raw(svc) as stalled, raw(svc) as recent:
+            stalled.sendall(healthz)
+            assert read_response(stalled)[1] == ok
+            time.sleep(1.2)  # idle for over a second: it may be closed to make room
+            recent.sendall(healthz)
+            assert read_response(recent)[1] == ok
+            with raw(svc) as third:
+                third.sendall(healthz)
+                assert read_response(third)[1] == ok
+            assert closed_within(stalled, 2) == b""
+            recent.sendall(healthz)  # the connection that was just used is kept
+            assert read_response(recent)[1] == ok
+    finally:
+        assert svc.stop() == 0
+
+
 def _fd_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
 
