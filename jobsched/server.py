@@ -229,7 +229,7 @@ def _encode(reply: Pending | None, created: bool) -> Response:
     try:
         return Response(status, reply.encode().encode())
     except (ValueError, TypeError) as exc:
-        log.error("a %s reply could not be encoded; nothing changed: %s", reply.reply_type, exc)
+        log.error("a %s reply could not be encoded: %s", reply.reply_type, exc)
         raise _Unencodable(
             error(500, 13, "internal error: the reply could not be encoded")
         ) from exc
