@@ -110,6 +110,8 @@ class Dispatcher:
         self._done: queue.SimpleQueue[tuple[Run, Outcome, float, float]] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._stopping = False
+        # Held around a claim: once stop_claims returns, no claim is in progress.
+        self._claim_lock = threading.Lock()
         self._grace_until: float | None = None
         self._thread: threading.Thread | None = None
 
@@ -138,7 +140,8 @@ class Dispatcher:
     def stop_claims(self) -> None:
         """Claim nothing more from now on (the first step of a shutdown); runs
         in flight go on and their outcomes are still written."""
-        self._stopping = True
+        with self._claim_lock:  # a claim in progress commits before this returns
+            self._stopping = True
         self.wake()
 
     def stop(self, grace_s: float = 10.0) -> None:
@@ -196,7 +199,8 @@ class Dispatcher:
         self._collect(now)
         self._expire(now)
         # Claims first: they are what lateness is made of; writing outcomes can wait.
-        full = not self._stopping and self._claim(now)
+        with self._claim_lock:
+            full = not self._stopping and self._claim(now)
         self._flush(now)
         self._renew(now)
         if not self._stopping:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
-import json
 import logging
 import re
 import resource
@@ -31,7 +30,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from jobsched.errors import JobschedError
 from jobsched.http_conn import JSON, Response, error
 from jobsched.http_server import HttpServer, Limits
-from jobsched.jsonfast import loads
+from jobsched.jsonfast import dumps, loads
 from jobsched.messages import READ_ONLY, RUNS_USER_CODE, Context
 from jobsched.runner import LATENESS_BUCKETS, Metrics
 from jobsched.wire import Pending, handle, unavailable
@@ -161,7 +160,11 @@ class Service:
 
     def call(self, fields: dict[str, Any], created: bool = False) -> Response:
         fields.pop("msg_id", None)
-        return self._answer(json.dumps(fields), str(fields["type"]), created)
+        try:
+            line = dumps(fields)
+        except (ValueError, RecursionError) as exc:  # too deep to re-encode
+            return error(400, 12, f"body: cannot be read: {exc}"[:300])
+        return self._answer(line, str(fields["type"]), created)
 
     def healthz(self) -> Response:
         try:
@@ -249,8 +252,8 @@ def _peek(text: str) -> str | None:
 
 def _json_object(body: bytes) -> dict[str, Any] | Response:
     try:
-        value = json.loads(body or b"{}")
-    except (ValueError, RecursionError) as exc:
+        value = loads(body.decode("utf-8") if body else "{}")
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         return error(400, 12, f"body: not valid JSON: {exc}"[:300])
     if not isinstance(value, dict):
         return error(400, 12, "body: must be a JSON object")

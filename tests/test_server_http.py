@@ -359,3 +359,23 @@ def test_numbers_json_cannot_echo_back_are_refused_and_change_nothing(svc: Servi
         assert status == 400 and error(reply, 12), (text, reply)
     status, reply = svc.request("GET", "/v1/jobs/inf")
     assert status == 404 and error(reply, 20)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"task": "t", "payload": ' + b"[" * 900 + b"]" * 900 + b"}",
+        b'{"task": "t", "payload": NaN}',
+        b'{"task": "t", "delay_ms": 1e400}',
+        b'{"task": "t", "payload": "\xff\xfe"}',
+    ],
+    ids=["nested-900", "nan", "1e400", "not-utf8"],
+)
+def test_a_body_the_protocol_cannot_hold_is_400_and_stores_nothing(
+    svc: Service, raw: bytes
+) -> None:
+    _, before = svc.request("POST", "/v1/messages", {"type": "stats"})
+    status, reply = svc.request("POST", "/v1/jobs", raw)
+    assert status == 400 and reply["code"] == 12, (status, reply)
+    _, after = svc.request("POST", "/v1/messages", {"type": "stats"})
+    assert after["total"] == before["total"]
