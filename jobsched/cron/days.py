@@ -64,44 +64,54 @@ def _dom_mask(spec: CronSpec, length: int, first: int) -> int:
     return mask
 
 
-def _weekday_days(first: int, wd: int) -> int:
-    mask = 0
-    for day in range((wd - first) % 7 + 1, 32, 7):
-        mask |= 1 << day
-    return mask
-
-
-# _WEEKDAY_DAYS[first][wd]: mask of days 1-31 falling on weekday wd when the 1st is `first`.
-_WEEKDAY_DAYS = tuple(tuple(_weekday_days(first, wd) for wd in range(7)) for first in range(7))
+# Bits 0, 7, 14, 21, 28: a 7-bit pattern times this repeats it over five weeks.
+_WEEKS = sum(1 << (7 * i) for i in range(5))
 
 
 def _dow_mask(spec: CronSpec, length: int, first: int) -> int:
-    table = _WEEKDAY_DAYS[first]
-    mask = 0
-    for wd in bits(spec.dow):
-        mask |= table[wd]
-    for wd in bits(spec.dow_last):
-        d1 = (wd - first) % 7 + 1
-        mask |= 1 << (d1 + 7 * ((length - d1) // 7))
+    month = (1 << (length + 1)) - 2
+    dow = spec.dow
+    if dow == 0x7F:  # every weekday: dL and d#n add nothing
+        return month
+    # Bit j of `rot`: the weekday of day j + 1, (first + j) % 7, is allowed.
+    rot = ((dow >> first) | (dow << (7 - first))) & 0x7F
+    mask = rot * _WEEKS << 1
+    if spec.dow_last:
+        for wd in bits(spec.dow_last):
+            d1 = (wd - first) % 7 + 1
+            mask |= 1 << (d1 + 7 * ((length - d1) // 7))
     for wd, nth in spec.dow_nth:
         mask |= 1 << ((wd - first) % 7 + 1 + 7 * (nth - 1))
-    return mask & ((1 << (length + 1)) - 2)
+    return mask & month
+
+
+def month_mask(spec: CronSpec, length: int, first: int) -> int:
+    """Mask of the days (bit d: day d) that match in a month of `length` days starting on
+    `first` (weekday, 0 = Sunday)."""
+    if spec.dom_nearest or spec.dom_last or spec.dom_last_weekday:
+        dom = _dom_mask(spec, length, first)
+    else:  # plain days, the usual case
+        dom = spec.dom & ((1 << (length + 1)) - 2)
+    dow = _dow_mask(spec, length, first)
+    return dom & dow if spec.day_and else dom | dow
 
 
 def month_days(spec: CronSpec, length: int, first: int) -> tuple[int, ...]:
     """Days (1-based, ascending) that match in a month of `length` days starting on `first`."""
-    dom = _dom_mask(spec, length, first)
-    dow = _dow_mask(spec, length, first)
-    return bits(dom & dow if spec.day_and else dom | dow)
+    return bits(month_mask(spec, length, first))
+
+
+def month_length(year: int, month: int) -> int:
+    if month == 2 and year % 4 == 0 and (year % 100 != 0 or year % 400 == 0):
+        return 29
+    return MONTH_LENGTHS[month]
 
 
 @lru_cache(maxsize=4096)
 def month_info(year: int, month: int) -> tuple[int, int]:
     """(day number of the month's 0th day, key = length * 7 + weekday of the 1st)."""
     first = date(year, month, 1).toordinal()
-    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
-    length = 29 if month == 2 and leap else MONTH_LENGTHS[month]
-    return first - EPOCH_ORDINAL - 1, length * 7 + first % 7
+    return first - EPOCH_ORDINAL - 1, month_length(year, month) * 7 + first % 7
 
 
 def _lengths(month: int) -> tuple[int, ...]:
@@ -134,7 +144,7 @@ def check_can_fire(spec: CronSpec) -> None:
     for month in months:
         for length in _lengths(month):
             for first in range(7):
-                if month_days(spec, length, first):
+                if month_mask(spec, length, first):
                     return
     names = ", ".join(_MONTH_NAMES[m] for m in months)
     if spec.dow == 0x7F:

@@ -27,9 +27,10 @@ from jobsched.cron.count import Counter
 from jobsched.cron.days import EPOCH_ORDINAL as _EPOCH_ORDINAL
 from jobsched.cron.days import FIRST_DAY as _FIRST_DAY
 from jobsched.cron.days import LAST_DAY as _LAST_DAY
-from jobsched.cron.days import check_can_fire, month_days
+from jobsched.cron.days import MONTH_LENGTHS as _MONTH_LENGTHS
+from jobsched.cron.days import check_can_fire, month_mask
 from jobsched.cron.days import month_info as _month_info
-from jobsched.cron.parse import CronError, CronSpec, bits, parse_spec
+from jobsched.cron.parse import CronError, CronSpec, bits, lowest, parse_spec
 from jobsched.cron.tz import DAY, MAX_OFFSET, U_HI, U_LO, DayOffsets, Zone, get_zone
 from jobsched.errors import Malformed
 
@@ -40,6 +41,7 @@ __all__ = ["CronError", "CronExpr"]
 # years apart (Feb 29 on a given weekday), so only DST can exhaust this: a job
 # that is not fixed-time and whose wall times all fall in gaps.
 _GIVE_UP_DAYS = 200 * 366
+_NO_DAY = _LAST_DAY + 1  # _next_day's answer when no date up to 9999 matches
 
 
 class CronExpr:
@@ -47,6 +49,7 @@ class CronExpr:
 
     __slots__ = (
         "_counter",
+        "_dmasks",
         "_hours",
         "_mdays",
         "_months",
@@ -65,13 +68,27 @@ class CronExpr:
         self.tz = tz
         self._spec = spec
         self._zone = zone
+        # Sorted value tables for iterating and counting, built by _tables() on first
+        # use: next_after finds a first occurrence from the bit masks alone, so an
+        # expression parsed for one next_after never pays for them.
+        self._hours: tuple[int, ...] = ()
+        self._months: tuple[int, ...] = ()
+        self._msecs: tuple[int, ...] = ()  # minute * 60 + second that match, ascending
+        # Matching days per month key (length * 7 + weekday of the 1st), filled lazily:
+        # as masks (bit d: day d) and as ascending tuples.
+        self._dmasks: dict[int, int] = {}
+        self._mdays: dict[int, tuple[int, ...]] = {}
+        self._counter: Counter | None = None
+
+    def _tables(self) -> None:
+        spec = self._spec
         self._hours = bits(spec.hours)
         self._months = bits(spec.months)
-        # Seconds into the hour that match (minute * 60 + second), ascending.
-        self._msecs = tuple(m * 60 + s for m in bits(spec.minutes) for s in bits(spec.seconds))
-        # Matching days per (month length, weekday of the 1st), filled lazily.
-        self._mdays: list[tuple[int, ...] | None] = [None] * (32 * 7)
-        self._counter: Counter | None = None
+        minutes = bits(spec.minutes)
+        if spec.seconds == 1:  # five fields: second 0
+            self._msecs = tuple([m * 60 for m in minutes])
+        else:
+            self._msecs = tuple([m * 60 + s for m in minutes for s in bits(spec.seconds)])
 
     @classmethod
     def parse(cls, text: str, tz: str = "UTC") -> CronExpr:
@@ -98,24 +115,43 @@ class CronExpr:
         u0 = ms // 1000 + 1
         if u0 > U_HI:
             return None
-        u0 = max(u0, U_LO)
+        if u0 < U_LO:
+            u0 = U_LO
+        u = self._first_clean(u0)
+        if u is None:
+            u = next(self._instants(u0), None)
+        return None if u is None else u * 1000
+
+    def _first_clean(self, u0: int) -> int | None:
+        """The first occurrence >= u0 when the days on the way are clean (one offset), from
+        the bit masks alone (no tables); None to leave it to the walk (_instants): a day
+        whose offset changes, the end of the calendar, or 200 years without a match.
+
+        A clean day's instants cannot interleave with other days', so the first day with
+        an instant >= u0 wins: the start day, else the next matching day (a clean day
+        after the start day begins after u0, and every matching day has occurrences).
+        """
         zone = self._zone
-        start_day = (u0 + zone.offset(u0)) // DAY
-        # Fast path while days are clean (one offset): such a day's instants cannot
-        # interleave with other days', so the first day with an instant >= u0 wins.
-        for dayno in self._days_from(max(start_day - 1, _FIRST_DAY)):
-            offs = zone.day(dayno)
-            if not isinstance(offs, int) or dayno > _LAST_DAY:
-                break
-            if dayno - start_day > _GIVE_UP_DAYS:
+        fixed = zone.fixed
+        if fixed is None:
+            start_day = (u0 + zone.offset(u0)) // DAY
+            # A fall-back that crosses midnight can put the previous day's repeated wall
+            # times after u0; when the day before is clean, all its instants are before u0.
+            if start_day > _FIRST_DAY and not isinstance(zone.day(start_day - 1), int):
+                return None
+            dayno = max(start_day, _FIRST_DAY)  # as _instants: no day before the first
+        else:  # one offset forever (0): the day before ends before u0 >= U_LO
+            start_day = dayno = (u0 + fixed) // DAY
+        while True:
+            dayno = self._next_day(dayno)
+            offs = zone.day(dayno) if fixed is None else fixed
+            if not isinstance(offs, int) or dayno > _LAST_DAY or dayno - start_day > _GIVE_UP_DAYS:
                 return None
             base = dayno * DAY - offs
-            sod = self._first_sod(max(0, u0 - base))
+            sod = self._first_sod(u0 - base if u0 > base else 0)
             if sod is not None:
-                return (base + sod) * 1000
-        for u in self._instants(u0):
-            return u * 1000
-        return None
+                return base + sod
+            dayno += 1
 
     def iter_after(self, ms: int) -> Iterator[int]:
         """Successive occurrences strictly after `ms`, in epoch ms."""
@@ -142,19 +178,62 @@ class CronExpr:
             return n
         counter = self._counter
         if counter is None:
+            if not self._msecs:
+                self._tables()
             counter = self._counter = Counter(self._spec, self._msecs, self._zone, self._days)
         return n + counter.count(a, b)
 
     # -- days ---------------------------------------------------------------
 
-    def _month(self, key: int) -> tuple[int, ...]:
-        got = self._mdays[key] = month_days(self._spec, key // 7, key % 7)
+    def _day_mask(self, key: int) -> int:
+        """Matching days (bit d: day d) of a month whose key is length * 7 + weekday of
+        the 1st."""
+        got = self._dmasks.get(key)
+        if got is None:
+            got = self._dmasks[key] = month_mask(self._spec, key // 7, key % 7)
         return got
 
     def _days(self, key: int) -> tuple[int, ...]:
         """Matching days of a month whose key is length * 7 + weekday of the 1st."""
-        got = self._mdays[key]
-        return self._month(key) if got is None else got
+        got = self._mdays.get(key)
+        if got is None:
+            got = self._mdays[key] = bits(self._day_mask(key))
+        return got
+
+    def _next_day(self, dayno: int) -> int:
+        """The first local day >= `dayno` whose date matches, or _NO_DAY after 9999."""
+        when = date.fromordinal(dayno + _EPOCH_ORDINAL)
+        year, month, low = when.year, when.month, when.day
+        months = self._spec.months
+        if months >> month & 1:
+            # The start month's key from the date in hand: no calendar lookup.
+            length = _MONTH_LENGTHS[month]
+            if month == 2 and year % 4 == 0 and (year % 100 != 0 or year % 400 == 0):
+                length = 29
+            key = length * 7 + (dayno - low + 1 + _EPOCH_ORDINAL) % 7
+            days = self._dmasks.get(key)
+            if days is None:
+                days = self._day_mask(key)
+            days >>= low
+            if days:
+                return dayno + (days & -days).bit_length() - 1
+            month, low = month + 1, 1
+        while year <= 9999:
+            ahead = months >> month  # bit 0: this month
+            if not ahead:
+                year, month, low = year + 1, 1, 1
+                continue
+            if not ahead & 1:
+                month, low = month + lowest(ahead), 1
+            base, key = _month_info(year, month)
+            days = self._dmasks.get(key)
+            if days is None:
+                days = self._day_mask(key)
+            days >>= low
+            if days:
+                return base + low + (days & -days).bit_length() - 1
+            month, low = month + 1, 1
+        return _NO_DAY
 
     def _days_from(self, dayno: int) -> Iterator[int]:
         """Matching local days (days since 1970-01-01) from `dayno` on, up to 9999."""
@@ -166,9 +245,9 @@ class CronExpr:
                 if month < month0:
                     continue
                 base, key = _month_info(year, month)
-                days = mdays[key]
+                days = mdays.get(key)
                 if days is None:
-                    days = self._month(key)
+                    days = self._days(key)
                 low = day0 if month == month0 else 0
                 for d in days:
                     if d >= low:
@@ -197,16 +276,26 @@ class CronExpr:
         return out
 
     def _first_sod(self, lo: int) -> int | None:
-        """The first matching second-of-day >= lo, if any today."""
-        hours, msecs = self._hours, self._msecs
-        h = lo // 3600
-        i = bisect_left(hours, h)
-        if i < len(hours) and hours[i] == h:
-            j = bisect_left(msecs, lo - h * 3600)
-            if j < len(msecs):
-                return h * 3600 + msecs[j]
-            i += 1
-        return hours[i] * 3600 + msecs[0] if i < len(hours) else None
+        """The first matching second-of-day >= lo, if any today (bit masks, no tables)."""
+        # (x & -x).bit_length() - 1 is x's lowest set bit, inlined: this is the cold path.
+        spec = self._spec
+        hours, minutes, seconds = spec.hours, spec.minutes, spec.seconds
+        h, r = divmod(lo, 3600)
+        if hours >> h & 1:
+            m, s = divmod(r, 60)
+            ahead = seconds >> s
+            if ahead and minutes >> m & 1:
+                return lo + (ahead & -ahead).bit_length() - 1
+            ahead = minutes >> (m + 1) << (m + 1)
+            if ahead:
+                m = (ahead & -ahead).bit_length() - 1
+                return h * 3600 + m * 60 + (seconds & -seconds).bit_length() - 1
+        ahead = hours >> (h + 1) << (h + 1)
+        if not ahead:
+            return None
+        h = (ahead & -ahead).bit_length() - 1
+        m = (minutes & -minutes).bit_length() - 1
+        return h * 3600 + m * 60 + (seconds & -seconds).bit_length() - 1
 
     def _any_sod(self, lo: int, hi: int) -> bool:
         sod = self._first_sod(lo)
@@ -254,6 +343,8 @@ class CronExpr:
         """Occurrences >= u0 in epoch seconds, strictly increasing, bounded."""
         if u0 > U_HI:
             return
+        if not self._msecs:
+            self._tables()
         zone = self._zone
         after = max(u0, U_LO) - 1
         start_day = (after + 1 + zone.offset(after + 1)) // DAY
@@ -292,3 +383,12 @@ def _parse_cached(text: str, tz: str) -> CronExpr:
     spec = parse_spec(text)
     check_can_fire(spec)
     return CronExpr(text, tz, spec, zone)
+
+
+def clear_caches() -> None:
+    """Empty every cache the cron package keeps, as in a fresh process: parsed
+    expressions, month layouts, zones and their offsets. For benchmarks measuring a
+    cold start; module constants (name tables, byte tables) are not caches."""
+    _parse_cached.cache_clear()
+    _month_info.cache_clear()
+    get_zone.cache_clear()

@@ -8,7 +8,6 @@ Errors name the field (``cron.minute`` ...) and say what is wrong.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import NamedTuple
 
 from jobsched.errors import Malformed
@@ -25,10 +24,14 @@ class _Field:
     hi: int
     names: dict[str, int]
     full: int  # mask of every value lo..hi
+    # Every plain numeral lo..hi and every name, to its value: the usual tokens are read
+    # with one lookup (anything else, errors included, takes the general path).
+    tokens: dict[str, int]
 
 
 def _make_field(name: str, lo: int, hi: int, names: dict[str, int]) -> _Field:
-    return _Field(name, lo, hi, names, ((1 << (hi + 1)) - 1) ^ ((1 << lo) - 1))
+    tokens = {str(v): v for v in range(lo, hi + 1)} | names
+    return _Field(name, lo, hi, names, ((1 << (hi + 1)) - 1) ^ ((1 << lo) - 1), tokens)
 
 
 _MONTH_NAMES = {
@@ -57,6 +60,7 @@ MACROS = {
     "@HOURLY": "0 * * * *",
 }
 _MAX_DIGITS = 4  # keeps int() cheap on hostile input; no field needs more
+_NUMERALS = {str(i): i for i in range(1, 60)}  # the usual steps, read without int()
 
 
 class CronSpec(NamedTuple):
@@ -99,6 +103,9 @@ def _number(tok: str, f: _Field, what: str = "value") -> int:
 
 
 def _value(tok: str, f: _Field) -> int:
+    v = f.tokens.get(tok)
+    if v is not None:
+        return v
     v = _number(tok, f)
     if not f.lo <= v <= f.hi:
         raise _bad(f, f"{tok!r} is out of range {f.lo}-{f.hi}")
@@ -106,6 +113,9 @@ def _value(tok: str, f: _Field) -> int:
 
 
 def _step(tok: str, f: _Field) -> int:
+    n = _NUMERALS.get(tok, 0)
+    if n:
+        return n
     n = _number(tok, f, "step")
     if tok in f.names or n < 1:
         raise _bad(f, f"step {tok!r} must be a positive number")
@@ -125,17 +135,31 @@ def _range_item(item: str, f: _Field) -> int:
         hi = _value(last, f) if dash else (f.hi if slash else lo)
         if hi < lo:
             raise _bad(f, f"range {body!r} runs backwards ({lo} > {hi})")
-    mask = 0
-    for v in range(lo, hi + 1, step):
-        mask |= 1 << v
-    return mask
+    return progression(lo, step, (hi - lo) // step + 1)
+
+
+def progression(lo: int, step: int, n: int) -> int:
+    """The mask of the n values lo, lo + step, ...: a few big-int operations, no loop."""
+    # (2**(step*n) - 1) / (2**step - 1) is the sum of 2**(step*i) for i < n.
+    return ((1 << (step * n)) - 1) // ((1 << step) - 1) << lo
 
 
 def _field_mask(text: str, f: _Field) -> int:
+    # The two most common fields, `*` and one small number, skip the general loop
+    # (anything unusual, errors included, takes it).
+    if text == "*":
+        return f.full
+    v = f.tokens.get(text)
+    if v is not None:
+        return 1 << v
+    step = _NUMERALS.get(text[2:]) if text[:2] == "*/" else None
+    if step is not None:
+        return progression(f.lo, step, (f.hi - f.lo) // step + 1)
     mask = 0
     for item in text.split(","):
-        if item.isdigit():  # the common case, kept cheap
-            mask |= 1 << _value(item, f)
+        v = f.tokens.get(item)
+        if v is not None:  # the common case, kept cheap
+            mask |= 1 << v
         elif item == "*":
             mask |= f.full
         else:
@@ -159,7 +183,10 @@ class _DomParts:
 def _dom(text: str) -> _DomParts:
     out = _DomParts()
     for item in text.split(","):
-        if item == "L":
+        v = DOM.tokens.get(item)
+        if v is not None:  # the common case, kept cheap
+            out.mask |= 1 << v
+        elif item == "L":
             out.last = True
         elif item == "LW":
             out.last_weekday = True
@@ -209,6 +236,9 @@ def _fields(text: str) -> list[str]:
     if not text.isascii():
         raise CronError("cron", "the expression contains a non-ASCII character")
     parts = text.upper().split()
+    if len(parts) == 5:
+        parts.insert(0, "0")
+        return parts
     if len(parts) == 1 and parts[0].startswith("@"):
         macro = MACROS.get(parts[0])
         if macro is None:
@@ -231,20 +261,22 @@ def parse_spec(text: str) -> CronSpec:
     sec, mnt, hr, dom_text, mon, dow_text = _fields(text)
     dom = _DOM_STAR if dom_text == "*" else _dom(dom_text)
     dow = _DOW_STAR if dow_text == "*" else _dow(dow_text)
+    # Positional: a NamedTuple built from keywords costs noticeably more, and a new
+    # expression is parsed on every cold start (see bench/cron_bench.py).
     return CronSpec(
-        seconds=_field_mask(sec, SECOND),
-        minutes=_field_mask(mnt, MINUTE),
-        hours=_field_mask(hr, HOUR),
-        dom=dom.mask,
-        dom_last=dom.last,
-        dom_last_weekday=dom.last_weekday,
-        dom_nearest=dom.nearest,
-        months=_field_mask(mon, MONTH),
-        dow=dow.mask,
-        dow_last=dow.last,
-        dow_nth=dow.nth,
-        day_and=dom_text[0] in "*?" or dow_text[0] in "*?",
-        fixed_time=not any(p[0] in "*?" for p in (sec, mnt, hr)),
+        _field_mask(sec, SECOND),
+        _field_mask(mnt, MINUTE),
+        _field_mask(hr, HOUR),
+        dom.mask,
+        dom.last,
+        dom.last_weekday,
+        dom.nearest,
+        _field_mask(mon, MONTH),
+        dow.mask,
+        dow.last,
+        dow.nth,
+        dom_text[0] in "*?" or dow_text[0] in "*?",
+        sec[0] not in "*?" and mnt[0] not in "*?" and hr[0] not in "*?",
     )
 
 
@@ -252,9 +284,20 @@ def parse_spec(text: str) -> CronSpec:
 _BYTE_BITS = tuple(tuple(i for i in range(8) if b >> i & 1) for b in range(256))
 
 
-@lru_cache(maxsize=1024)
 def bits(mask: int) -> tuple[int, ...]:
-    """The set bits of `mask`, ascending."""
+    """The set bits of `mask` (>= 0), ascending."""
+    if mask < 256:
+        return _BYTE_BITS[mask]
+    # Most fields are one range or step (`*`, `1-5`, `*/5`): their bits are an
+    # arithmetic progression, found from the lowest and highest bit and the count.
+    lo = (mask & -mask).bit_length() - 1
+    top = mask.bit_length()
+    n = mask.bit_count()
+    if n == 1:
+        return (lo,)
+    step, rest = divmod(top - 1 - lo, n - 1)
+    if not rest and progression(lo, step, n) == mask:
+        return tuple(range(lo, top, step))
     out: list[int] = []
     base = 0
     while mask:
@@ -264,3 +307,8 @@ def bits(mask: int) -> tuple[int, ...]:
         mask >>= 8
         base += 8
     return tuple(out)
+
+
+def lowest(mask: int) -> int:
+    """The lowest set bit of `mask` (> 0)."""
+    return (mask & -mask).bit_length() - 1
