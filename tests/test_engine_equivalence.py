@@ -46,9 +46,26 @@ def _schedule(rng: random.Random, now: int, sent: dict[str, dict[str, Any]]) -> 
     return body
 
 
+def _batch(rng: random.Random, now: int, sent: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """schedule_jobs of a few specs: new, re-sent, conflicting, sometimes one
+    malformed or one named twice (then nothing of the batch is scheduled)."""
+    jobs = []
+    for _ in range(rng.randrange(1, 5)):
+        spec = dict(_schedule(rng, now, sent))
+        del spec["type"]
+        jobs.append(spec)
+    if rng.random() < 0.1:
+        jobs.insert(rng.randrange(len(jobs) + 1), {"task": "a", "delay_ms": -1})
+    if rng.random() < 0.1:
+        jobs.append(dict(jobs[0]))
+    return {"type": "schedule_jobs", "jobs": jobs}
+
+
 def _request(rng: random.Random, now: int, sent: dict[str, dict[str, Any]]) -> dict[str, Any]:
     roll = rng.random()
     jid = rng.choice(list(sent)) if sent and rng.random() < 0.9 else "job-none"
+    if roll < 0.08:
+        return _batch(rng, now, sent)
     if roll < 0.3 or not sent:
         return _schedule(rng, now, sent)
     if roll < 0.45:

@@ -17,6 +17,7 @@ from tests.harness import NodeProcess, Wire
 
 TYPES = [
     "schedule_job",
+    "schedule_jobs",
     "execute_jobs",
     "execute_job",
     "get_job",
@@ -52,6 +53,7 @@ FIELDS = [
     "timeout_ms",
     "overlap",
     "misfire",
+    "jobs",
 ]
 json_values = st.recursive(
     st.none()
@@ -68,6 +70,16 @@ bodies = st.fixed_dictionaries(
     {"type": st.sampled_from(TYPES)},
     optional={name: json_values for name in FIELDS} | {"msg_id": st.integers()},
 )
+# schedule_jobs with specs made of every field (or of anything at all).
+specs = st.fixed_dictionaries(
+    {},
+    optional={"task": st.sampled_from(["t", ""]) | json_values}
+    | dict.fromkeys(FIELDS, json_values),
+)
+batches = st.fixed_dictionaries(
+    {"type": st.just("schedule_jobs"), "jobs": st.lists(specs | json_values, max_size=4)},
+    optional={"msg_id": st.integers(), "current_time": json_values},
+)
 
 
 def _snapshot(w: Wire, ids: list[str]) -> list[dict[str, Any]]:
@@ -79,6 +91,10 @@ def _snapshot(w: Wire, ids: list[str]) -> list[dict[str, Any]]:
 )
 @given(body=bodies)
 def test_random_bodies_always_get_one_reply(body: dict[str, Any]) -> None:
+    _one_reply_and_no_other_job_changed(body)
+
+
+def _one_reply_and_no_other_job_changed(body: dict[str, Any]) -> None:
     w = _WIRE
     # Never name the sentinel jobs, so they must stay exactly as they are.
     if body.get("job_id") in _SENTINELS or body.get("after") in _SENTINELS:
@@ -90,6 +106,14 @@ def test_random_bodies_always_get_one_reply(body: dict[str, Any]) -> None:
         assert reply["body"]["code"] in (10, 12, 20, 21, 22)
         assert isinstance(reply["body"]["text"], str) and reply["body"]["text"]
     assert _snapshot(w, _SENTINELS) == _BEFORE
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(body=batches)
+def test_random_batches_always_get_one_reply(body: dict[str, Any]) -> None:
+    _one_reply_and_no_other_job_changed(body)
 
 
 @settings(max_examples=500, deadline=None)
@@ -107,6 +131,7 @@ def test_random_text_lines_get_a_reply_or_none_if_blank(line: str) -> None:
 
 _REPLY_TYPES = {
     "job_scheduled",
+    "jobs_scheduled",
     "jobs_executed",
     "job_executed",
     "job_failed",
@@ -216,6 +241,7 @@ STRINGS = ['"' + "x" * 100_000 + '"', '"' + "\u00e9" * 50_000 + '"', '"' + "\\ud
 HOSTILE_FIELDS = [*FIELDS, "catchup_window_ms", "node_ids", "msg_id", "src", "dest"]
 ALMOST_VALID = {
     "schedule_job": {"task": "t", "job_id": "f-1", "delay_ms": 5},
+    "schedule_jobs": {"jobs": [{"task": "t", "job_id": "f-3", "delay_ms": 5}, {"task": "u"}]},
     "execute_jobs": {"current_time": "2024-01-15T09:00:00Z"},
     "list_jobs": {"limit": 5},
     "get_job": {"job_id": "f-1"},
@@ -241,10 +267,17 @@ def _hostile_value(rng: random.Random) -> str:
 def _hostile_line(kind: str, values: dict[str, str], enveloped: bool) -> str:
     """A request of ``kind`` whose ``values`` are raw JSON texts: most cannot pass
     through json.dumps (non-finite), so they are spliced in as text."""
-    body: dict[str, Any] = {"type": kind, "msg_id": 1, **ALMOST_VALID.get(kind, {})}
+    body: dict[str, Any] = {
+        "type": kind,
+        "msg_id": 1,
+        **json.loads(json.dumps(ALMOST_VALID.get(kind, {}))),
+    }
     outer: dict[str, Any] = {"src": "c", "dest": "s"}
     for i, name in enumerate(values):
         target = outer if name in ("src", "dest") and enveloped else body
+        inner = body.get("jobs")
+        if isinstance(inner, list) and name not in ("msg_id", "src", "dest", "jobs"):
+            target = inner[i % 2]  # a spec's own field, inside the batch
         target[name] = f"@@{i}@@"
     line = json.dumps({**outer, "body": body} if enveloped else body)
     for i, raw in enumerate(values.values()):
