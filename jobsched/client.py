@@ -97,7 +97,7 @@ class Client:
         """Schedule a batch, all or nothing (the ``schedule_jobs`` message): a
         ``JobSpec`` or a mapping of schedule_job fields per job; at most 10,000.
         An error names the spec by its index (``jobs[7].delay_ms: ...``)."""
-        jobs: builtins.list[Body] = []
+        jobs: builtins.list[Mapping[str, Any]] = []
         for i, spec in enumerate(specs):
             if isinstance(spec, JobSpec):
                 jobs.append(spec.to_body())

@@ -93,7 +93,15 @@ def schedule_jobs(ctx: Context, body: Fields) -> Reply:
     now = ctx.now(body)
     specs = v.batch_specs(body.get("jobs"), ctx.max_payload, now)
     jobs = ctx.engine.schedule_many(specs, now)
-    return "jobs_scheduled", {"jobs": [_due_field(job, job.first_due) for job in jobs]}
+    # The jobs of a batch mostly share a few due times: each is formatted once.
+    texts: dict[int | None, str | None] = {}
+    out = []
+    for job in jobs:
+        due = job.first_due
+        text = texts.get(due) if due in texts else texts.setdefault(due, format_opt(due))
+        key = "next_run" if job.recurring else "scheduled_at"
+        out.append({"job_id": job.job_id, key: text})
+    return "jobs_scheduled", {"jobs": out}
 
 
 def execute_jobs(ctx: Context, body: Fields) -> Reply:

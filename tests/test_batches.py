@@ -257,3 +257,19 @@ def test_schedule_many_inserts_all_or_nothing_on_every_store(store: Store) -> No
     assert w.job("j299")["due_at"] == "2024-01-15T09:00:00.299Z"
     seqs = [j.seq for j in store.iter_all()]
     assert seqs == sorted(seqs)
+
+
+def test_a_payload_in_a_batch_nests_62_levels_the_line_64() -> None:
+    w = Wire()
+
+    def nested(levels: int) -> Any:
+        value: Any = 1
+        for _ in range(levels):
+            value = [value]
+        return value
+
+    ok = {"type": "schedule_jobs", "jobs": [{"task": "a", "payload": nested(62)}]}
+    [job] = w.ok(ok, "jobs_scheduled")["jobs"]
+    assert w.job(job["job_id"])["payload"] == nested(62)
+    deep = {"type": "schedule_jobs", "jobs": [{"task": "a", "payload": nested(63)}]}
+    assert w.err(deep, 12) == "jobs: is nested more than 64 levels deep (arrays and objects)"
