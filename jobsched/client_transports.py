@@ -176,6 +176,10 @@ class HttpTransport:
                     continue
                 why = f"the service at {self.target} closed the connection: {exc}"
                 raise Unavailable(why) from exc
+            except TimeoutError as exc:  # it may have been applied: a job_id makes a re-send safe
+                self._drop(conn)
+                why = f"no answer from the service at {self.target} within {self._timeout} s"
+                raise Unavailable(why) from exc
             except (OSError, http.client.HTTPException) as exc:
                 self._drop(conn)
                 raise Unavailable(f"cannot reach the service at {self.target}: {exc}") from exc

@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import FrozenInstanceError
@@ -50,9 +51,9 @@ LATER = datetime(2031, 3, 1, 12, 30, tzinfo=UTC)
 class Service:
     """A real ``python -m jobsched serve`` on a free loopback port, on SQLite."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *extra: str) -> None:
         args = [sys.executable, "-m", "jobsched", "serve", "--db", str(tmp / "svc.db")]
-        args += ["--listen", "127.0.0.1:0", "--log-level", "WARNING", "--token", TOKEN]
+        args += ["--listen", "127.0.0.1:0", "--log-level", "WARNING", "--token", TOKEN, *extra]
         self.proc = subprocess.Popen(args, cwd=ROOT, stderr=subprocess.PIPE, text=True)
         assert self.proc.stderr is not None
         self.log: list[str] = []
@@ -334,6 +335,18 @@ def test_a_wrong_token_is_refused_by_the_service(service: Service) -> None:
     with Client(service.url, token="wrong") as c, pytest.raises(Malformed) as err:
         c.stats()
     assert err.value.text.startswith("Authorization: a valid 'Bearer <token>' header")
+
+
+def test_a_kept_alive_connection_the_service_closed_is_replaced(tmp_path: Path) -> None:
+    svc = Service(tmp_path, "--idle-timeout", "0.3")
+    try:
+        with Client(svc.url, token=TOKEN) as c:
+            c.schedule("t", run_at=LATER, job_id="first")
+            time.sleep(1.0)  # the service closes the idle connection
+            c.schedule("t", run_at=LATER, job_id="second")
+            assert [j.job_id for j in c.iter_jobs()] == ["first", "second"]
+    finally:
+        assert svc.stop() == 0, "".join(svc.log)
 
 
 def test_an_unreachable_service_is_unavailable() -> None:
