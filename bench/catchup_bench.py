@@ -1,6 +1,8 @@
 """Catch-up after an outage: execute_jobs with minutely cron jobs a year late, beside APScheduler 3.
 
-    .venv/bin/python bench/catchup_bench.py [--jobs N] [--late-days D] [--peer-jobs K] [--quick]
+    .venv/bin/python bench/catchup_bench.py [--jobs N] [--late-days D] [--peer-jobs K]
+    .venv/bin/python bench/catchup_bench.py --quick   # 100 jobs; the peer on 1 job, 7 days: ~2 s
+    .venv/bin/python bench/catchup_bench.py --smoke   # 10 jobs 2 days late: proves it runs
 
 N `* * * * *` jobs (UTC) are scheduled at T; nothing runs until T + D days. Then:
 
@@ -17,7 +19,8 @@ N `* * * * *` jobs (UTC) are scheduled at T; nothing runs until T + D days. Then
    are identical and independent). --quick also times it over at most 7 days
    and scales that to D days (its cost is linear in the occurrences).
 
-Everything stays in memory: nothing is written to disk.
+Everything stays in memory: nothing is written to disk. Without APScheduler 3
+(bench/peers.py) only our rows are printed.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from peers import peer
 
 from jobsched import validate
 from jobsched.cron import CronExpr
@@ -67,21 +72,17 @@ def bench_ours(n: int, late_ms: int) -> Ours:
     return Ours(execute_s, count_s, skipped, counts[0])
 
 
-def bench_aps(k: int, timed_ms: int) -> tuple[float, int] | str:
+def bench_aps(k: int, timed_ms: int) -> tuple[float, int] | None:
     """Seconds for k jobs' _get_run_times over `timed_ms`, and the run times of one;
-    or why the peer was skipped."""
-    try:
-        from importlib.metadata import version
+    None when APScheduler 3 is not installed (peers.peer said so)."""
+    if peer("apscheduler", "apscheduler", "3.") is None:
+        return None
+    from apscheduler.job import Job  # type: ignore[import-untyped]
+    from apscheduler.schedulers.background import (  # type: ignore[import-untyped]
+        BackgroundScheduler,
+    )
+    from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
 
-        from apscheduler.job import Job  # type: ignore[import-untyped]
-        from apscheduler.schedulers.background import (  # type: ignore[import-untyped]
-            BackgroundScheduler,
-        )
-        from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
-    except ImportError:
-        return "APScheduler 3 is not installed (pip install 'apscheduler>=3.10,<4'): skipped"
-    if not version("apscheduler").startswith("3."):
-        return f"APScheduler {version('apscheduler')} is not 3.x: skipped"
     scheduler = BackgroundScheduler(timezone="UTC")  # never started: only a parent for jobs
     first = datetime.fromtimestamp((T + 60_000) / 1000, UTC)
     jobs = [
@@ -107,13 +108,28 @@ def bench_aps(k: int, timed_ms: int) -> tuple[float, int] | str:
     return time.perf_counter() - start, runs[0]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=1000, help="cron jobs (default 1000)")
-    parser.add_argument("--late-days", type=int, default=365, help="how late (default 365)")
-    parser.add_argument("--peer-jobs", type=int, default=2, help="APScheduler jobs timed")
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--jobs", type=positive, default=1000, help="cron jobs (default 1000)")
+    parser.add_argument("--late-days", type=positive, default=365, help="how late (default 365)")
+    parser.add_argument("--peer-jobs", type=positive, default=2, help="APScheduler jobs timed")
     parser.add_argument("--quick", action="store_true", help="100 jobs; peer on 1 job, 7 days")
+    parser.add_argument("--smoke", action="store_true", help="10 jobs 2 days late")
     args = parser.parse_args()
+    if args.smoke:
+        args.jobs, args.late_days, args.quick = 10, 2, True
+    return args
+
+
+def main() -> None:
+    args = arguments()
     n, k = (min(args.jobs, 100), 1) if args.quick else (args.jobs, args.peer_jobs)
     late_ms = args.late_days * DAY_MS
     peer_ms = min(late_ms, 7 * DAY_MS) if args.quick else late_ms
@@ -125,11 +141,10 @@ def main() -> None:
     print(f"  skipped per job: {ours.skipped[0]:,} (exactly: {ours.exact:,})")
     row("jobsched count_between alone", ours.count_s, f"{ours.count_s / n * 1e6:,.1f} us/job")
 
-    peer = bench_aps(k, peer_ms)
-    if isinstance(peer, str):
-        print(peer)
+    peer_run = bench_aps(k, peer_ms)
+    if peer_run is None:
         return
-    seconds, runs = peer
+    seconds, runs = peer_run
     scaled = seconds / k * n * (late_ms / peer_ms)
     days = peer_ms / DAY_MS
     row("APScheduler 3 _get_run_times", scaled, f"timed: {k} job(s), {days:g} days, scaled")

@@ -1,33 +1,45 @@
 """Cron benchmark: jobsched.cron against croniter and cronsim, in the same run.
 
-    .venv/bin/python bench/cron_bench.py [--quick]
+    .venv/bin/python bench/cron_bench.py            # about 15 s
+    .venv/bin/python bench/cron_bench.py --quick    # a tenth of the calls, 3 rounds: ~2 s
+    .venv/bin/python bench/cron_bench.py --smoke    # one round of a few calls: proves it runs
 
-Prints microseconds per call (best of several rounds) and the ratio peer/us
-(higher is better for us). Cases:
+Prints microseconds per call and the ratio peer/us (higher is better for us). Every
+round times ours and then each peer on the same case, one after the other, so that a
+noisy neighbour on a shared machine hits all alike; the table gives each library's
+median over the rounds, and the ratios are ratios of those medians. A peer that is
+not installed is named on one line and left out of the table (bench/peers.py).
+Cases:
   (a) iterate `*/5 * * * *` (UTC), per occurrence
   (b) parse + first occurrence of `*/5 * * * *`: ours with its parse cache hit
-      (the same text again, as a scheduler re-reading its jobs does), with the
-      parse cache missed (a new expression; the shared calendar/zone caches
-      warm), and cold (every cache emptied before each call)
+      (the same text again, as a scheduler re-reading its jobs does), with the parse
+      cache missed (a text never seen: the zone and calendar caches, shared by every
+      expression, warm; no other cache is per text), and cold (every cache the
+      package keeps emptied before each call, cron.expr.clear_caches(); its own
+      cost is measured and subtracted). The same in America/New_York, cold.
   (c) sparse: parse + first 3 occurrences of `0 0 29 2 *` and `0 0 * 2 1#5`
   (d) America/New_York: `30 2 * * *` iterated over a year (365 occurrences,
       both DST changes), per occurrence; warm zone cache and cold
+The peers have no caches: their time is the same in every row of a case.
 """
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from itertools import islice
 from pathlib import Path
+from types import ModuleType
 from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from croniter import croniter
-from cronsim import CronSim
+from peers import installed, peer
 
 from jobsched.cron import CronExpr
 from jobsched.cron import expr as cron
@@ -37,194 +49,184 @@ START_MS = int(START.timestamp() * 1000)
 NY = ZoneInfo("America/New_York")
 START_NY = datetime(2024, 1, 1, tzinfo=NY)
 START_NY_MS = int(START_NY.timestamp() * 1000)
-ROUNDS = 5
+EVERY_5 = "*/5 * * * *"
+NIGHTLY = "30 2 * * *"
+
+Run = Callable[[int], object]  # performs n calls
 
 
-def clear_caches() -> None:
-    """Empty every cache jobsched.cron keeps (parse, month layouts, zones and their
-    offsets), through the package's own list so that a cache added later is emptied too."""
-    cron.clear_caches()
+@dataclass
+class Case:
+    name: str
+    ours: Run
+    n: int  # calls per round at full size
+    peers: dict[str, tuple[Run, int]]  # peer -> (its run, its calls per round)
+    per: int = 1  # occurrences per call (per-occurrence rows)
+    cold: bool = False  # subtract the cost of clear_caches
+    times: dict[str, list[float]] = field(default_factory=dict)
 
 
-def per_call(fn: Callable[[int], object], n: int, calls_per_n: int = 1) -> float:
-    """Best-of-ROUNDS microseconds per call; fn(n) performs n * calls_per_n calls."""
-    best = float("inf")
-    for _ in range(ROUNDS):
-        t0 = time.perf_counter()
-        fn(n)
-        best = min(best, time.perf_counter() - t0)
-    return best / (n * calls_per_n) * 1e6
+# -- ours ----------------------------------------------------------------------
 
 
-# (a) iterate */5
 def ours_iter(n: int) -> None:
-    it = CronExpr.parse("*/5 * * * *").iter_after(START_MS)
+    it = CronExpr.parse(EVERY_5).iter_after(START_MS)
     for _ in range(n):
         next(it)
 
 
-def croniter_iter(n: int) -> None:
-    it = croniter("*/5 * * * *", START)
-    for _ in range(n):
-        it.get_next(float)
-
-
-def cronsim_iter(n: int) -> None:
-    it = CronSim("*/5 * * * *", START)
-    for _ in range(n):
-        next(it)
-
-
-# (b) parse + first
-def ours_first(expr: str) -> Callable[[int], None]:
+def ours_first(text: str, tz: str, start_ms: int, clear: Callable[[], None] | None) -> Run:
     def run(n: int) -> None:
         for _ in range(n):
-            CronExpr.parse(expr).next_after(START_MS)
+            if clear is not None:
+                clear()
+            CronExpr.parse(text, tz).next_after(start_ms)
 
     return run
 
 
-def ours_first_cold(expr: str) -> Callable[[int], None]:
-    def run(n: int) -> None:
-        for _ in range(n):
-            clear_caches()
-            CronExpr.parse(expr).next_after(START_MS)
-
-    return run
-
-
-def ours_first_miss(expr: str) -> Callable[[int], None]:
-    def run(n: int) -> None:
-        for _ in range(n):
-            cron._parse_cached.cache_clear()
-            CronExpr.parse(expr).next_after(START_MS)
-
-    return run
+def parse_cache_clear() -> None:
+    cron._parse_cached.cache_clear()
 
 
 def clear_only(n: int) -> None:  # the cost of clear_caches itself, subtracted
     for _ in range(n):
-        clear_caches()
+        cron.clear_caches()
 
 
-def croniter_first(expr: str) -> Callable[[int], None]:
+def ours_sparse(text: str) -> Run:
     def run(n: int) -> None:
         for _ in range(n):
-            croniter(expr, START).get_next(float)
+            list(islice(CronExpr.parse(text).iter_after(START_MS), 3))
 
     return run
 
 
-def cronsim_first(expr: str) -> Callable[[int], None]:
+def ours_year(cold: bool) -> Run:
     def run(n: int) -> None:
         for _ in range(n):
-            next(CronSim(expr, START))
+            if cold:
+                cron.clear_caches()
+            expr = CronExpr.parse(NIGHTLY, "America/New_York")
+            list(islice(expr.iter_after(START_NY_MS), 365))
 
     return run
 
 
-# (c) sparse: parse + first 3
-def ours_sparse(expr: str) -> Callable[[int], None]:
+# -- peers: a fresh iterator per call, as a scheduler without caches has -------------
+
+Stepper = Callable[[], Callable[[], object]]  # makes an iterator; returns its "next"
+
+
+def peer_steppers(text: str, start: datetime) -> dict[str, Stepper]:
+    out: dict[str, Stepper] = {}
+    if CRONITER is not None:
+        croniter = CRONITER.croniter
+        out["croniter"] = lambda: partial(croniter(text, start).get_next, float)
+    if CRONSIM is not None:
+        cronsim = CRONSIM.CronSim
+        out["cronsim"] = lambda: cronsim(text, start).__next__
+    return out
+
+
+def calls(make: Stepper, count: int) -> Run:
+    """n calls, each a fresh iterator and its first `count` occurrences."""
+
     def run(n: int) -> None:
         for _ in range(n):
-            list(islice(CronExpr.parse(expr).iter_after(START_MS), 3))
+            step = make()
+            for _ in range(count):
+                step()
 
     return run
 
 
-def croniter_sparse(expr: str) -> Callable[[int], None]:
+def occurrences(make: Stepper) -> Run:
+    """One iterator, n occurrences."""
+
     def run(n: int) -> None:
+        step = make()
         for _ in range(n):
-            it = croniter(expr, START)
-            for _ in range(3):
-                it.get_next(float)
+            step()
 
     return run
 
 
-def cronsim_sparse(expr: str) -> Callable[[int], None]:
-    def run(n: int) -> None:
-        for _ in range(n):
-            it = CronSim(expr, START)
-            for _ in range(3):
-                next(it)
-
-    return run
+CRONITER: ModuleType | None = None
+CRONSIM: ModuleType | None = None
+# Calls per round at full size, for a case where ours makes 500: the peers are slower.
+PEER_N = {"croniter": 1, "cronsim": 4}
 
 
-# (d) New York over a year
-def ours_ny(n: int) -> None:
-    for _ in range(n):
-        list(islice(CronExpr.parse("30 2 * * *", "America/New_York").iter_after(START_NY_MS), 365))
+def cases() -> list[Case]:
+    def peers(text: str, start: datetime, count: int, n: int) -> dict[str, tuple[Run, int]]:
+        made = peer_steppers(text, start).items()
+        return {k: (calls(make, count), n * PEER_N[k]) for k, make in made}
+
+    first = peers(EVERY_5, START, 1, 500)
+    first_ny = peers(EVERY_5, START_NY, 1, 500)
+    year = peers(NIGHTLY, START_NY, 365, 3)
+    made = peer_steppers(EVERY_5, START).items()
+    iterate = {k: (occurrences(make), 2000 * PEER_N[k]) for k, make in made}
+    return [
+        Case("(a) */5 iterate, per occurrence", ours_iter, 20000, iterate),
+        Case("(b) parse + first, cache hit", ours_first(EVERY_5, "UTC", START_MS, None), 5000, first),
+        Case("(b) parse + first, parse cache missed", ours_first(EVERY_5, "UTC", START_MS, parse_cache_clear), 2000, first),
+        Case("(b) parse + first, cold", ours_first(EVERY_5, "UTC", START_MS, cron.clear_caches), 2000, first, cold=True),
+        Case("(b) NY parse + first, cold", ours_first(EVERY_5, "America/New_York", START_NY_MS, cron.clear_caches), 2000, first_ny, cold=True),
+        *[
+            Case(f"(c) {text}: parse + 3 occurrences", ours_sparse(text), 500, peers(text, START, 3, 5))
+            for text in ("0 0 29 2 *", "0 0 * 2 1#5")
+        ],
+        Case("(d) NY 30 2 * * *, per occurrence", ours_year(False), 20, year, per=365),
+        Case("(d) NY 30 2 * * *, cold caches", ours_year(True), 10, year, per=365, cold=True),
+    ]  # fmt: skip
 
 
-def ours_ny_cold(n: int) -> None:
-    for _ in range(n):
-        clear_caches()
-        list(islice(CronExpr.parse("30 2 * * *", "America/New_York").iter_after(START_NY_MS), 365))
+# -- measuring -------------------------------------------------------------------
 
 
-def croniter_ny(n: int) -> None:
-    for _ in range(n):
-        it = croniter("30 2 * * *", START_NY)
-        for _ in range(365):
-            it.get_next(float)
+def timed(run: Run, n: int) -> float:
+    start = time.perf_counter()
+    run(n)
+    return time.perf_counter() - start
 
 
-def cronsim_ny(n: int) -> None:
-    for _ in range(n):
-        it = CronSim("30 2 * * *", START_NY)
-        for _ in range(365):
-            next(it)
+def measure(case: Case, rounds: int, k: int) -> dict[str, float]:
+    """Microseconds per call (per occurrence for `per` > 1): the median over rounds."""
+    runs = {"us": (case.ours, case.n), **case.peers}
+    if case.cold:
+        runs["clear"] = (clear_only, case.n)
+    for _ in range(rounds):
+        for name, (run, n) in runs.items():
+            n = max(1, n // k)
+            case.times.setdefault(name, []).append(timed(run, n) / n * 1e6 / case.per)
+    out = {name: statistics.median(values) for name, values in case.times.items()}
+    if case.cold:
+        out["us"] -= out.pop("clear") / case.per
+    return out
 
 
 def main() -> None:
-    quick = "--quick" in sys.argv
-    k = 10 if quick else 1  # divide the work in --quick mode
-    clear_cost = per_call(clear_only, 2000 // k)
-    rows: list[tuple[str, float, float, float]] = []
-
-    rows.append(
-        (
-            "(a) */5 iterate, per occurrence",
-            per_call(ours_iter, 20000 // k),
-            per_call(croniter_iter, 2000 // k),
-            per_call(cronsim_iter, 5000 // k),
-        )
-    )
-    expr = "*/5 * * * *"
-    peers_b = (per_call(croniter_first(expr), 500 // k), per_call(cronsim_first(expr), 2000 // k))
-    rows.append(("(b) parse + first, cache hit", per_call(ours_first(expr), 5000 // k), *peers_b))
-    miss = per_call(ours_first_miss(expr), 2000 // k)
-    rows.append(("(b) parse + first, parse cache missed", miss, *peers_b))
-    cold = per_call(ours_first_cold(expr), 2000 // k) - clear_cost
-    rows.append(("(b) parse + first, cold", cold, *peers_b))
-    for sparse in ("0 0 29 2 *", "0 0 * 2 1#5"):
-        rows.append(
-            (
-                f"(c) {sparse}: parse + 3 occurrences",
-                per_call(ours_sparse(sparse), 500 // k),
-                per_call(croniter_sparse(sparse), max(1, 20 // k)),
-                per_call(cronsim_sparse(sparse), max(1, 100 // k)),
-            )
-        )
-    peers_d = (
-        per_call(croniter_ny, max(1, 5 // k), 365),
-        per_call(cronsim_ny, max(1, 10 // k), 365),
-    )
-    rows.append(("(d) NY 30 2 * * *, per occurrence", per_call(ours_ny, 20 // k, 365), *peers_d))
-    cold_ny = per_call(ours_ny_cold, max(1, 10 // k), 365) - clear_cost / 365
-    rows.append(("(d) NY 30 2 * * *, cold caches", cold_ny, *peers_d))
-
-    print(f"Python {sys.version.split()[0]}; microseconds per call, best of {ROUNDS} rounds")
-    header = f"| {'case':<40} | {'us':>8} | {'croniter':>9} | {'cronsim':>8} |"
-    header += f" {'croniter/us':>11} | {'cronsim/us':>10} |"
-    print(header)
-    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
-    for name, us, ci, cs in rows:
-        print(
-            f"| {name:<40} | {us:8.2f} | {ci:9.2f} | {cs:8.2f} | {ci / us:10.1f}x | {cs / us:9.1f}x |"
-        )
+    global CRONITER, CRONSIM
+    smoke, quick = "--smoke" in sys.argv, "--quick" in sys.argv
+    rounds, k = (1, 100) if smoke else (3, 10) if quick else (5, 1)
+    CRONITER = peer("croniter", "croniter")
+    CRONSIM = peer("cronsim", "cronsim")
+    names = [p for p, mod in (("croniter", CRONITER), ("cronsim", CRONSIM)) if mod]
+    versions = ", ".join(f"{p} {installed(p)}" for p in names) or "no peers"
+    print(f"Python {sys.version.split()[0]}; {versions}; microseconds per call,")
+    print(f"median of {rounds} interleaved rounds (ours, then each peer, per round)")
+    head = f"| {'case':<40} | {'us':>8} |" + "".join(f" {p:>9} |" for p in names)
+    head += "".join(f" {p + '/us':>11} |" for p in names)
+    print(head)
+    print("|" + "|".join("-" * len(c) for c in head.split("|")[1:-1]) + "|")
+    for case in cases():
+        got = measure(case, rounds, k)
+        us = got["us"]
+        cells = "".join(f" {got[p]:9.2f} |" for p in names)
+        cells += "".join(f" {got[p] / us:10.1f}x |" for p in names)
+        print(f"| {case.name:<40} | {us:8.2f} |{cells}", flush=True)
 
 
 if __name__ == "__main__":

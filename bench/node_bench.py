@@ -1,6 +1,9 @@
 """The in-memory node: jobsched beside a bare JSON echo loop and APScheduler 3.
 
-    .venv/bin/python bench/node_bench.py [--quick]
+    .venv/bin/python bench/node_bench.py            # about 3 min 15 s
+    .venv/bin/python bench/node_bench.py --quick    # 20,000 requests, 10,000-50,000 jobs: ~10 s
+    .venv/bin/python bench/node_bench.py --smoke    # 300 requests, 3,000 jobs: proves it runs
+    .venv/bin/python bench/node_bench.py --pipe N --pending N,N,...   # any sizes
 
 1. schedule_job through ``main.py`` (no --db) on a pipe: N requests like the
    SPEC's first sample, distinct msg_ids, written by a thread while the main
@@ -22,7 +25,9 @@
    the scheduler does for a finished date job, without running anything).
 
 Every size runs in a fresh child process so that memory figures and heaps do
-not leak from one measurement into the next.
+not leak from one measurement into the next. Below 3,000 pending jobs each slice
+holds a third of them. Without APScheduler (bench/peers.py) part 3 is left out.
+Nothing is written to disk.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from peers import installed, peer
 
 ROOT = Path(__file__).resolve().parent.parent
 T = 1_705_309_200_000  # 2024-01-15T09:00:00Z
@@ -144,10 +151,18 @@ def pipe_bench(n: int, reps: int) -> dict[str, Any]:
 # -- 2. and 3. in-process children ---------------------------------------------
 
 
+def slice_size(n: int) -> int:
+    """Jobs due in each slice: DUE, or a third of a small store (at least one)."""
+    return max(1, min(DUE, n // SLICES))
+
+
 def due_times(n: int, seed: int) -> list[int]:
-    """SLICES x DUE jobs due in (T+(k-1) s, T+k s], the rest 1 h to 31 days later."""
+    """SLICES x slice_size(n) jobs due in (T+(k-1) s, T+k s] (as many as there are),
+    the rest 1 h to 31 days later."""
     rng = random.Random(seed)
-    times = [T + 1000 * k - rng.randrange(1000) for k in range(1, SLICES + 1) for _ in range(DUE)]
+    size = slice_size(n)
+    times = [T + 1000 * k - rng.randrange(1000) for k in range(1, SLICES + 1) for _ in range(size)]
+    times = times[:n]
     times += [T + 3_600_000 + rng.randrange(30 * 86_400_000) for _ in range(n - len(times))]
     rng.shuffle(times)
     return times
@@ -192,8 +207,12 @@ def child_ours(n: int) -> dict[str, Any]:
         start = time.perf_counter()
         ran, failed = engine.execute_due(T + 1000 * k)
         runs.append(time.perf_counter() - start)
-        assert len(ran) == DUE and not failed, (len(ran), len(failed))
+        assert len(ran) == in_slice(dues, k) and not failed, (len(ran), len(failed))
     return {"add_rate": n / spent, "bytes_per_job": per_job, "due_ms": _ms(runs)}
+
+
+def in_slice(dues: list[int], k: int) -> int:
+    return sum(1 for d in dues if T + 1000 * (k - 1) < d <= T + 1000 * k)
 
 
 def noop(payload: object = None) -> None:
@@ -229,7 +248,7 @@ def child_aps(n: int) -> dict[str, Any]:
         for job in due:
             store.remove_job(job.id)
         runs.append(time.perf_counter() - start)
-        assert len(due) == DUE, len(due)
+        assert len(due) == in_slice(dues, k), len(due)
     scheduler.shutdown(wait=False)
     return {"add_rate": n / spent, "bytes_per_job": per_job, "due_ms": _ms(runs)}
 
@@ -262,6 +281,7 @@ class Sizes:
 
 FULL = Sizes(pipe=200_000, reps=3, pending=(10_000, 100_000, 1_000_000), aps_max=1_000_000)
 QUICK = Sizes(pipe=20_000, reps=2, pending=(10_000, 50_000), aps_max=50_000)
+SMOKE = Sizes(pipe=300, reps=1, pending=(3_000,), aps_max=3_000)
 
 
 def table(head: list[str], rows: list[list[str]]) -> None:
@@ -299,14 +319,22 @@ Results = dict[int, dict[str, Any]]
 
 def report_execute(s: Sizes, ours: Results) -> None:
     small, big = s.pending[0], s.pending[-1]
-    print(f"### 2. execute_jobs: {DUE:,} due, in-process, median of {SLICES}\n")
+    due = slice_size(small)
+    print(f"### 2. execute_jobs: {due:,} due, in-process, median of {SLICES}\n")
     rows = [
         [f"{n:,} pending", f"{ours[n]['due_ms']:.2f}", f"{ours[n]['bytes_per_job']:.0f}"]
         for n in s.pending
     ]
-    ratio = ours[big]["due_ms"] / ours[small]["due_ms"]
-    rows.append([f"ratio {big:,} / {small:,}", f"{ratio:.2f}x", ""])
+    if big != small:
+        rows.append(
+            [f"ratio {big:,} / {small:,}", ratio(ours[big]["due_ms"], ours[small]["due_ms"]), ""]
+        )
     table(["", "ms", "RSS B/job"], rows)
+
+
+def ratio(a: float, b: float, digits: int = 2) -> str:
+    """a / b as "1.23x"; "n/a" when b is zero (a size too small to time)."""
+    return f"{a / b:.{digits}f}x" if b else "n/a"
 
 
 def report_peer(s: Sizes, ours: Results, aps: Results, pipe_rate: float) -> None:
@@ -319,19 +347,19 @@ def report_peer(s: Sizes, ours: Results, aps: Results, pipe_rate: float) -> None
                 f"add jobs/s, in-process, {n:,} jobs",
                 f"{mine['add_rate']:,.0f}",
                 f"{theirs['add_rate']:,.0f}",
-                f"{mine['add_rate'] / theirs['add_rate']:.1f}x",
+                ratio(mine["add_rate"], theirs["add_rate"], 1),
             ],
             [
-                f"{DUE:,} due among {n:,}: ms",
+                f"{slice_size(n):,} due among {n:,}: ms",
                 f"{mine['due_ms']:.2f}",
                 f"{theirs['due_ms']:.2f}",
-                f"{theirs['due_ms'] / mine['due_ms']:.2f}x",
+                ratio(theirs["due_ms"], mine["due_ms"]),
             ],
             [
                 f"RSS per job at {n:,}: bytes",
                 f"{mine['bytes_per_job']:.0f}",
                 f"{theirs['bytes_per_job']:.0f}",
-                f"{theirs['bytes_per_job'] / mine['bytes_per_job']:.2f}x",
+                ratio(theirs["bytes_per_job"], mine["bytes_per_job"]),
             ],
         ]
     first = aps[min(aps)]["add_rate"]
@@ -341,22 +369,31 @@ def report_peer(s: Sizes, ours: Results, aps: Results, pipe_rate: float) -> None
             f"add jobs/s, ours through main.py vs theirs at {min(aps):,}",
             f"{pipe_rate:,.0f}",
             f"{first:,.0f}",
-            f"{pipe_rate / first:.1f}x",
+            ratio(pipe_rate, first, 1),
         ],
     )
     table(["", "jobsched", "APScheduler", "ours better by"], rows)
 
 
-def versions() -> str:
-    from importlib.metadata import version
-
+def versions(aps: bool) -> str:
     py = ".".join(map(str, sys.version_info[:3]))
-    return f"Python {py}; APScheduler {version('apscheduler')}; {os.cpu_count()} cores"
+    peer_version = f"APScheduler {installed('apscheduler')}" if aps else "no APScheduler"
+    return f"Python {py}; {peer_version}; {os.cpu_count()} cores"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, a smoke check")
+def sizes_list(text: str) -> tuple[int, ...]:
+    sizes = tuple(sorted(int(x) for x in text.split(",")))
+    if not sizes or sizes[0] < 1:
+        raise argparse.ArgumentTypeError("sizes must be at least 1")
+    return sizes
+
+
+def arguments() -> tuple[argparse.Namespace, Sizes]:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: ~10 s")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: proves it runs")
+    parser.add_argument("--pipe", type=int, default=0, help="requests through main.py")
+    parser.add_argument("--pending", type=sizes_list, help="pending-job sizes, e.g. 10000,100000")
     parser.add_argument(
         "--aps-max",
         type=int,
@@ -366,21 +403,33 @@ def main() -> None:
     )
     parser.add_argument("--child", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    s = SMOKE if args.smoke else QUICK if args.quick else FULL
+    if args.pipe > 0:
+        s = replace(s, pipe=args.pipe)
+    if args.pending:
+        s = replace(s, pending=args.pending, aps_max=max(s.aps_max, args.pending[-1]))
+    if args.aps_max:
+        s = replace(s, aps_max=args.aps_max)
+    return args, s
+
+
+def main() -> None:
+    args, s = arguments()
     if args.child:
         kind, n = args.child[0], int(args.child[1])
         print(json.dumps(child_ours(n) if kind == "ours" else child_aps(n)))
         return
-    s = QUICK if args.quick else FULL
-    if args.aps_max:
-        s = replace(s, aps_max=args.aps_max)
+    aps = peer("apscheduler", "apscheduler", "3.") is not None
     began = time.perf_counter()
-    print(versions() + "\n")
+    print(versions(aps) + "\n")
     pipe = pipe_bench(s.pipe, s.reps)
     report_pipe(s, pipe)
     ours = {n: in_child("ours", n) for n in s.pending}
     report_execute(s, ours)
-    aps = {n: in_child("aps", n) for n in s.pending if n <= s.aps_max}
-    report_peer(s, ours, aps, pipe["median"]["node"])
+    if aps:
+        theirs = {n: in_child("aps", n) for n in s.pending if n <= s.aps_max}
+        if theirs:
+            report_peer(s, ours, theirs, pipe["median"]["node"])
     print(f"(whole run: {time.perf_counter() - began:.0f} s)")
 
 

@@ -1,6 +1,8 @@
 """SQLite benchmarks: jobsched's durable node beside APScheduler 3's SQLAlchemyJobStore.
 
-    .venv/bin/python bench/sqlite_bench.py [--jobs 50000] [--big 1000000]
+    .venv/bin/python bench/sqlite_bench.py [--jobs 50000] [--big 1000000]   # about a minute
+    .venv/bin/python bench/sqlite_bench.py --quick   # 2,000 jobs, 20,000 stored: ~10 s
+    .venv/bin/python bench/sqlite_bench.py --smoke   # 50 jobs, 300 stored: proves it runs
 
 1. Durable acknowledged schedule_job per second: requests pipelined into
    ``main.py --db FILE`` (synchronous=FULL, then NORMAL), timed from the first
@@ -12,9 +14,12 @@
    node): main.py start-up time (spawn to the first reply), and execute_jobs
    for 1,000 due jobs. Beside it, APScheduler's get_due_jobs for 1,000 due
    among N rows of its own table (it only reads and unpickles them; ours runs
-   them and commits their new states).
+   them and commits their new states). With fewer than 3,000 stored jobs each
+   slice holds a third of them.
 
-Needs: pip install 'apscheduler<4' sqlalchemy.
+Peers: APScheduler 3 and SQLAlchemy (bench/peers.py); without them only our
+figures are printed. Every file lives in a TemporaryDirectory ($BENCH_TMP or the
+system's), removed at the end.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from peers import peer  # noqa: E402
 
 from jobsched.jobs import ONCE, Job, JobState  # noqa: E402
 from jobsched.stores.sqlite import SQLiteStore  # noqa: E402
@@ -108,7 +115,7 @@ def ours_schedule(tmp: Path, n: int, synchronous: str) -> float:
     return statistics.median(rates)
 
 
-def ours_latency(tmp: Path, n: int = 300) -> tuple[float, float]:
+def ours_latency(tmp: Path, n: int) -> tuple[float, float]:
     node = Node("--db", str(tmp / "latency.db"))
     node.ask({"type": "stats"})
     times = []
@@ -118,7 +125,7 @@ def ours_latency(tmp: Path, n: int = 300) -> tuple[float, float]:
         times.append(time.perf_counter() - start)
     node.close()
     times.sort()
-    return statistics.median(times) * 1000, times[int(0.99 * n)] * 1000
+    return statistics.median(times) * 1000, times[min(n - 1, int(0.99 * n))] * 1000
 
 
 def apscheduler_add_job(tmp: Path, n: int) -> float:
@@ -140,8 +147,23 @@ def apscheduler_add_job(tmp: Path, n: int) -> float:
 # -- a big database -----------------------------------------------------------
 
 
+def slice_size(n: int) -> int:
+    """Jobs due in each of the three slices: DUE, or a third of small databases."""
+    return max(1, min(DUE, n // 3))
+
+
+def due_at(i: int, n: int) -> int:
+    """Job i of n: due in slice 1, 2 or 3 (T0+1..3 s), or far later."""
+    size = slice_size(n)
+    return T0 + 1000 * (1 + i // size) if i < 3 * size else T0 + 86_400_000 + i
+
+
+def due_in_slice(k: int, n: int) -> int:
+    return sum(1 for i in range(min(n, 3 * slice_size(n))) if due_at(i, n) == T0 + 1000 * k)
+
+
 def build_big(path: Path, n: int) -> float:
-    """n jobs: DUE due in each of three slices at T0+1..3 s, the rest far later."""
+    """n jobs: slice_size(n) due in each of three slices at T0+1..3 s, the rest far later."""
     SQLiteStore(str(path)).close()
     start = time.perf_counter()
     db = sqlite3.connect(path, isolation_level=None)
@@ -152,9 +174,8 @@ def build_big(path: Path, n: int) -> float:
     db.execute("BEGIN")
     batch: list[tuple[Any, ...]] = []
     for i in range(n):
-        due = T0 + 1000 * (1 + i // DUE) if i < 3 * DUE else T0 + 86_400_000 + i
         row = job_to_row(template)
-        batch.append((f"big-{i}", *row[1:4], due, *row[5:], 0))
+        batch.append((f"big-{i}", *row[1:4], due_at(i, n), *row[5:], 0))
         if len(batch) == 50_000:
             db.executemany(sql, batch)
             batch.clear()
@@ -164,7 +185,7 @@ def build_big(path: Path, n: int) -> float:
     return time.perf_counter() - start
 
 
-def ours_big(path: Path) -> dict[str, float]:
+def ours_big(path: Path, n: int) -> dict[str, float]:
     starts = []
     for _ in range(3):
         t = time.perf_counter()
@@ -179,7 +200,7 @@ def ours_big(path: Path) -> dict[str, float]:
         t = time.perf_counter()
         reply = node.ask({"type": "execute_jobs", "current_time": T0 + 1000 * k})
         runs.append(time.perf_counter() - t)
-        assert reply["count"] == DUE, reply["count"]
+        assert reply["count"] == due_in_slice(k, n), reply
     node.close()
     return {"start": statistics.median(starts), "execute": statistics.median(runs)}
 
@@ -214,8 +235,8 @@ def apscheduler_big(tmp: Path, n: int) -> dict[str, float]:
     db = sqlite3.connect(path)
     rows = []
     for i in range(n):
-        due = T0 + 1000 * (1 + i // DUE) if i < 3 * DUE else T0 + 86_400_000 + i
-        rows.append((f"big-{i}", due / 1000, pickle.dumps({**state, "id": f"big-{i}"})))
+        job = pickle.dumps({**state, "id": f"big-{i}"})
+        rows.append((f"big-{i}", due_at(i, n) / 1000, job))
     db.executemany("INSERT INTO apscheduler_jobs VALUES (?, ?, ?)", rows)
     db.commit()
     db.close()
@@ -225,11 +246,13 @@ def apscheduler_big(tmp: Path, n: int) -> dict[str, float]:
         child = subprocess.Popen(
             [sys.executable, "-c", APS_START, str(path)], stdout=subprocess.PIPE
         )
-        assert child.stdout is not None
-        child.stdout.readline()
-        starts.append(time.perf_counter() - t)
-        child.kill()  # not shutdown(): APScheduler 3 then processes every due job
-        child.wait()
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline(), "the APScheduler process ended early"
+            starts.append(time.perf_counter() - t)
+        finally:
+            child.kill()  # not shutdown(): APScheduler 3 then processes every due job
+            child.wait()
     store = SQLAlchemyJobStore(url=f"sqlite:///{path}")
     scheduler = BackgroundScheduler(jobstores={"default": store}, timezone="UTC")
     scheduler.start(paused=True)
@@ -238,46 +261,79 @@ def apscheduler_big(tmp: Path, n: int) -> dict[str, float]:
         t = time.perf_counter()
         due = store.get_due_jobs(datetime.fromtimestamp((T0 + 1000) / 1000, UTC))
         times.append(time.perf_counter() - t)
-        assert len(due) == DUE, len(due)
+        assert len(due) == due_in_slice(1, n), len(due)
     scheduler.shutdown(wait=False)
     return {"start": statistics.median(starts), "get_due": statistics.median(times)}
 
 
-def schedule_part(tmp: Path, jobs: int, aps_jobs: int) -> None:
-    full = ours_schedule(tmp, jobs, "FULL")
-    normal = ours_schedule(tmp, jobs, "NORMAL")
-    aps = apscheduler_add_job(tmp, aps_jobs)
-    p50, p99 = ours_latency(tmp)
+def schedule_part(tmp: Path, args: argparse.Namespace, peers: bool) -> None:
+    full = ours_schedule(tmp, args.jobs, "FULL")
+    normal = ours_schedule(tmp, args.jobs, "NORMAL")
+    p50, p99 = ours_latency(tmp, args.latency)
     print(f"schedule_job pipelined, FULL:   {full:10,.0f} acknowledged/s (median of 3)")
     print(f"schedule_job pipelined, NORMAL: {normal:10,.0f} acknowledged/s (median of 3)")
-    print(f"APScheduler 3 add_job, SQLAlchemyJobStore/SQLite: {aps:10,.0f}/s")
-    print(f"ratio (FULL / APScheduler): {full / aps:.1f}x")
-    print(f"one-at-a-time schedule_job, FULL: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+    if peers:
+        aps = apscheduler_add_job(tmp, args.aps_jobs)
+        print(f"APScheduler 3 add_job, SQLAlchemyJobStore/SQLite: {aps:10,.0f}/s")
+        print(f"ratio (FULL / APScheduler): {full / aps:.1f}x")
+    print(f"one-at-a-time schedule_job, FULL: p50 {p50:.2f} ms, p99 {p99:.2f} ms", flush=True)
+
+
+def big_part(tmp: Path, n: int, peers: bool) -> None:
+    build = build_big(tmp / "big.db", n)
+    ours = ours_big(tmp / "big.db", n)
+    due = due_in_slice(1, n)
+    print(f"{n:,} jobs built in {build:.1f} s (executemany)")
+    print(f"main.py start-up to first reply: {ours['start'] * 1000:.0f} ms (median of 3)")
+    print(f"execute_jobs, {due} due: {ours['execute'] * 1000:.1f} ms (median of 3)", flush=True)
+    if not peers:
+        return
+    theirs = apscheduler_big(tmp, n)
+    print(
+        "APScheduler process start (import, start paused, get_next_run_time): "
+        f"{theirs['start'] * 1000:.0f} ms (median of 3)"
+    )
+    print(f"APScheduler get_due_jobs, {due} due: {theirs['get_due'] * 1000:.1f} ms")
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument(
+        "--jobs", type=positive, default=50_000, help="pipelined schedule_job count"
+    )
+    parser.add_argument("--aps-jobs", type=positive, default=2000, help="APScheduler add_job count")
+    parser.add_argument("--latency", type=positive, default=300, help="one-at-a-time requests")
+    parser.add_argument("--big", type=int, default=1_000_000, help="jobs stored (0: skip)")
+    parser.add_argument("--big-only", action="store_true", help="skip the schedule_job part")
+    parser.add_argument("--quick", action="store_true", help="small sizes: ~10 s")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: proves it runs")
+    args = parser.parse_args()
+    if args.quick:
+        args.jobs, args.aps_jobs, args.latency, args.big = 2000, 200, 100, 20_000
+    if args.smoke:
+        args.jobs, args.aps_jobs, args.latency, args.big = 50, 20, 10, 300
+    return args
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=50_000, help="pipelined schedule_job count")
-    parser.add_argument("--aps-jobs", type=int, default=2000, help="APScheduler add_job count")
-    parser.add_argument("--big", type=int, default=1_000_000, help="jobs stored (0: skip)")
-    parser.add_argument("--big-only", action="store_true", help="skip the schedule_job part")
-    args = parser.parse_args()
+    args = arguments()
+    # APScheduler's SQLAlchemyJobStore needs both.
+    peers = bool(peer("apscheduler", "apscheduler", "3.")) and bool(
+        peer("sqlalchemy", "sqlalchemy")
+    )
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as d:
         tmp = Path(d)
         if not args.big_only:
-            schedule_part(tmp, args.jobs, args.aps_jobs)
-        if args.big:
-            build = build_big(tmp / "big.db", args.big)
-            ours = ours_big(tmp / "big.db")
-            theirs = apscheduler_big(tmp, args.big)
-            print(f"{args.big:,} jobs built in {build:.1f} s (executemany)")
-            print(f"main.py start-up to first reply: {ours['start'] * 1000:.0f} ms (median of 3)")
-            print(f"execute_jobs, {DUE} due: {ours['execute'] * 1000:.0f} ms (median of 3)")
-            print(
-                "APScheduler process start (import, start paused, get_next_run_time): "
-                f"{theirs['start'] * 1000:.0f} ms (median of 3)"
-            )
-            print(f"APScheduler get_due_jobs, {DUE} due: {theirs['get_due'] * 1000:.0f} ms")
+            schedule_part(tmp, args, peers)
+        if args.big > 0:
+            big_part(tmp, args.big, peers)
 
 
 if __name__ == "__main__":

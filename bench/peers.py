@@ -1,0 +1,46 @@
+"""The peer libraries the benchmarks measure us against, imported only if installed.
+
+A missing peer is not an error: the script prints one line saying which package is
+missing and how to install it, skips that peer's rows and still measures ours. The
+peers are the `bench` extra of pyproject.toml; CI installs only `test` (which has
+croniter and cronsim), so the smoke test (tests/test_bench_smoke.py) runs without
+APScheduler, SQLAlchemy and Procrastinate.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+from types import ModuleType
+
+INSTALL = (
+    "make bench-deps, or .venv/bin/pip install 'apscheduler<4' sqlalchemy procrastinate"
+    " croniter cronsim"
+)
+
+
+def peer(module: str, package: str, major: str | None = None) -> ModuleType | None:
+    """`module` imported, or None after one line on stdout saying what to install.
+
+    `major`: the version prefix we compare against (APScheduler 4 is another API)."""
+    try:
+        found = importlib.import_module(module)
+    except ImportError as exc:
+        lacking = "" if exc.name in (None, module) else f" (it needs {exc.name})"
+        missing(f"{package} is not installed{lacking}")
+        return None
+    if major is not None and not installed(package).startswith(major):
+        missing(f"{package} {installed(package)} is installed, {major}x is needed")
+        return None
+    return found
+
+
+def missing(why: str) -> None:
+    print(f"peer skipped: {why}, so its figures are left out; install: {INSTALL}", flush=True)
+
+
+def installed(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "?"
