@@ -84,9 +84,11 @@ class Client:
         to the target's database, with a transaction open), the job is written
         in that transaction: it exists once the application commits."""
         spec = JobSpec(
-            task, payload, delay_ms, run_at, cron, interval_ms, timezone, job_id,
-            max_attempts, base_ms, max_backoff_ms, jitter, timeout_ms, overlap, misfire,
-            catchup_window_ms,
+            task=task, payload=payload, delay_ms=delay_ms, run_at=run_at, cron=cron,
+            interval_ms=interval_ms, timezone=timezone, job_id=job_id,
+            max_attempts=max_attempts, base_ms=base_ms, max_backoff_ms=max_backoff_ms,
+            jitter=jitter, timeout_ms=timeout_ms, overlap=overlap, misfire=misfire,
+            catchup_window_ms=catchup_window_ms,
         )  # fmt: skip
         reply = self._call({"type": "schedule_job", **spec.to_body()}, connection)
         return ScheduledJob.from_reply(reply)
@@ -99,13 +101,16 @@ class Client:
         An error names the spec by its index (``jobs[7].delay_ms: ...``)."""
         jobs: builtins.list[Mapping[str, Any]] = []
         for i, spec in enumerate(specs):
-            if isinstance(spec, JobSpec):
-                jobs.append(spec.to_body())
-            elif isinstance(spec, Mapping):
-                jobs.append(spec_body(spec))
-            else:
-                kind = type(spec).__name__
-                raise InvalidArgument(f"jobs[{i}]", f"must be a JobSpec or a mapping, not {kind}")
+            try:
+                if isinstance(spec, JobSpec):
+                    jobs.append(spec.to_body())
+                elif isinstance(spec, Mapping):
+                    jobs.append(spec_body(spec))
+                else:
+                    kind = type(spec).__name__
+                    raise InvalidArgument("", f"must be a JobSpec or a mapping, not {kind}")
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"jobs[{i}].{exc.field}".rstrip("."), exc.problem) from None
         reply = self._call({"type": "schedule_jobs", "jobs": jobs}, connection)
         return [ScheduledJob.from_reply(fields) for fields in reply["jobs"]]
 

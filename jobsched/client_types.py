@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -78,18 +78,22 @@ class JobSpec:
 
     def to_body(self) -> dict[str, Any]:
         """The schedule_job fields of this spec (``None`` ones left out)."""
-        return dict(spec_body(asdict(self)))
+        # Not dataclasses.asdict: it deep-copies the payload, for nothing.
+        return dict(spec_body({name: getattr(self, name) for name in _SPEC_FIELDS}))
 
 
-def spec_body(fields: Mapping[str, Any]) -> Mapping[str, Any]:
+_SPEC_FIELDS = tuple(f.name for f in fields(JobSpec))
+
+
+def spec_body(spec: Mapping[str, Any]) -> Mapping[str, Any]:
     """A spec's protocol fields: ``None`` left out, ``run_at`` as epoch ms."""
     if (
-        type(fields) is dict
-        and None not in fields.values()
-        and not isinstance(fields.get("run_at"), datetime)
+        type(spec) is dict
+        and None not in spec.values()
+        and not isinstance(spec.get("run_at"), datetime)
     ):
-        return fields  # already protocol fields: the common case of a batch, not copied
-    body = {key: value for key, value in fields.items() if value is not None}
+        return spec  # already protocol fields: the common case of a batch, not copied
+    body = {key: value for key, value in spec.items() if value is not None}
     if isinstance(body.get("run_at"), datetime):
         body["run_at"] = epoch_ms(body["run_at"], "run_at")
     return body

@@ -281,6 +281,10 @@ def test_schedule_many_answers_in_order_all_or_nothing(client: Client, p: str) -
         client.schedule_many([JobSpec(f"{p}-u"), JobSpec(f"{p}-other", job_id=f"{p}-b0")])
     with pytest.raises(InvalidArgument, match=r"^jobs\[0\]: must be a JobSpec or a mapping"):
         client.schedule_many(["task"])  # type: ignore[list-item]
+    with pytest.raises(InvalidArgument, match=r"^jobs\[1\]\.run_at: .* is a naive datetime"):
+        client.schedule_many(
+            [JobSpec(f"{p}-u"), {"task": f"{p}-u", "run_at": datetime(2031, 1, 1)}]
+        )
     assert client.list(task=f"{p}-u").jobs == ()
     assert client.schedule_many([]) == []
 
