@@ -1,7 +1,7 @@
 """Which days of a month a `CronSpec` allows (pure; no I/O).
 
 A month's matching days depend only on its length (28-31) and the weekday of its
-first day, so there are 28 possible answers per expression. cron.py caches them,
+first day, so there are 28 possible answers per expression. expr.py caches them,
 and `check_can_fire` tries every combination that the calendar can produce, which
 makes "can this ever fire?" an exact, static question.
 """
@@ -94,11 +94,6 @@ def month_mask(spec: CronSpec, length: int, first: int) -> int:
         dom = spec.dom & ((1 << (length + 1)) - 2)
     dow = _dow_mask(spec, length, first)
     return dom & dow if spec.day_and else dom | dow
-
-
-def month_days(spec: CronSpec, length: int, first: int) -> tuple[int, ...]:
-    """Days (1-based, ascending) that match in a month of `length` days starting on `first`."""
-    return bits(month_mask(spec, length, first))
 
 
 def month_length(year: int, month: int) -> int:

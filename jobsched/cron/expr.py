@@ -27,8 +27,7 @@ from jobsched.cron.count import Counter
 from jobsched.cron.days import EPOCH_ORDINAL as _EPOCH_ORDINAL
 from jobsched.cron.days import FIRST_DAY as _FIRST_DAY
 from jobsched.cron.days import LAST_DAY as _LAST_DAY
-from jobsched.cron.days import MONTH_LENGTHS as _MONTH_LENGTHS
-from jobsched.cron.days import check_can_fire, month_mask
+from jobsched.cron.days import check_can_fire, month_length, month_mask
 from jobsched.cron.days import month_info as _month_info
 from jobsched.cron.parse import CronError, CronSpec, bits, lowest, parse_spec
 from jobsched.cron.tz import DAY, MAX_OFFSET, U_HI, U_LO, DayOffsets, Zone, get_zone
@@ -207,10 +206,7 @@ class CronExpr:
         months = self._spec.months
         if months >> month & 1:
             # The start month's key from the date in hand: no calendar lookup.
-            length = _MONTH_LENGTHS[month]
-            if month == 2 and year % 4 == 0 and (year % 100 != 0 or year % 400 == 0):
-                length = 29
-            key = length * 7 + (dayno - low + 1 + _EPOCH_ORDINAL) % 7
+            key = month_length(year, month) * 7 + (dayno - low + 1 + _EPOCH_ORDINAL) % 7
             days = self._dmasks.get(key)
             if days is None:
                 days = self._day_mask(key)
