@@ -109,7 +109,7 @@ def _one_reply_and_no_other_job_changed(body: dict[str, Any]) -> None:
 
 
 @settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(body=batches)
 def test_random_batches_always_get_one_reply(body: dict[str, Any]) -> None:
