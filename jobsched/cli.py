@@ -148,7 +148,14 @@ def _clock(store: Store) -> Callable[[], int]:
     return store.db_now if isinstance(store, ClusterClock) else now_ms
 
 
-def _setup_logging(level: str) -> None:
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    if fmt == "json":  # one JSON object per line, for log shippers
+        from jobsched.web.runlog import JsonFormatter
+
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+        logging.basicConfig(level=level.upper(), handlers=[handler])
+        return
     logging.basicConfig(level=level.upper(), stream=sys.stderr, format=LOG_FORMAT)
 
 
@@ -265,6 +272,37 @@ def serve_parser() -> argparse.ArgumentParser:
         default=16,
         help="requests served at once (default 16); more wait for a thread",
     )
+    p.add_argument(
+        "--max-event-streams",
+        type=int,
+        default=64,
+        help="open GET /v1/events streams at most (default 64; not counted in "
+        "--max-connections; they hold no thread); past it 503",
+    )
+    p.add_argument(
+        "--read-only-ui",
+        action="store_true",
+        help="the dashboard shows, never changes: its actions are hidden, and every change "
+        "a browser makes is refused (403); bearer-token API calls are not affected",
+    )
+    p.add_argument(
+        "--no-dispatch",
+        action="store_true",
+        help="run no jobs here (another node does): serve the API, the dashboard and the "
+        "event stream only",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="stderr log lines as text (default) or one JSON object per line",
+    )
+    p.add_argument(
+        "--no-run-log",
+        action="store_true",
+        help="leave out the INFO line logged per finished run (logger jobsched.runs)",
+    )
+    p.add_argument("--event-heartbeat-s", type=float, default=15.0, help=argparse.SUPPRESS)
     return p
 
 
@@ -277,7 +315,7 @@ def _listen_address(text: str) -> tuple[str, int]:
 
 def run_serve(argv: Sequence[str] | None = None) -> int:
     args = serve_parser().parse_args(argv)
-    _setup_logging(args.log_level)
+    _setup_logging(args.log_level, args.log_format)
     log = logging.getLogger("jobsched.serve")
     try:
         host, port = _listen_address(args.listen)
@@ -293,15 +331,31 @@ def run_serve(argv: Sequence[str] | None = None) -> int:
     import time
 
     from jobsched.dispatcher import Dispatcher
-    from jobsched.runner import Runner
+    from jobsched.runner import Metrics, Runner
     from jobsched.server import Limits, Service, make_server
+    from jobsched.web.dashboard import Dashboard
 
     ctx = Context(engine, _clock(store), args.max_payload_bytes, args.node_id)
-    dispatcher = Dispatcher(engine, Runner(engine.registry, args.workers), poll_ms=args.poll_ms)
-    service = Service(ctx, args.token, args.max_body_bytes, dispatcher.metrics, dispatcher.wake)
-    limits = (args.max_connections, args.request_timeout, args.idle_timeout, args.http_threads)
+    dash = Dashboard(
+        engine, args.db, args.token, ctx.clock, args.read_only_ui, args.event_heartbeat_s
+    )
+    dispatcher = None
+    if not args.no_dispatch:
+        runner = Runner(engine.registry, args.workers)
+        dispatcher = Dispatcher(engine, runner, poll_ms=args.poll_ms)
+        dispatcher.events = dash.sink(run_log=not args.no_run_log)
+    metrics = Metrics() if dispatcher is None else dispatcher.metrics
+    wake = None if dispatcher is None else dispatcher.wake
+    service = Service(ctx, args.token, args.max_body_bytes, metrics, wake, web=dash.web)
     try:
-        server = make_server(service, host, port, Limits(*limits))
+        limits = Limits(
+            max_connections=args.max_connections,
+            request_timeout=args.request_timeout,
+            idle_timeout=args.idle_timeout,
+            threads=args.http_threads,
+            max_streams=args.max_event_streams,
+        )
+        server = make_server(service, host, port, limits)
     except (OSError, JobschedError) as exc:
         print(f"jobsched: cannot listen on {args.listen}: {exc}", file=sys.stderr)
         store.close()
@@ -309,7 +363,9 @@ def run_serve(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    dispatcher.start()
+    if dispatcher is not None:
+        dispatcher.start()
+    dash.start()
     threading.Thread(target=server.serve_forever, name="jobsched-http", daemon=True).start()
     bound = server.server_address[1]
     tasks = ", ".join(engine.registry.names()) or "none (every task is a no-op)"
@@ -317,11 +373,14 @@ def run_serve(argv: Sequence[str] | None = None) -> int:
     print(f"jobsched: listening on http://{host}:{bound}", file=sys.stderr, flush=True)
     while not stop.wait(3600):
         pass
-    dispatcher.stop_claims()  # before the line below says so, and before the HTTP side stops
+    if dispatcher is not None:
+        dispatcher.stop_claims()  # before the line below says so, and before the HTTP side stops
     log.info("shutting down: no new requests or claims; %.1f s for running handlers", args.grace)
-    server.shutdown()
+    server.shutdown()  # event streams end here: they would never end on their own
+    dash.stop()
     end = time.monotonic() + args.grace
-    dispatcher.stop(args.grace)
+    if dispatcher is not None:
+        dispatcher.stop(args.grace)
     server.server_close(end - time.monotonic())  # requests still running handlers: same grace
     store.close()
     return 0

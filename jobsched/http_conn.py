@@ -6,7 +6,8 @@ so the rules are in one place: what is refused before a body is read (411,
 close``; HTTP/1.0 only with ``Connection: keep-alive``, which the answer then
 announces, as ``ab -k`` expects), and that a response is one buffer: headers
 and body leave in one write, so no client waits out Nagle's algorithm against
-its own delayed ACK.
+its own delayed ACK. A streamed response (``Response.stream``, for Server-Sent
+Events) has no Content-Length and closes its connection when it ends.
 """
 
 from __future__ import annotations
@@ -17,9 +18,30 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
 
+from jobsched.errors import JobschedError
+from jobsched.http_stream import Stream
+
 JSON = "application/json"
 MAX_HEAD = 64 << 10  # request line and headers together
 MAX_HEADERS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_connections: int = 512
+    request_timeout: float = 10.0
+    idle_timeout: float = 30.0
+    threads: int = 16
+    max_body: int = 1 << 20
+    max_streams: int = 64
+
+    def __post_init__(self) -> None:
+        if min(self.max_connections, self.threads) < 1 or self.max_body < 0:
+            raise JobschedError("--max-connections and --http-threads must be at least 1")
+        if self.max_streams < 0:
+            raise JobschedError("--max-event-streams must be 0 or more")
+        if not self.request_timeout > 0 or not self.idle_timeout > 0:
+            raise JobschedError("--request-timeout and --idle-timeout must be > 0 seconds")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +50,8 @@ class Response:
     body: bytes
     content_type: str = JSON
     headers: tuple[tuple[str, str], ...] = ()
+    # A streamed answer (http_stream) has no Content-Length: it ends with its connection.
+    stream: Stream | None = None
 
 
 def error(status: int, code: int, text: str, *headers: tuple[str, str]) -> Response:
@@ -130,10 +154,11 @@ def render(response: Response, head: Head | None, keep_alive: bool, idle_timeout
         "Server: jobsched",
         f"Date: {_http_date()}",
         f"Content-Type: {response.content_type}",
-        f"Content-Length: {len(response.body)}",
     ]
+    if response.stream is None:
+        out.append(f"Content-Length: {len(response.body)}")
     out.extend(f"{name}: {value}" for name, value in response.headers)
-    if not keep_alive:
+    if not keep_alive or response.stream is not None:
         out.append("Connection: close")
     else:
         if head is not None and head.http10:

@@ -17,6 +17,9 @@ least ``STALLED_S`` and is not being served (idle ones first, then the slowest
 sender), so stalled clients never hold the slot a healthy request needs. With
 none such (a burst, or every connection busy) the newcomer gets 503 at once:
 healthy clients that just sent a byte are not closed under each other's feet.
+
+A streamed answer (Server-Sent Events) leaves its thread at once and is
+written by the loop, under a bound of its own (``jobsched.http_stream``).
 """
 
 from __future__ import annotations
@@ -31,52 +34,46 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from jobsched.errors import JobschedError
-from jobsched.http_conn import MAX_HEAD, Head, Response, error, find_head_end, parse_head, render
+from jobsched.http_conn import (
+    MAX_HEAD,
+    Head,
+    Limits,
+    Response,
+    error,
+    find_head_end,
+    parse_head,
+    render,
+)
+from jobsched.http_stream import Stream, Streams
 
 log = logging.getLogger("jobsched.http")
 
-Handler = Callable[[str, str, str | None, bytes], Response]
+# method, target, the Authorization header, body, every header (names in lower case)
+Handler = Callable[[str, str, str | None, bytes, dict[str, str]], Response]
 RECV_SIZE = 1 << 16
 SWEEP_S = 0.1  # how often deadlines are checked: the timeouts' resolution
 STALLED_S = 1.0  # at the connection bound, who has waited this long may be closed
 WARN_EVERY_S = 10.0
 _OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
-IDLE, READING, BUSY, WRITING = range(4)  # a connection's state
+IDLE, READING, BUSY, WRITING, STREAMING = range(5)  # a connection's state
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
-    max_connections: int = 512
-    request_timeout: float = 10.0
-    idle_timeout: float = 30.0
-    threads: int = 16
-    max_body: int = 1 << 20
-
-    def __post_init__(self) -> None:
-        if min(self.max_connections, self.threads) < 1 or self.max_body < 0:
-            raise JobschedError("--max-connections and --http-threads must be at least 1")
-        if not self.request_timeout > 0 or not self.idle_timeout > 0:
-            raise JobschedError("--request-timeout and --idle-timeout must be > 0 seconds")
-
-
+@dataclass(eq=False, slots=True)
 class _Conn:
-    __slots__ = ("buf", "cont", "deadline", "ev", "keep", "out", "peer", "since", "sock", "state")
-
-    def __init__(self, sock: socket.socket, peer: str, now: float, timeout: float) -> None:
-        self.sock = sock
-        self.peer = peer
-        self.buf = bytearray()
-        self.out = b""
-        self.state = READING  # a new connection owes its first request at once
-        self.since = now  # when the current wait began: who waited longest goes first
-        self.deadline = now + timeout
-        self.keep = True
-        self.cont = False  # 100 Continue sent for the request being read
-        self.ev = 0  # the selector events watched
+    sock: socket.socket
+    peer: str
+    since: float  # when the current wait began: who waited longest goes first
+    deadline: float
+    state: int = READING  # a new connection owes its first request at once
+    buf: bytearray = field(default_factory=bytearray)
+    out: bytes = b""
+    keep: bool = True
+    cont: bool = False  # 100 Continue sent for the request being read
+    ev: int = 0  # the selector events watched
+    stream: Stream | None = None
 
 
 def _send_quietly(sock: socket.socket, data: bytes) -> None:
@@ -100,7 +97,11 @@ class HttpServer:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._conns: set[_Conn] = set()
-        self._done: deque[tuple[_Conn, bytes, bool]] = deque()
+        # Not in _conns: streams have their own bound.
+        self._streams: Streams[_Conn] = Streams(
+            limits.max_streams, limits.request_timeout, self._wake
+        )
+        self._done: deque[tuple[_Conn, bytes, bool, Stream | None]] = deque()
         self._jobs: queue.SimpleQueue[tuple[_Conn, Head, bytes] | None] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._abort = False
@@ -124,7 +125,7 @@ class HttpServer:
             while not self._abort and (not self._stop.is_set() or self._in_flight()):
                 if self._stop.is_set() and self._listening:
                     self._stop_listening()
-                timeout = SWEEP_S if self._conns or self._paused_until else None
+                timeout = SWEEP_S if self._conns or self._streams or self._paused_until else None
                 for key, mask in self._sel.select(timeout):
                     try:
                         self._event(key, mask)
@@ -134,6 +135,8 @@ class HttpServer:
                             self._close(key.data)
                 self._finish_done()
                 now = time.monotonic()
+                if self._streams.due(now):
+                    self._pull_streams(now)
                 if now >= self._next_sweep:
                     self._next_sweep = now + SWEEP_S
                     self._sweep(now)
@@ -160,7 +163,8 @@ class HttpServer:
             self._abort = True
             self._wake()
             self._exited.wait(1.0)
-        for conn in list(self._conns):
+        for conn in list(self._conns | self._streams.conns):
+            self._streams.discard(conn)
             conn.sock.close()
         self._conns.clear()
         for sock in (self._listener, self._wake_r, self._wake_w):
@@ -174,7 +178,7 @@ class HttpServer:
         if not self._paused_until:
             self._sel.unregister(self._listener)
         self._listener.close()
-        for conn in [c for c in self._conns if c.state in (IDLE, READING)]:
+        for conn in [c for c in self._conns if c.state in (IDLE, READING)] + [*self._streams.conns]:
             self._close(conn, "closed: shutting down")
         self._not_listening.set()
 
@@ -229,7 +233,8 @@ class HttpServer:
             _send_quietly(sock, render(busy, None, False, 0))
             sock.close()
             return
-        conn = _Conn(sock, peer, time.monotonic(), self.limits.request_timeout)
+        now = time.monotonic()
+        conn = _Conn(sock, peer, now, now + self.limits.request_timeout)
         self._conns.add(conn)
         self._watch(conn, READ)
 
@@ -257,6 +262,8 @@ class HttpServer:
         if not data:
             self._close(conn, "closed by the client")
             return
+        if conn.state == STREAMING:
+            return  # a stream's client only ever hangs up; what it sends is dropped
         if conn.state == IDLE:
             conn.state, conn.since = READING, time.monotonic()
             conn.deadline = conn.since + self.limits.request_timeout
@@ -296,8 +303,13 @@ class HttpServer:
         threads, so a client that has its answer finds its connection already
         idle (evictable) here, never still counted as being served."""
         while self._done:
-            conn, data, keep = self._done.popleft()
+            conn, data, keep, stream = self._done.popleft()
             if conn not in self._conns:
+                if stream is not None:
+                    stream.close()
+                continue
+            if stream is not None:
+                self._adopt(conn, data, stream)
                 continue
             conn.out, conn.keep, conn.state = data, keep, WRITING
             conn.deadline = time.monotonic() + self.limits.request_timeout
@@ -306,6 +318,9 @@ class HttpServer:
                 self._watch(conn, WRITE)  # the rest when the client reads
 
     def _answered(self, conn: _Conn) -> None:
+        if conn.state == STREAMING:
+            self._watch(conn, READ)  # a hang-up shows as readable; more comes from pull
+            return
         if not conn.keep or self._stop.is_set():
             self._close(conn)
             return
@@ -328,12 +343,16 @@ class HttpServer:
         conn.out = conn.out[sent:]
         if not conn.out:
             self._answered(conn)
+        elif conn.state == STREAMING and conn.ev != WRITE:
+            self._watch(conn, WRITE)
 
     def _sweep(self, now: float) -> None:
         if self._paused_until and now >= self._paused_until:
             self._paused_until = 0.0
             if self._listening:
                 self._sel.register(self._listener, READ)
+        for conn in self._streams.stalled(now):
+            self._close(conn, "stream: the client took nothing for too long")
         for conn in [c for c in self._conns if c.state != BUSY and now >= c.deadline]:
             if conn.state == READING and conn.buf:
                 timeout = self.limits.request_timeout
@@ -357,6 +376,7 @@ class HttpServer:
             log.debug("%s: %s", conn.peer, why)
         self._watch(conn, 0)
         self._conns.discard(conn)
+        self._streams.discard(conn)
         conn.sock.close()
 
     def _warn(self, text: str, *args: object) -> None:
@@ -364,6 +384,28 @@ class HttpServer:
         if now >= self._warned:  # at most one line per WARN_EVERY_S: an attack is not a log flood
             self._warned = now + WARN_EVERY_S
             log.warning(text, *args)
+
+    # -- streams ------------------------------------------------------------------
+
+    def _adopt(self, conn: _Conn, head: bytes, stream: Stream) -> None:
+        """A request answered with a stream leaves the request bounds for the
+        streams' own (or gets 503 past ``max_streams``)."""
+        if self._streams.full() or self._stop.is_set():
+            stream.close()
+            self._warn("at --max-event-streams %d: answering 503", len(self._streams))
+            self._fail(conn, error(503, 11, "too many event streams open; try again later"))
+            return
+        self._conns.discard(conn)
+        conn.state, conn.buf = STREAMING, bytearray()
+        self._streams.adopt(conn, head, stream, time.monotonic())
+        self._write(conn)
+
+    def _pull_streams(self, now: float) -> None:
+        ready, ended = self._streams.pull(now)
+        for conn in ended:
+            self._close(conn, "stream ended")
+        for conn in ready:
+            self._write(conn)
 
     # -- the serving threads ------------------------------------------------------
 
@@ -374,12 +416,12 @@ class HttpServer:
     def _serve(self, conn: _Conn, head: Head, body: bytes) -> None:
         try:
             auth = head.headers.get("authorization")
-            response = self.handler(head.method, head.target, auth, body)
+            response = self.handler(head.method, head.target, auth, body, head.headers)
         except Exception:  # the service answers its own errors; this is a bug
             log.exception("crash serving %s %s", head.method, head.target)
             response = error(500, 13, f"internal error serving {head.method}")
         keep = head.keep_alive and not self._stop.is_set()
         data = render(response, head, keep, self.limits.idle_timeout)
         log.debug('%s "%s %s" %d', conn.peer, head.method, head.target, response.status)
-        self._done.append((conn, data, keep))
+        self._done.append((conn, data, keep, response.stream))
         self._wake()

@@ -23,17 +23,20 @@ import hmac
 import logging
 import re
 import resource
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from jobsched.errors import JobschedError
-from jobsched.http_conn import JSON, Response, error
-from jobsched.http_server import HttpServer, Limits
+from jobsched.http_conn import JSON, Limits, Response, error
+from jobsched.http_server import HttpServer
 from jobsched.jsonfast import dumps, loads
 from jobsched.messages import READ_ONLY, RUNS_USER_CODE, Context
 from jobsched.runner import LATENESS_BUCKETS, Metrics
 from jobsched.wire import Pending, handle, unavailable
+
+if TYPE_CHECKING:
+    from jobsched.web.routes import Web
 
 __all__ = ["JSON", "Limits", "Response", "Service", "error", "make_server", "render_metrics"]
 log = logging.getLogger("jobsched.server")
@@ -71,6 +74,7 @@ class Service:
         max_body: int = DEFAULT_MAX_BODY,
         metrics: Metrics | None = None,
         on_change: Callable[[], None] | None = None,
+        web: Web | None = None,
     ) -> None:
         if token is not None and not token.strip():
             # A blank token once meant "no authentication": never guess that.
@@ -80,6 +84,7 @@ class Service:
         self.max_body = max_body
         self.metrics = metrics or Metrics()
         self.on_change = on_change
+        self.web = web  # the dashboard and the event stream (jobsched.web), if served
 
     # -- entry ----------------------------------------------------------------
 
@@ -89,19 +94,36 @@ class Service:
         given = (header or "").encode()
         return hmac.compare_digest(given, f"Bearer {self.token}".encode())
 
-    def handle(self, method: str, target: str, auth: str | None, body: bytes) -> Response:
+    def handle(
+        self,
+        method: str,
+        target: str,
+        auth: str | None,
+        body: bytes,
+        headers: Mapping[str, str] | None = None,
+    ) -> Response:
         url = urlsplit(target)
         path = url.path.rstrip("/") or "/"
         if path == "/healthz" and method == "GET":
             return self.healthz()
-        if not self.authorized(auth):
+        web, headers = self.web, headers or {}
+        if web is not None and (page := web.public(method, path, body, headers)) is not None:
+            return page
+        # A dashboard session (cookie) stands in for the token; a browser's
+        # change made with it must pass web.refuse (Origin, read-only mode).
+        by_cookie = web is not None and not self.authorized(auth) and web.signed_in(headers)
+        if not by_cookie and not self.authorized(auth):
             return error(
                 401,
                 12,
                 "Authorization: a valid 'Bearer <token>' header is required",
                 ("WWW-Authenticate", 'Bearer realm="jobsched"'),
             )
+        if web is not None and (refused := web.refuse(method, headers, by_cookie)) is not None:
+            return refused
         try:
+            if web is not None and (answer := web.route(method, path, url.query, headers)):
+                return answer
             return self._route(method, path, parse_qs(url.query), body)
         except Exception:  # never let a bug take the connection down without an answer
             log.exception("crash serving %s %s", method, path)
@@ -312,14 +334,20 @@ def render_metrics(counts: dict[str, int], m: Metrics) -> str:
 def make_server(service: Service, host: str, port: int, limits: Limits | None = None) -> HttpServer:
     """The service on a listening socket; ``serve_forever`` runs it."""
     limits = dataclasses.replace(limits or Limits(), max_body=service.max_body)
-    room = fd_budget(limits.max_connections, limits.threads)
-    if room < limits.max_connections:
+    streams = limits.max_streams if service.web is not None else 0
+    room = fd_budget(limits.max_connections + streams, limits.threads)
+    if room < limits.max_connections + streams:
+        streams = min(streams, room // 4)  # event streams never take the requests' room
         log.warning(
             "--max-connections %d: the open-file limit leaves room for %d; using that",
             limits.max_connections,
-            room,
+            max(room - streams, 1),
         )
-        limits = dataclasses.replace(limits, max_connections=room)
+    limits = dataclasses.replace(
+        limits,
+        max_connections=min(limits.max_connections, max(room - streams, 1)),
+        max_streams=streams,
+    )
     if host not in ("127.0.0.1", "localhost", "::1") and service.token is None:
         log.warning("listening on %s without --token: anyone who can reach it may run jobs", host)
     return HttpServer(service.handle, host, port, limits)

@@ -1,0 +1,268 @@
+"""What the dashboard's pages read beyond the protocol's messages: counts by
+state, runs and failures per minute, dispatch lateness, upcoming runs, recent
+failures.
+
+Bounded work whatever the number of jobs: counts are one ``GROUP BY state``
+(an index-only scan of ``jobs_state``, ~0.1-0.3 s at a million jobs), so
+they are computed at most once per ``COUNTS_TTL_S`` for every viewer
+together; runs per minute read the last hour of ``runs`` through its
+``recorded_ms`` index; upcoming runs walk ``jobs_due`` in due order and stop
+at the cap; failures read the newest dead and retrying jobs through
+``jobs_state`` backwards. SQL stores are read on the dashboard's own
+connection (``sqlread``); the memory store through its interface, and its
+runs per minute from this process's own events.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
+
+from jobsched.engine import Engine
+from jobsched.jobs import Job, JobState
+from jobsched.stores.sqlite_schema import SELECT, job_from_row
+from jobsched.timefmt import format_ms
+from jobsched.web.events import EventHub
+from jobsched.web.sqlread import Reader
+
+COUNTS_TTL_S = 2.0
+RUNS_TTL_S = 5.0
+MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
+MAX_UPCOMING = 1000
+LATENESS_SAMPLES = 5000
+MAX_ERROR_TEXT = 500
+ENDED = frozenset({"succeeded", "failed", "timed_out", "lost", "released"})
+FAILED = ("dead", "retrying")
+T = TypeVar("T")
+
+
+class Cached(Generic[T]):
+    """A value computed at most once per ``ttl_s`` for all callers; callers that
+    arrive while it is being computed wait for that result."""
+
+    def __init__(self, ttl_s: float, compute: Callable[[], T]) -> None:
+        self.ttl_s, self.compute = ttl_s, compute
+        self._lock = threading.Lock()
+        self._value: tuple[float, T] | None = None
+
+    def get(self) -> tuple[T, float]:
+        """The value and its age in seconds."""
+        with self._lock:
+            now = time.monotonic()
+            if self._value is None or now - self._value[0] >= self.ttl_s:
+                self._value = (now, self.compute())
+            return self._value[1], time.monotonic() - self._value[0]
+
+
+class LocalRuns:
+    """This process's runs from its event stream: lateness samples, and runs
+    per minute for a store without a runs table to read."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.lateness: deque[tuple[int, int]] = deque(maxlen=LATENESS_SAMPLES)
+        self.minutes: dict[int, list[int]] = {}
+
+    def note(self, body: dict[str, Any]) -> None:
+        if body.get("source") == "store":
+            return
+        now = int(time.time() * 1000)
+        with self._lock:
+            if body.get("event") == "started" and "lateness_ms" in body:
+                self.lateness.append((now, int(body["lateness_ms"])))
+            elif body.get("event") in ENDED:
+                counts = self.minutes.setdefault(now // MINUTE_MS, [0, 0])
+                counts[0] += 1
+                counts[1] += body.get("event") != "succeeded"
+                for old in [m for m in self.minutes if m < now // MINUTE_MS - 61]:
+                    del self.minutes[old]
+
+    def lateness_since(self, since: int) -> list[int]:
+        with self._lock:
+            return sorted(ms for at, ms in self.lateness if at >= since)
+
+
+class Queries:
+    def __init__(self, engine: Engine, reader: Reader | None, hub: EventHub) -> None:
+        self.engine = engine
+        self.reader = reader
+        self.local = LocalRuns()
+        hub.listen(self.local.note)
+        self.counts = Cached(COUNTS_TTL_S, self._counts)
+        self.runs = Cached(RUNS_TTL_S, self._runs_per_minute)
+
+    def _counts(self) -> dict[str, Any]:
+        nodes = self.engine.nodes(self.engine.wall_clock())
+        return {"jobs": self.engine.stats(), "nodes": nodes}
+
+    def overview(self) -> dict[str, Any]:
+        counts, age = self.counts.get()
+        runs, _ = self.runs.get()
+        jobs: dict[str, int] = counts["jobs"]
+        out: dict[str, Any] = {
+            "jobs": jobs,
+            "total": sum(jobs.values()),
+            "counted_s_ago": round(age, 1),
+            "runs_per_minute": runs,
+            "runs_from": "this process" if self.reader is None else "the store",
+            "lateness": self._lateness(),
+            "nodes": None,
+        }
+        if counts["nodes"] is not None:
+            out["nodes"] = [
+                {"node_id": n, "last_seen": format_ms(last), "jobs_held": held}
+                for n, last, held in counts["nodes"]
+            ]
+        return out
+
+    def _lateness(self) -> dict[str, Any]:
+        samples = self.local.lateness_since(int(time.time() * 1000) - HOUR_MS)
+        if not samples:
+            return {"count": 0}
+        n = len(samples)
+        return {
+            "count": n,
+            "p50_ms": samples[n // 2],
+            "p95_ms": samples[min(n - 1, n * 95 // 100)],
+            "max_ms": samples[-1],
+        }
+
+    def _runs_per_minute(self) -> list[dict[str, Any]]:
+        """The last 60 whole minutes and the current one, oldest first."""
+        this = int(time.time() * 1000) // MINUTE_MS
+        first = this - 60
+        counts: dict[int, tuple[int, int]]
+        if self.reader is None:
+            with self.local._lock:
+                counts = {m: (c[0], c[1]) for m, c in self.local.minutes.items()}
+        else:
+            rows = self.reader.rows(
+                "SELECT recorded_ms / 60000, count(*), "
+                "sum(CASE WHEN outcome = 'succeeded' THEN 0 ELSE 1 END) FROM runs "
+                "WHERE recorded_ms >= ? AND outcome <> 'skipped' GROUP BY recorded_ms / 60000",
+                (first * MINUTE_MS,),
+            )
+            counts = {int(m): (int(n), int(f)) for m, n, f in rows}
+        return [
+            {"minute": format_ms(m * MINUTE_MS), "runs": counts.get(m, (0, 0))[0],
+             "failures": counts.get(m, (0, 0))[1]}
+            for m in range(first, this + 1)
+        ]  # fmt: skip
+
+    # -- upcoming ---------------------------------------------------------------
+
+    def upcoming(self, now: int, hours: float, limit: int) -> dict[str, Any]:
+        """Every run due within ``hours``: due times of scheduled and retrying
+        jobs, and the occurrences of recurring ones (running ones too) within
+        the window, in time order, at most ``limit``."""
+        limit = max(1, min(limit, MAX_UPCOMING))
+        end = now + int(hours * HOUR_MS)
+        due, running = self._due_jobs(end, limit + 1)
+        runs = heapq.merge(
+            *(_occurrences(job, job.due_at or now, end) for job in due),
+            *(_occurrences(job, job.next_occurrence(now), end, "next") for job in running),
+        )
+        items = list(itertools.islice(runs, limit + 1))
+        return {
+            "from": format_ms(now),
+            "until": format_ms(end),
+            "runs": [
+                {
+                    "at": format_ms(at),
+                    "job_id": job.job_id,
+                    "task": job.task,
+                    "kind": kind,
+                    "state": job.state.value,
+                }
+                for at, _, kind, job in items[:limit]
+            ],
+            "capped": len(items) > limit,
+            "limit": limit,
+        }
+
+    def _due_jobs(self, end: int, limit: int) -> tuple[list[Job], list[Job]]:
+        if self.reader is None:
+            store = self.engine.store
+            due = [
+                j
+                for state in (JobState.SCHEDULED, JobState.RETRYING)
+                for j in _all(store.list_jobs, state)
+                if j.due_at is not None and j.due_at <= end
+            ]
+            due.sort(key=lambda j: (j.due_at or 0, j.seq))
+            running = [j for j in _all(store.list_jobs, JobState.RUNNING) if j.recurring]
+            return due[:limit], running
+        hint = " INDEXED BY jobs_due" if self.reader.kind == "sqlite" else ""
+        rows = self.reader.rows(
+            f"SELECT {SELECT} FROM jobs{hint} WHERE state IN ('scheduled', 'retrying') "
+            "AND due_at <= ? ORDER BY due_at, seq LIMIT ?",
+            (end, limit),
+        )
+        held = self.reader.rows(
+            f"SELECT {SELECT} FROM jobs WHERE state = 'running' AND sched_kind <> 'once'"
+        )
+        return [job_from_row(r) for r in rows], [job_from_row(r) for r in held]
+
+    # -- failures ---------------------------------------------------------------
+
+    def failures(self, limit: int) -> list[dict[str, Any]]:
+        """The newest dead and retrying jobs (by scheduling order, through the
+        index), newest failure first."""
+        limit = max(1, min(limit, 500))
+        jobs: list[Job] = []
+        for state in FAILED:
+            if self.reader is None:
+                jobs += list(deque(_all(self.engine.store.list_jobs, JobState(state)), limit))
+            else:
+                rows = self.reader.rows(
+                    f"SELECT {SELECT} FROM jobs WHERE state = ? ORDER BY seq DESC LIMIT ?",
+                    (state, limit),
+                )
+                jobs += [job_from_row(r) for r in rows]
+        jobs.sort(key=lambda j: (j.updated_at, j.seq), reverse=True)
+        return [_failure(j) for j in jobs[:limit]]
+
+
+def _occurrences(
+    job: Job, first: int | None, end: int, kind: str | None = None
+) -> Iterator[tuple[int, int, str, Job]]:
+    """(time, seq, kind, job) for the job's runs from ``first`` up to ``end``."""
+    t = first
+    label = kind or ("retry" if job.state is JobState.RETRYING else job.schedule.kind)
+    while t is not None and t <= end:
+        yield t, job.seq, label, job
+        if not job.recurring:
+            return
+        t, label = job.next_occurrence(t), job.schedule.kind
+
+
+def _all(list_jobs: Callable[..., list[Job]], state: JobState) -> Iterator[Job]:
+    after: str | None = None
+    while True:
+        page = list_jobs(state, None, after, 1000)
+        yield from page
+        if len(page) < 1000:
+            return
+        after = page[-1].job_id
+
+
+def _failure(job: Job) -> dict[str, Any]:
+    error = job.last_error
+    if error is not None and len(error) > MAX_ERROR_TEXT:
+        error = error[:MAX_ERROR_TEXT] + "..."
+    return {
+        "job_id": job.job_id,
+        "task": job.task,
+        "state": job.state.value,
+        "attempts": job.attempts,
+        "max_attempts": job.retry.max_attempts,
+        "last_error": error,
+        "updated_at": format_ms(job.updated_at),
+        "due_at": None if job.due_at is None else format_ms(job.due_at),
+    }
