@@ -96,10 +96,20 @@ class Zone:
         clean: four probes 35 hours apart settle three days (two changes within 56 hours
         never cancel), where one day alone takes three. Days are mostly asked in order."""
         lo = dayno * DAY - MAX_OFFSET
-        off, read = self.offset(lo), self.offset
-        if off == read(lo + _STEP3) == read(lo + 2 * _STEP3) == read(lo + 3 * _STEP3):
-            self._days[dayno] = self._days[dayno + 1] = self._days[dayno + 2] = off
-            return off
+        if lo >= U_LO and lo + 3 * _STEP3 <= U_HI:
+            # The probes inlined and compared as the zone's timedeltas: a first
+            # next_after in a zone spends most of its zone time here.
+            tz, read = self.tz, datetime.fromtimestamp
+            first = tz.utcoffset(read(lo, tz))
+            if (
+                first is not None
+                and first == tz.utcoffset(read(lo + _STEP3, tz))
+                and first == tz.utcoffset(read(lo + 2 * _STEP3, tz))
+                and first == tz.utcoffset(read(lo + 3 * _STEP3, tz))
+            ):
+                off = first.days * DAY + first.seconds
+                self._days[dayno] = self._days[dayno + 1] = self._days[dayno + 2] = off
+                return off
         got = self._days[dayno] = self._probe_day(dayno)
         return got
 
