@@ -1,14 +1,15 @@
 """Cron benchmark: jobsched.cron against croniter and cronsim, in the same run.
 
-    .venv/bin/python bench/cron_bench.py            # about 15 s
-    .venv/bin/python bench/cron_bench.py --quick    # a tenth of the calls, 3 rounds: ~2 s
+    .venv/bin/python bench/cron_bench.py            # 15 rounds: about 15 s
+    .venv/bin/python bench/cron_bench.py --quick    # a tenth of the calls, 5 rounds: ~2 s
     .venv/bin/python bench/cron_bench.py --smoke    # one round of a few calls: proves it runs
 
 Prints microseconds per call and the ratio peer/us (higher is better for us). Every
-round times ours and then each peer on the same case, one after the other, so that a
-noisy neighbour on a shared machine hits all alike; the table gives each library's
-median over the rounds, and the ratios are ratios of those medians. A peer that is
-not installed is named on one line and left out of the table (bench/peers.py).
+round times ours and then each peer on the same case, one right after the other
+(a few tens of milliseconds each), so that a noisy neighbour on a shared machine
+hits both alike: the table gives each library's median time over the rounds, and
+each ratio is the median of the rounds' own ratios. A peer that is not installed is
+named on one line and left out of the table (bench/peers.py).
 Cases:
   (a) iterate `*/5 * * * *` (UTC), per occurrence
   (b) parse + first occurrence of `*/5 * * * *`: ours with its parse cache hit
@@ -192,40 +193,47 @@ def timed(run: Run, n: int) -> float:
     return time.perf_counter() - start
 
 
-def measure(case: Case, rounds: int, k: int) -> dict[str, float]:
-    """Microseconds per call (per occurrence for `per` > 1): the median over rounds."""
+def measure(case: Case, rounds: int, k: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Microseconds per call (per occurrence for `per` > 1), the median over rounds;
+    and each peer's ratio to ours, the median of the rounds' ratios."""
     runs = {"us": (case.ours, case.n), **case.peers}
     if case.cold:
         runs["clear"] = (clear_only, case.n)
+    ratios: dict[str, list[float]] = {}
     for _ in range(rounds):
+        got = {}
         for name, (run, n) in runs.items():
             n = max(1, n // k)
-            case.times.setdefault(name, []).append(timed(run, n) / n * 1e6 / case.per)
-    out = {name: statistics.median(values) for name, values in case.times.items()}
-    if case.cold:
-        out["us"] -= out.pop("clear") / case.per
-    return out
+            got[name] = timed(run, n) / n * 1e6 / case.per
+        if case.cold:
+            got["us"] -= got.pop("clear") / case.per
+        for name, value in got.items():
+            case.times.setdefault(name, []).append(value)
+            if name != "us":
+                ratios.setdefault(name, []).append(value / got["us"])
+    times = {name: statistics.median(values) for name, values in case.times.items()}
+    return times, {name: statistics.median(values) for name, values in ratios.items()}
 
 
 def main() -> None:
     global CRONITER, CRONSIM
     smoke, quick = "--smoke" in sys.argv, "--quick" in sys.argv
-    rounds, k = (1, 100) if smoke else (3, 10) if quick else (5, 1)
+    rounds, k = (1, 100) if smoke else (5, 10) if quick else (15, 3)
     CRONITER = peer("croniter", "croniter")
     CRONSIM = peer("cronsim", "cronsim")
     names = [p for p, mod in (("croniter", CRONITER), ("cronsim", CRONSIM)) if mod]
     versions = ", ".join(f"{p} {installed(p)}" for p in names) or "no peers"
     print(f"Python {sys.version.split()[0]}; {versions}; microseconds per call,")
-    print(f"median of {rounds} interleaved rounds (ours, then each peer, per round)")
+    print(f"median of {rounds} rounds (ours, then each peer); ratios: median of the rounds' ratios")
     head = f"| {'case':<40} | {'us':>8} |" + "".join(f" {p:>9} |" for p in names)
     head += "".join(f" {p + '/us':>11} |" for p in names)
     print(head)
     print("|" + "|".join("-" * len(c) for c in head.split("|")[1:-1]) + "|")
     for case in cases():
-        got = measure(case, rounds, k)
+        got, ratio = measure(case, rounds, k)
         us = got["us"]
         cells = "".join(f" {got[p]:9.2f} |" for p in names)
-        cells += "".join(f" {got[p] / us:10.1f}x |" for p in names)
+        cells += "".join(f" {ratio[p]:10.1f}x |" for p in names)
         print(f"| {case.name:<40} | {us:8.2f} |{cells}", flush=True)
 
 
