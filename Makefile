@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit bench clean
+.PHONY: test lint typecheck unit bench clean screenshots
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,10 @@ unit: $(STAMP)
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
+
+# The dashboard's screenshots in docs/img, taken by its browser tests.
+screenshots: $(STAMP)
+	JOBSCHED_SCREENSHOTS=docs/img $(BIN)/pytest -q tests/test_dashboard_browser.py
 
 bench-deps: $(STAMP)
 	$(BIN)/pip install -q -e '.[test,bench]'

@@ -174,7 +174,11 @@ def test_streams_hold_no_thread_and_no_connection_slot_and_have_their_own_bound(
     try:
         assert all(s.response.status == 200 for s in streams)
         with socket.create_connection(svc.address, timeout=5) as sock:
-            sock.sendall(b"GET /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode() + b"\r\n\r\n")
+            sock.sendall(
+                b"GET /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                + TOKEN.encode()
+                + b"\r\n\r\n"
+            )
             assert sock.recv(4096).startswith(b"HTTP/1.1 503 ")
         started = time.monotonic()
         for _ in range(3):  # the only thread and both slots are free for requests

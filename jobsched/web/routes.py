@@ -100,7 +100,7 @@ class Web:
         self, method: str, path: str, body: bytes, headers: Mapping[str, str]
     ) -> Response | None:
         """The routes that need no token: the pages, and signing in."""
-        if path == "/" or path.startswith("/ui/"):
+        if path in ("/", "/ui") or path.startswith("/ui/"):
             if method not in ("GET", "HEAD"):
                 return error(405, 10, f"method {method} is not allowed here", ("Allow", "GET"))
             found = self.files.get("index.html" if path == "/" else path.removeprefix("/ui/"))
