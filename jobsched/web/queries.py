@@ -3,14 +3,14 @@ state, runs and failures per minute, dispatch lateness, upcoming runs, recent
 failures.
 
 Bounded work whatever the number of jobs: counts are one ``GROUP BY state``
-(an index-only scan of ``jobs_state``, ~0.1-0.3 s at a million jobs), so
-they are computed at most once per ``COUNTS_TTL_S`` for every viewer
-together; runs per minute read the last hour of ``runs`` through its
-``recorded_ms`` index; upcoming runs walk ``jobs_due`` in due order and stop
-at the cap; failures read the newest dead and retrying jobs through
-``jobs_state`` backwards. SQL stores are read on the dashboard's own
-connection (``sqlread``); the memory store through its interface, and its
-runs per minute from this process's own events.
+(an index-only scan of ``jobs_state``, ~0.1-0.3 s at a million jobs) and
+runs per minute read the last hour of ``runs`` through its ``recorded_ms``
+index, both computed off the request, for every viewer together, at most
+once per ``COUNTS_TTL_S`` / ``RUNS_TTL_S`` (``cache``); upcoming runs walk
+``jobs_due`` in due order and stop at the cap; failures read the newest
+dead and retrying jobs through ``jobs_state`` backwards. SQL stores are read
+on the dashboard's own connection (``sqlread``); the memory store through
+its interface, and its runs per minute from this process's own events.
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from jobsched.engine import Engine
 from jobsched.jobs import Job, JobState
 from jobsched.stores.sqlite_schema import SELECT, job_from_row
 from jobsched.timefmt import format_ms
+from jobsched.web.cache import Cached
 from jobsched.web.events import EventHub
 from jobsched.web.sqlread import Reader
 
@@ -39,25 +40,6 @@ LATENESS_SAMPLES = 5000
 MAX_ERROR_TEXT = 500
 ENDED = frozenset({"succeeded", "failed", "timed_out", "lost", "released"})
 FAILED = ("dead", "retrying")
-T = TypeVar("T")
-
-
-class Cached(Generic[T]):
-    """A value computed at most once per ``ttl_s`` for all callers; callers that
-    arrive while it is being computed wait for that result."""
-
-    def __init__(self, ttl_s: float, compute: Callable[[], T]) -> None:
-        self.ttl_s, self.compute = ttl_s, compute
-        self._lock = threading.Lock()
-        self._value: tuple[float, T] | None = None
-
-    def get(self) -> tuple[T, float]:
-        """The value and its age in seconds."""
-        with self._lock:
-            now = time.monotonic()
-            if self._value is None or now - self._value[0] >= self.ttl_s:
-                self._value = (now, self.compute())
-            return self._value[1], time.monotonic() - self._value[0]
 
 
 class LocalRuns:
@@ -102,8 +84,10 @@ class Queries:
         return {"jobs": self.engine.stats(), "nodes": nodes}
 
     def overview(self) -> dict[str, Any]:
-        counts, age = self.counts.get()
-        runs, _ = self.runs.get()
+        # Both asked first: when they must be computed, they are in parallel.
+        waits = (self.counts.ask(), self.runs.ask())
+        counts, age = self.counts.get(waits[0])
+        runs, _ = self.runs.get(waits[1])
         jobs: dict[str, int] = counts["jobs"]
         out: dict[str, Any] = {
             "jobs": jobs,
