@@ -7,6 +7,9 @@ The public API for task modules is ``task``::
     @task("send-email")
     def send_email(payload): ...
 
+``@task`` handles schedule their own jobs once a default client is set
+(``jobsched.configure(client)``; ``send_email.schedule({...})``); ``Service``
+runs the dispatcher inside the application (``with Service("jobs.db", tasks=[mod])``);
 and for application code that schedules jobs, ``Client`` (``AsyncClient`` for
 asyncio) with the values it hands out (docs/client.md)::
 
@@ -19,6 +22,7 @@ asyncio) with the values it hands out (docs/client.md)::
 from typing import TYPE_CHECKING, Any
 
 from jobsched.errors import JobschedError
+from jobsched.handles import TaskContext, configure, set_default_client
 from jobsched.runner import task
 
 if TYPE_CHECKING:
@@ -35,6 +39,7 @@ if TYPE_CHECKING:
         ScheduledJob,
         Stats,
     )
+    from jobsched.embedded import Service
 
 __all__ = [
     "AsyncClient",
@@ -48,7 +53,11 @@ __all__ = [
     "NodeInfo",
     "Run",
     "ScheduledJob",
+    "Service",
     "Stats",
+    "TaskContext",
+    "configure",
+    "set_default_client",
     "task",
 ]
 __version__ = "0.1.0"
@@ -64,6 +73,7 @@ _LAZY = {
     ),
     "ScheduledJob": "jobsched.client_types",
     "Stats": "jobsched.client_types",
+    "Service": "jobsched.embedded",
 }
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from jobsched.embedded import open_store
 from jobsched.engine import Engine, EngineConfig
 from jobsched.errors import JobschedError
 from jobsched.messages import Context
@@ -104,23 +105,6 @@ def node_parser(prog: str = "jobsched node") -> argparse.ArgumentParser:
     )
     add_run_args(p)
     return p
-
-
-def open_store(db: str | None, synchronous: str = "FULL") -> Store:
-    """The store a --db value names."""
-    if not db:
-        from jobsched.stores.memory import MemoryStore
-
-        return MemoryStore()
-    if db.startswith(("postgresql://", "postgres://")):
-        from jobsched.stores.postgres import (  # type: ignore[import-not-found, unused-ignore]
-            PostgresStore,
-        )
-
-        return PostgresStore(db)  # type: ignore[no-any-return, unused-ignore]
-    from jobsched.stores.sqlite import SQLiteStore
-
-    return SQLiteStore(db, synchronous=synchronous)
 
 
 def load_tasks(names: Sequence[str], builtins: bool) -> TaskRegistry:

@@ -28,16 +28,22 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from jobsched.errors import JobschedError
+
+if TYPE_CHECKING:
+    import asyncio
 
 log = logging.getLogger("jobsched.runner")  # the handlers' logger, as before the split
 
 Handler = Callable[[Any], Any]
 MAX_ERROR = 2000
+# How long Runner.stop lets cancelled coroutines run their cleanup.
+STOP_BOUND_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,3 +247,29 @@ def call_with_deadline(handler: Handler, payload: Any, timeout_ms: int) -> Outco
         log.warning("handler %r outlived its timeout of %d ms", handler, timeout_ms)
         return timeout_outcome(timeout_ms)
     return box[0]
+
+
+def close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel the loop's tasks and run it until they have handled that (their
+    ``finally`` blocks), at most ``STOP_BOUND_S``, then close it. A pending task
+    left to the garbage collector would log "Task was destroyed but it is pending!"."""
+    import asyncio
+
+    cancelled: set[asyncio.Task[Any]] = set()
+    end = time.monotonic() + STOP_BOUND_S
+    while (left := end - time.monotonic()) > 0:
+        tasks = asyncio.all_tasks(loop)
+        if not tasks:
+            break
+        for t in tasks - cancelled:  # once: a second cancel would cut its cleanup short
+            t.cancel()
+        cancelled |= tasks
+        try:
+            loop.run_until_complete(asyncio.wait(tasks, timeout=left))
+        except BaseException as exc:  # a handler's cleanup raised SystemExit, say
+            log.error("while cancelling handlers: %s", error_text(exc))
+    try:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    except BaseException as exc:
+        log.error("while closing async generators: %s", error_text(exc))
+    loop.close()

@@ -3,9 +3,10 @@
 Users write ``@task("send-email")`` on a plain or ``async def`` function taking
 the job's payload; ``--tasks MODULE`` imports their modules, which fills the
 default registry. Without registered handlers every task is a no-op that
-succeeds (the seed's behaviour). With handlers, the engine refuses to schedule
-an unknown task. Built-in tasks (``webhook``) are known but do not switch that
-check on: a service that only loaded built-ins still accepts any task.
+succeeds (the stdio node's contract, docs/protocol.md). With handlers, or once
+the registry is ``strict`` (``jobsched serve``: a typo'd task name must not be
+silently "done"), the engine refuses to schedule an unknown task. Built-in
+tasks (``webhook``) alone do not switch that check on.
 
 Two ways to run a handler:
 
@@ -38,14 +39,17 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 # Outcome and the calls of handlers live in isolation, the run counters in
 # metrics; re-exported here for the modules that import them from runner.
+from jobsched.handles import TaskContext, TaskHandle, bind_context, make_context
 from jobsched.isolation import (
     MAX_ERROR,
+    STOP_BOUND_S,
     SUCCESS,
     Handler,
     Outcome,
     call,
     call_coroutine,
     call_with_deadline,
+    close_loop,
     error_outcome,
     error_text,
     run_coroutine,
@@ -58,9 +62,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("jobsched.runner")
 
-H = TypeVar("H", bound=Handler)
-# How long Runner.stop lets cancelled coroutines run their cleanup.
-STOP_BOUND_S = 1.0
+H = TypeVar("H", bound=Callable[..., Any])
 
 
 class TaskRegistry:
@@ -69,18 +71,29 @@ class TaskRegistry:
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
         self._builtins: dict[str, Handler] = {}
+        self._contextual: set[str] = set()  # handlers called (payload, ctx)
+        # strict: unknown tasks are refused even with no user handler (serve).
+        self.strict = False
 
-    def register(self, name: str, handler: Handler, builtin: bool = False) -> None:
+    def register(
+        self, name: str, handler: Handler, builtin: bool = False, pass_context: bool = False
+    ) -> None:
         if not name or len(name) > 255:
             raise ValueError(f"a task name is 1-255 characters, not {name!r}")
         (self._builtins if builtin else self._handlers)[name] = handler
+        (self._contextual.add if pass_context else self._contextual.discard)(name)
 
-    def task(self, name: str | None = None) -> Callable[[H], H]:
-        """Decorator: ``@registry.task("name")`` (default: the function's name)."""
+    def task(
+        self, name: str | None = None, *, pass_context: bool = False
+    ) -> Callable[[H], TaskHandle[H]]:
+        """Decorator: ``@registry.task("name")`` (default: the function's name).
+        ``pass_context=True``: the handler is called ``(payload, ctx)``, ctx a ``TaskContext``."""
 
-        def decorate(fn: H) -> H:
-            self.register(name or fn.__name__, fn)
-            return fn
+        def decorate(fn: H) -> TaskHandle[H]:
+            if isinstance(fn, TaskHandle):  # stacked decorators: register the function
+                fn = fn.fn
+            self.register(name or fn.__name__, fn, pass_context=pass_context)
+            return TaskHandle(name or fn.__name__, fn)
 
         return decorate
 
@@ -92,24 +105,36 @@ class TaskRegistry:
 
     @property
     def enabled(self) -> bool:
-        """True once any user handler is registered: unknown tasks are then refused."""
-        return bool(self._handlers)
+        """True once unknown tasks are refused: a user handler is registered, or strict."""
+        return self.strict or bool(self._handlers)
 
     def names(self) -> list[str]:
         return sorted({*self._handlers, *self._builtins})
 
     def knows(self, task: str) -> bool:
-        return not self._handlers or task in self._handlers or task in self._builtins
+        return not self.enabled or task in self._handlers or task in self._builtins
 
-    def handler(self, task: str) -> Handler | None:
-        return self._handlers.get(task) or self._builtins.get(task)
+    def handler(self, task: str, context: TaskContext | None = None) -> Handler | None:
+        """The task's handler as a one-argument callable (a context handler gets
+        ``context``, or one with None fields when the caller gave none)."""
+        found = self._handlers.get(task) or self._builtins.get(task)
+        if found is None or task not in self._contextual:
+            return found
+        return bind_context(found, context or make_context(task))
 
-    def run(self, task: str, payload_json: str, timeout_ms: int | None = None) -> Outcome:
+    def run(
+        self,
+        task: str,
+        payload_json: str,
+        timeout_ms: int | None = None,
+        *,
+        context: TaskContext | None = None,
+    ) -> Outcome:
         """Run the task's handler in the calling thread's time; block until it
         ends or ``timeout_ms`` passes."""
-        handler = self.handler(task)
+        handler = self.handler(task, context)
         if handler is None:
-            return SUCCESS if not self._handlers else Outcome(False, f"no handler for {task!r}")
+            return Outcome(False, f"no handler for {task!r}") if self.enabled else SUCCESS
         payload = json.loads(payload_json)
         if inspect.iscoroutinefunction(handler):
             return run_coroutine(handler, payload, timeout_ms)
@@ -121,15 +146,17 @@ class TaskRegistry:
 default_registry = TaskRegistry()
 
 
-def task(name: str | None = None) -> Callable[[H], H]:
+def task(name: str | None = None, *, pass_context: bool = False) -> Callable[[H], TaskHandle[H]]:
     """Register a handler in the default registry (the one ``--tasks`` fills):
 
     from jobsched import task
 
     @task("send-email")
     def send_email(payload): ...
+
+    send_email.schedule({"to": "a@example.com"}, delay_ms=60_000)  # after jobsched.configure
     """
-    return default_registry.task(name)
+    return default_registry.task(name, pass_context=pass_context)
 
 
 # -- the dispatcher's runner ----------------------------------------------------
@@ -245,6 +272,7 @@ class Runner:
         done: Done,
         *,
         timed: Literal[False] = False,
+        context: TaskContext | None = None,
     ) -> None: ...
 
     @overload
@@ -256,6 +284,7 @@ class Runner:
         done: TimedDone,
         *,
         timed: Literal[True],
+        context: TaskContext | None = None,
     ) -> None: ...
 
     def submit(
@@ -266,12 +295,14 @@ class Runner:
         done: Done | TimedDone,
         *,
         timed: bool = False,
+        context: TaskContext | None = None,
     ) -> None:
         """Start one run. Timeouts of plain handlers are the caller's to watch
         (see module docstring); coroutines are cancelled here at ``timeout_ms``.
-        ``timed=True``: ``done(outcome, started_wall_ms, duration_ms)``."""
+        ``timed=True``: ``done(outcome, started_wall_ms, duration_ms)``; ``context``:
+        what a ``pass_context`` handler is given (``handles.context_for(job, due)``)."""
         report = cast(TimedDone, done) if timed else _untimed(cast(Done, done))
-        handler = self.registry.handler(task)
+        handler = self.registry.handler(task, context)
         if handler is None:
             enabled = self.registry.enabled
             outcome = Outcome(False, f"no handler for {task!r}") if enabled else SUCCESS
@@ -332,7 +363,7 @@ class Runner:
                 # asyncio lets SystemExit and KeyboardInterrupt out of a task the
                 # handler started itself; the other handlers' runs go on.
                 log.error("a task started by a handler raised %s; loop goes on", error_text(exc))
-        _close_loop(loop)
+        close_loop(loop)
 
     def stop(self) -> None:
         """Let idle workers exit; busy ones end with their handler (daemon threads
@@ -340,38 +371,17 @@ class Runner:
         get up to ``STOP_BOUND_S`` to handle it; their runs are reported."""
         for _ in self._threads:
             self._queue.put(None)
+        # Idle workers exit at once: joined (briefly) so that a stopped runner
+        # leaves no thread behind; a busy one is left to its handler.
+        end = time.monotonic() + STOP_BOUND_S
+        for t in self._threads:
+            t.join(max(end - time.monotonic(), 0.0))
         with self._loop_lock:
             self._closing = True
             loop, thread = self._loop, self._loop_thread
         if loop is not None and thread is not None:
             loop.call_soon_threadsafe(loop.stop)
             thread.join(STOP_BOUND_S + 1.0)
-
-
-def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
-    """Cancel the loop's tasks and run it until they have handled that (their
-    ``finally`` blocks), at most ``STOP_BOUND_S``, then close it. A pending task
-    left to the garbage collector would log "Task was destroyed but it is pending!"."""
-    import asyncio
-
-    cancelled: set[asyncio.Task[Any]] = set()
-    end = time.monotonic() + STOP_BOUND_S
-    while (left := end - time.monotonic()) > 0:
-        tasks = asyncio.all_tasks(loop)
-        if not tasks:
-            break
-        for t in tasks - cancelled:  # once: a second cancel would cut its cleanup short
-            t.cancel()
-        cancelled |= tasks
-        try:
-            loop.run_until_complete(asyncio.wait(tasks, timeout=left))
-        except BaseException as exc:  # a handler's cleanup raised SystemExit, say
-            log.error("while cancelling handlers: %s", error_text(exc))
-    try:
-        loop.run_until_complete(loop.shutdown_asyncgens())
-    except BaseException as exc:
-        log.error("while closing async generators: %s", error_text(exc))
-    loop.close()
 
 
 __all__ = [
@@ -383,6 +393,8 @@ __all__ = [
     "Metrics",
     "Outcome",
     "Runner",
+    "TaskContext",
+    "TaskHandle",
     "TaskRegistry",
     "TimedDone",
     "call",

@@ -36,6 +36,7 @@ RANKS = {
     "policies": 1,
     # 2: user code, and the store interface
     "runner": 2,
+    "handles": 2,
     "isolation": 2,
     "metrics": 2,
     "stores": 2,
@@ -68,6 +69,7 @@ RANKS = {
     "client_transports": 4,
     "client_async": 4,
     "cli": 5,
+    "embedded": 5,
     "__main__": 5,
     "__init__": 5,
 }

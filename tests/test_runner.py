@@ -336,3 +336,90 @@ def test_exception_text_is_safe_whatever_the_exception_holds() -> None:
     error = reg.run("odd", "{}").error or ""
     assert error.startswith("ValueError: \\udcff\\x00yyy") and len(error) == 2000
     error.encode("utf-8")  # storable and sendable
+
+
+# -- handles: .schedule() and the context -----------------------------------------
+
+
+def test_a_context_handler_gets_the_job_id_attempt_due_time_and_a_logger(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from jobsched.handles import TaskContext, context_for
+
+    reg = TaskRegistry()
+    seen: list[tuple[Any, TaskContext]] = []
+
+    @reg.task("ctx", pass_context=True)
+    def handler(payload: Any, ctx: TaskContext) -> None:
+        ctx.logger.warning("hello")
+        seen.append((payload, ctx))
+
+    engine = Engine(MemoryStore(), reg)
+    job = engine.schedule(ScheduleSpec(task="ctx", payload_json='{"n": 1}', delay_ms=0), 1_000)
+    assert reg.run("ctx", '{"n": 1}', context=context_for(job)) == Outcome(True)
+    payload, ctx = seen[0]
+    assert payload == {"n": 1}
+    assert (ctx.job_id, ctx.task, ctx.attempt, ctx.due_at) == (job.job_id, "ctx", 1, 1_000)
+    assert f"[ctx {job.job_id}] hello" in caplog.text
+    with pytest.raises(AttributeError):
+        ctx.attempt = 2  # type: ignore[misc]  # frozen
+    # Without a context from the caller the handler still runs, with None fields.
+    assert reg.run("ctx", "2") == Outcome(True) and seen[1][1].job_id is None
+
+
+def test_runner_passes_the_context_to_sync_and_async_handlers() -> None:
+    from jobsched.handles import TaskContext, make_context
+
+    reg = TaskRegistry()
+    got: queue.Queue[Any] = queue.Queue()
+
+    @reg.task("s", pass_context=True)
+    def sync(payload: Any, ctx: TaskContext) -> None:
+        got.put((payload, ctx.job_id, ctx.attempt))
+
+    @reg.task("a", pass_context=True)
+    async def coro(payload: Any, ctx: TaskContext) -> None:
+        got.put((payload, ctx.job_id, ctx.attempt))
+
+    runner = Runner(reg, workers=1)
+    runner.start()
+    outcomes: queue.Queue[Outcome] = queue.Queue()
+    try:
+        runner.submit(
+            "s", "1", None, lambda o, _: outcomes.put(o), context=make_context("s", "j1", 3)
+        )
+        runner.submit(
+            "a", "2", None, lambda o, _: outcomes.put(o), context=make_context("a", "j2", 1)
+        )
+        assert [outcomes.get(timeout=WAIT) for _ in range(2)] == [Outcome(True)] * 2
+    finally:
+        runner.stop()
+    assert sorted([got.get_nowait(), got.get_nowait()]) == [(1, "j1", 3), (2, "j2", 1)]
+
+
+def test_a_task_handle_schedules_through_the_configured_client(tmp_path: Any) -> None:
+    import jobsched
+    from jobsched.client import Client
+    from jobsched.handles import NotConfigured
+
+    reg = TaskRegistry()
+
+    @reg.task("send-email")
+    def send(payload: Any) -> str:
+        return f"sent {payload}"
+
+    assert send("x") == "sent x"  # still the function
+    jobsched.configure(None)
+    with pytest.raises(NotConfigured):
+        send.schedule({"to": "a"})
+    with Client(str(tmp_path / "j.db")) as client:
+        jobsched.configure(client)
+        try:
+            one = send.schedule({"to": "a"}, delay_ms=60_000)
+            many = send.schedule_many([{"to": "b"}, {"to": "c"}], delay_ms=1000)
+            jobs = {j.job_id: j for j in client.list().jobs}
+        finally:
+            jobsched.set_default_client(None)
+    assert len(many) == 2 and set(jobs) == {one.job_id, *(m.job_id for m in many)}
+    assert sorted(j.payload["to"] for j in jobs.values()) == ["a", "b", "c"]
+    assert {j.task for j in jobs.values()} == {"send-email"}
