@@ -225,6 +225,7 @@ def test_the_stream_shows_runs_of_another_node_on_the_same_postgres(tmp_path: Pa
             status, reply = svc.request("POST", "/v1/jobs", {"task": "ok", "payload": {}})
             assert status == 201
             seen = events.until(_finished(reply["job_id"]), within=15)
+            status, overview = svc.request("GET", "/v1/dashboard/overview")
         finally:
             events.close()
             other.send_signal(signal.SIGTERM)
@@ -233,3 +234,6 @@ def test_the_stream_shows_runs_of_another_node_on_the_same_postgres(tmp_path: Pa
     done = seen[-1]["body"]
     assert done["event"] == "succeeded" and done["task"] == "ok"
     assert done["node"] == "other-node" and done["source"] == "store"
+    # The overview lists the cluster's nodes from their heartbeats: the other one.
+    assert status == 200 and overview["nodes"] is not None
+    assert [n["node_id"].split("/")[0] for n in overview["nodes"]] == ["other-node"]

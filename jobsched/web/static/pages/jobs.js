@@ -117,5 +117,7 @@ export async function render(root, ctx) {
 
   await load();
   const refresh = throttled(load, 1500);
-  return { onEvent: refresh };
+  // Run events cover runs; scheduling, pausing or cancelling elsewhere shows within 10 s.
+  const timer = setInterval(refresh, 10000);
+  return { onEvent: refresh, dispose: () => clearInterval(timer) };
 }
