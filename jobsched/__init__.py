@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from jobsched.errors import JobschedError
 from jobsched.handles import TaskContext, configure, set_default_client
 from jobsched.runner import task
+from jobsched.version import __version__
 
 if TYPE_CHECKING:
     from jobsched.client import Client
@@ -56,11 +57,11 @@ __all__ = [
     "Service",
     "Stats",
     "TaskContext",
+    "__version__",
     "configure",
     "set_default_client",
     "task",
 ]
-__version__ = "0.1.0"
 
 # The client is imported at first use: task modules and the stdio node import
 # this package and need none of it (nor asyncio, which the AsyncClient loads).

@@ -134,6 +134,10 @@ class Service:
             return self._only(method, "GET") or self.render_metrics()
         if path == "/v1/messages":
             return self._only(method, "POST") or self.message(body)
+        if path == "/v1/jobs/batch":  # before _ACTION/_JOB, which would read it as a job id
+            return self._only(method, "POST") or self.schedule_batch(body)
+        if path == "/v1/openapi.json":
+            return self._only(method, "GET") or _openapi()
         if path == "/v1/jobs":
             if method == "GET":
                 return self.call(_listing(query))
@@ -173,6 +177,17 @@ class Service:
         if isinstance(fields, Response):
             return fields
         return self.call({**fields, "type": "schedule_job"}, created=True)
+
+    def schedule_batch(self, body: bytes) -> Response:
+        """A JSON array of schedule_job specs, or {"jobs": [...]}: all or nothing."""
+        try:
+            value = loads(body.decode("utf-8") if body else "null")
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            return error(400, 12, f"body: not valid JSON: {exc}"[:300])
+        fields = {"jobs": value} if isinstance(value, list) else value
+        if not isinstance(fields, dict):
+            return error(400, 12, 'body: must be a JSON array of jobs, or {"jobs": [...]}')
+        return self.call({**fields, "type": "schedule_jobs"}, created=True)
 
     def action(self, kind: str, job_id: str, body: bytes) -> Response:
         fields = _json_object(body) if body.strip() else {}
@@ -280,6 +295,12 @@ def _json_object(body: bytes) -> dict[str, Any] | Response:
     if not isinstance(value, dict):
         return error(400, 12, "body: must be a JSON object")
     return value
+
+
+def _openapi() -> Response:
+    from jobsched.openapi import document_bytes  # built once, on first request
+
+    return Response(200, document_bytes())
 
 
 def _listing(query: dict[str, list[str]]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ RANKS = {
     "errors": 0,
     "jsonfast": 0,
     "ids": 0,
+    "version": 0,
     "tasks": 0,
     "tasks.webhook": 0,
     # 1: the pure domain
@@ -36,6 +37,7 @@ RANKS = {
     "policies": 1,
     # 2: user code, and the store interface
     "runner": 2,
+    "handles": 2,
     "handles": 2,
     "isolation": 2,
     "metrics": 2,
@@ -62,6 +64,7 @@ RANKS = {
     "node": 4,
     "dispatcher": 4,
     "server": 4,
+    "openapi": 4,
     "http_conn": 4,
     "http_server": 4,
     "client": 4,
@@ -69,6 +72,7 @@ RANKS = {
     "client_transports": 4,
     "client_async": 4,
     "cli": 5,
+    "embedded": 5,
     "embedded": 5,
     "__main__": 5,
     "__init__": 5,
