@@ -38,7 +38,6 @@ RANKS = {
     # 2: user code, and the store interface
     "runner": 2,
     "handles": 2,
-    "handles": 2,
     "isolation": 2,
     "metrics": 2,
     "stores": 2,
@@ -72,7 +71,6 @@ RANKS = {
     "client_transports": 4,
     "client_async": 4,
     "cli": 5,
-    "embedded": 5,
     "embedded": 5,
     "__main__": 5,
     "__init__": 5,
