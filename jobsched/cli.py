@@ -26,6 +26,7 @@ from jobsched.runner import TaskRegistry, default_registry
 from jobsched.stores.base import ClusterClock, Store
 from jobsched.timefmt import format_ms, now_ms
 from jobsched.validate import DEFAULT_MAX_PAYLOAD
+from jobsched.version import __version__
 
 NODE_HELP = """\
 The jobsched node: JSON messages on stdin, one per line, replies on stdout.
@@ -36,7 +37,9 @@ USAGE = """\
 usage: jobsched node  [options]   the stdio node (JSON lines on stdin/stdout)
        jobsched serve [options]   the HTTP service with real-time running
        jobsched cron EXPR [--tz ZONE] [-n N]   the next occurrences of a cron expression
+       jobsched --version
 (jobsched COMMAND --help lists each command's options)"""
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
 
@@ -44,7 +47,7 @@ def add_store_args(p: argparse.ArgumentParser, default_db: str | None = None) ->
     p.add_argument(
         "--db",
         default=os.environ.get("JOBSCHED_DB") or default_db,
-        help="where jobs live: omitted = in memory (lost on exit); a file path = SQLite "
+        help="where jobs live: :memory: = in memory (lost on exit); a file path = SQLite "
         "(durable); postgresql://... = PostgreSQL (shared by several nodes). "
         f"Default: $JOBSCHED_DB, else {default_db or 'memory'}.",
     )
@@ -65,7 +68,14 @@ def add_common_args(p: argparse.ArgumentParser, log_level: str) -> None:
         help="largest payload accepted, as compact UTF-8 JSON (default 65536)",
     )
     p.add_argument("--node-id", default=None, help="this node's id")
-    p.add_argument("--log-level", default=log_level, help=f"stderr log level (default {log_level})")
+    p.add_argument(
+        "--log-level",
+        default=log_level,
+        type=str.upper,  # --log-level debug works; LOUD is refused by argparse, exit 2
+        choices=LOG_LEVELS,
+        help=f"stderr log level (default {log_level})",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
@@ -87,6 +97,20 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
         "jobs still running then run again after a restart",
     )
     p.add_argument("--poll-ms", type=int, default=1000, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--queues",
+        type=_queue_list,
+        default=None,
+        metavar="A,B",
+        help="claim only jobs of these queues (default: every queue); see docs/queues.md",
+    )
+
+
+def _queue_list(text: str) -> frozenset[str]:
+    names = frozenset(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("name at least one queue")
+    return names
 
 
 def node_parser(prog: str = "jobsched node") -> argparse.ArgumentParser:
@@ -184,7 +208,9 @@ def run_node(argv: Sequence[str] | None = None, prog: str = "jobsched node") -> 
     from jobsched.dispatcher import Dispatcher
     from jobsched.runner import Runner
 
-    dispatcher = Dispatcher(engine, Runner(engine.registry, args.workers), poll_ms=args.poll_ms)
+    dispatcher = Dispatcher(
+        engine, Runner(engine.registry, args.workers), poll_ms=args.poll_ms, queues=args.queues
+    )
     # The dispatcher runs the maintenance (rescue, heartbeat, retention).
     node = StdioNode(ctx, fd_in, out, after_batch=dispatcher.wake, sigint=True, maintain=False)
     if args.events:
@@ -326,7 +352,7 @@ def run_serve(argv: Sequence[str] | None = None) -> int:
     dispatcher = None
     if not args.no_dispatch:
         runner = Runner(engine.registry, args.workers)
-        dispatcher = Dispatcher(engine, runner, poll_ms=args.poll_ms)
+        dispatcher = Dispatcher(engine, runner, poll_ms=args.poll_ms, queues=args.queues)
         dispatcher.events = dash.sink(run_log=not args.no_run_log)
     metrics = Metrics() if dispatcher is None else dispatcher.metrics
     wake = None if dispatcher is None else dispatcher.wake
@@ -412,6 +438,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {"node": run_node, "serve": run_serve, "cron": run_cron}
     if argv and argv[0] in commands:
         return commands[argv[0]](argv[1:])
+    if argv and argv[0] in ("-V", "--version"):
+        print(f"jobsched {__version__}")
+        return 0
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0
