@@ -40,6 +40,7 @@ LATENESS_SAMPLES = 5000
 MAX_ERROR_TEXT = 500
 ENDED = frozenset({"succeeded", "failed", "timed_out", "lost", "released"})
 FAILED = ("dead", "retrying")
+PRIORITIES = range(10)  # job priorities, where the store has them (0-9)
 
 
 class LocalRuns:
@@ -78,6 +79,7 @@ class Queries:
         hub.listen(self.local.note)
         self.counts = Cached(COUNTS_TTL_S, self._counts)
         self.runs = Cached(RUNS_TTL_S, self._runs_per_minute)
+        self._arms: list[tuple[str, tuple[Any, ...]]] | None = None
 
     def _counts(self) -> dict[str, Any]:
         nodes = self.engine.nodes(self.engine.wall_clock())
@@ -182,16 +184,31 @@ class Queries:
             due.sort(key=lambda j: (j.due_at or 0, j.seq))
             running = [j for j in _all(store.list_jobs, JobState.RUNNING) if j.recurring]
             return due[:limit], running
-        hint = " INDEXED BY jobs_due" if self.reader.kind == "sqlite" else ""
-        rows = self.reader.rows(
-            f"SELECT {SELECT} FROM jobs{hint} WHERE state IN ('scheduled', 'retrying') "
-            "AND due_at <= ? ORDER BY due_at, seq LIMIT ?",
-            (end, limit),
-        )
+        rows = []
+        for arm, args in self._due_arms():
+            rows += self.reader.rows(arm, (*args, end, limit))
+        rows.sort(key=lambda r: (r[5], r[0]))  # (due_at, seq)
+        del rows[limit:]
         held = self.reader.rows(
             f"SELECT {SELECT} FROM jobs WHERE state = 'running' AND sched_kind <> 'once'"
         )
         return [job_from_row(r) for r in rows], [job_from_row(r) for r in held]
+
+    def _due_arms(self) -> list[tuple[str, tuple[Any, ...]]]:
+        """Statements that read runnable jobs in due order along ``jobs_due``:
+        one, or one per priority when the index leads with a priority column
+        (one due range per priority, as claims read it)."""
+        if self._arms is None:
+            assert self.reader is not None
+            hint = " INDEXED BY jobs_due" if self.reader.kind == "sqlite" else ""
+            base = f"SELECT {SELECT} FROM jobs{hint} WHERE state IN ('scheduled', 'retrying') "
+            tail = "AND due_at <= ? ORDER BY due_at, seq LIMIT ?"
+            if "priority" in self.reader.columns("jobs"):
+                arm = f"{base}AND priority = ? {tail}"
+                self._arms = [(arm, (p,)) for p in PRIORITIES]
+            else:
+                self._arms = [(base + tail, ())]
+        return self._arms
 
     # -- failures ---------------------------------------------------------------
 

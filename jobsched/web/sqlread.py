@@ -37,6 +37,14 @@ class Reader:
     def _rows(self, sql: str, args: Sequence[Any]) -> list[Row]:
         raise NotImplementedError
 
+    def columns(self, table: str) -> set[str]:
+        """The table's column names (schemas differ across versions)."""
+        with self._lock:
+            return self._columns(table)
+
+    def _columns(self, table: str) -> set[str]:
+        raise NotImplementedError
+
     def close(self) -> None:
         """Close the connection (a later call opens it again)."""
 
@@ -58,6 +66,11 @@ class SqliteReader(Reader):
         except sqlite3.Error as exc:
             self.close()
             raise Unavailable(f"cannot read {self.path}: {exc}") from exc
+
+    def _columns(self, table: str) -> set[str]:
+        self._rows("SELECT 1", ())  # connected
+        assert self._db is not None
+        return {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
 
     def close(self) -> None:
         db, self._db = self._db, None
@@ -87,6 +100,14 @@ class PostgresReader(Reader):
         except psycopg.Error as exc:
             self.close()
             raise Unavailable(f"cannot read PostgreSQL at {self.where}: {exc}") from exc
+
+    def _columns(self, table: str) -> set[str]:
+        rows = self._rows(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_name = ? AND table_schema = current_schema()",
+            (table,),
+        )
+        return {str(r[0]) for r in rows}
 
     def close(self) -> None:
         pg, self._pg = self._pg, None
