@@ -97,6 +97,20 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
         "jobs still running then run again after a restart",
     )
     p.add_argument("--poll-ms", type=int, default=1000, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--queues",
+        type=_queue_list,
+        default=None,
+        metavar="A,B",
+        help="claim only jobs of these queues (default: every queue); see docs/queues.md",
+    )
+
+
+def _queue_list(text: str) -> frozenset[str]:
+    names = frozenset(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("name at least one queue")
+    return names
 
 
 def node_parser(prog: str = "jobsched node") -> argparse.ArgumentParser:
@@ -194,7 +208,9 @@ def run_node(argv: Sequence[str] | None = None, prog: str = "jobsched node") -> 
     from jobsched.dispatcher import Dispatcher
     from jobsched.runner import Runner
 
-    dispatcher = Dispatcher(engine, Runner(engine.registry, args.workers), poll_ms=args.poll_ms)
+    dispatcher = Dispatcher(
+        engine, Runner(engine.registry, args.workers), poll_ms=args.poll_ms, queues=args.queues
+    )
     # The dispatcher runs the maintenance (rescue, heartbeat, retention).
     node = StdioNode(ctx, fd_in, out, after_batch=dispatcher.wake, sigint=True, maintain=False)
     if args.events:
@@ -336,7 +352,7 @@ def run_serve(argv: Sequence[str] | None = None) -> int:
     dispatcher = None
     if not args.no_dispatch:
         runner = Runner(engine.registry, args.workers)
-        dispatcher = Dispatcher(engine, runner, poll_ms=args.poll_ms)
+        dispatcher = Dispatcher(engine, runner, poll_ms=args.poll_ms, queues=args.queues)
         dispatcher.events = dash.sink(run_log=not args.no_run_log)
     metrics = Metrics() if dispatcher is None else dispatcher.metrics
     wake = None if dispatcher is None else dispatcher.wake

@@ -52,6 +52,10 @@ log = logging.getLogger("jobsched.dispatcher")
 
 Event = dict[str, Any]
 ERROR_BACKOFF_S = 1.0
+# Due jobs are left that a claim could not take (a paused or full queue, or
+# one outside --queues): look again this soon, not at once (that would spin)
+# and not only at the next poll (a slot may free on another node any time).
+BLOCKED_RETRY_MS = 100
 
 
 @dataclass(eq=False)
@@ -87,8 +91,12 @@ class Dispatcher:
         owner: str | None = None,
         events: Callable[[Event], None] | None = None,
         metrics: Metrics | None = None,
+        queues: frozenset[str] | None = None,
     ) -> None:
         self.engine = engine
+        # --queues: claim only from these (None: from every queue).
+        self.queues = queues
+        self._blocked = False
         self.store = engine.store
         self.runner = runner
         # A shared store's own clock (PostgreSQL's db_now) is the cluster's clock.
@@ -301,7 +309,10 @@ class Dispatcher:
         free = self.runner.workers - s.busy
         if free <= 0:
             return False
-        decisions = self.engine.claim(now, free, self.owner, now + self.lease_ms)
+        decisions = self.engine.claim(
+            now, free, self.owner, now + self.lease_ms, queues=self.queues
+        )
+        self._blocked = len(decisions) < free
         if decisions and not s.active:
             s.next_renew = now + self.lease_ms // 3
         for decision in decisions:
@@ -365,6 +376,8 @@ class Dispatcher:
             times.append(self.maintenance._next)
             if self.runner.workers > s.busy:
                 due = self.store.next_due()
+                if due is not None and due <= now and self._blocked:
+                    due = now + min(BLOCKED_RETRY_MS, self.poll_ms)
                 if due is not None:
                     times.append(due)
         if s.pending:

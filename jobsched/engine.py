@@ -24,9 +24,10 @@ from jobsched.jobs import (
     JobState,
     Schedule,
 )
+from jobsched.queues import QueueChange, QueueReport, QueueSettings
 from jobsched.runner import TaskRegistry
 from jobsched.spec import ScheduleSpec
-from jobsched.stores.base import ClusterClock, Membership, Store
+from jobsched.stores.base import ClusterClock, DuplicateKey, Membership, Store
 from jobsched.timefmt import MAX_MS, now_ms
 
 # A node whose heartbeat is older than this is not listed by stats (dispatchers beat every few s).
@@ -71,35 +72,72 @@ class Engine(Execution):
 
     def schedule(self, spec: ScheduleSpec, now: int) -> Job:
         """Create the job (or return the existing one for an idempotent re-send)."""
+        return self.place(spec, now)[0]
+
+    def place(self, spec: ScheduleSpec, now: int) -> tuple[Job, bool]:
+        """``schedule``, and whether the job returned is a duplicate: the job
+        that holds the spec's unique_key (docs/queues.md)."""
+        return self._place(spec, None, now)
+
+    def _place(self, spec: ScheduleSpec, job: Job | None, now: int) -> tuple[Job, bool]:
         if spec.job_id is not None:
             existing = self.store.get(spec.job_id)
             if existing is not None:
-                return self._same_spec(existing, spec)
-        if not self.registry.knows(spec.task):
-            raise Malformed("task", f"no handler is registered for task {spec.task!r}")
-        schedule, due = _first_due(spec, now)
-        job = Job(
-            job_id=spec.job_id or uuid7(),
-            task=spec.task,
-            payload_json=spec.payload_json,
-            schedule=schedule,
-            state=JobState.SCHEDULED,
-            due_at=due,
-            created_at=now,
-            updated_at=now,
-            retry=spec.retry,
-            options=spec.options,
-            first_due=due,
-            spec_key=spec.spec_key,
-        )
+                return self._same_spec(existing, spec), False
+        job = job or self._new_job(spec, now)
         try:
-            return self.store.insert(job)
+            return self.store.insert(job), False
+        except DuplicateKey as dup:
+            return self._holder(dup.holder, job), True
         except JobExists:
             # Another node inserted the same caller id between our get and insert.
             existing = self.store.get(job.job_id)
             if existing is None:
                 raise
-            return self._same_spec(existing, spec)
+            return self._same_spec(existing, spec), False
+
+    def _holder(self, holder: str, job: Job) -> Job:
+        """The job holding a unique key; if retention pruned it while its
+        window is still open, only its id is known (no due time)."""
+        found = self.store.get(holder)
+        return found if found is not None else job.evolve(job_id=holder, first_due=None)
+
+    def schedule_batch(self, specs: Sequence[ScheduleSpec], now: int) -> tuple[list[Job], set[int]]:
+        """``schedule_many``, and the indexes of the specs that are duplicates.
+
+        A batch with unique keys is inserted spec by spec in one transaction,
+        so that a spec whose key an earlier spec of the batch took is a
+        duplicate of that one (the store's unique index decides, as it does
+        across nodes)."""
+        if all(spec.unique_key is None for spec in specs):
+            return self.schedule_many(specs, now), set()
+        if len(specs) > MAX_BATCH:
+            raise Malformed("jobs", f"at most {MAX_BATCH} jobs per batch, not {len(specs)}")
+        _caller_ids(specs)
+        built = []
+        for i, spec in enumerate(specs):
+            try:
+                built.append(self._new_job(spec, now))
+            except Malformed as exc:
+                raise _at(i, exc) from None
+        out: list[Job] = []
+        dups: set[int] = set()
+        with self.store.transaction():
+            for i, (spec, job) in enumerate(zip(specs, built, strict=True)):
+                try:
+                    placed, dup = self._place(spec, job, now)
+                except JobExists as exc:
+                    raise JobExists(exc.job_id, f"with a different spec (jobs[{i}])") from None
+                out.append(placed)
+                if dup:
+                    dups.add(i)
+        return out, dups
+
+    def configure_queue(self, name: str, change: QueueChange) -> QueueSettings:
+        return self.store.configure_queue(name, change)
+
+    def queues(self) -> list[QueueReport]:
+        return self.store.queue_report()
 
     def schedule_many(self, specs: Sequence[ScheduleSpec], now: int) -> list[Job]:
         """Create every job, or none, in one bulk insert; the jobs in spec order.
@@ -145,6 +183,10 @@ class Engine(Execution):
             options=spec.options,
             first_due=due,
             spec_key=spec.spec_key,
+            queue=spec.queue,
+            priority=spec.priority,
+            unique_key=spec.unique_key,
+            unique_for_ms=spec.unique_for_ms,
         )
 
     def _insert_fresh(
@@ -180,10 +222,15 @@ class Engine(Execution):
         return job
 
     def list(
-        self, state: JobState | None, task: str | None, after: str | None, limit: int
+        self,
+        state: JobState | None,
+        task: str | None,
+        after: str | None,
+        limit: int,
+        queue: str | None = None,
     ) -> tuple[list[Job], str | None]:
         """A page of jobs in scheduling order and the cursor of the next page."""
-        jobs = self.store.list_jobs(state, task, after, limit + 1)
+        jobs = self.store.list_jobs(state, task, after, limit + 1, queue)
         if len(jobs) > limit:
             return jobs[:limit], jobs[limit - 1].job_id
         return jobs, None

@@ -102,14 +102,23 @@ class Execution:
     # -- the four steps ---------------------------------------------------------
 
     def claim(
-        self, now: int, limit: int, owner: str, lease_until: int, misfire: str | None = None
+        self,
+        now: int,
+        limit: int,
+        owner: str,
+        lease_until: int,
+        misfire: str | None = None,
+        queues: frozenset[str] | None = None,
+        limits: bool = True,
     ) -> list[Claim]:
         """Claim up to ``limit`` due jobs and decide each one's run (one
         transaction). Decisions with ``run=False`` were given back without a
-        run (misfire=skip); their skips are recorded already."""
+        run (misfire=skip); their skips are recorded already. ``queues``: take
+        only from these; ``limits``: apply queues' concurrency and rate limits
+        (docs/queues.md; paused queues and priorities hold either way)."""
         decisions: list[Claim] = []
         with self.store.transaction():
-            for job in self.store.claim_due(now, limit, owner, lease_until):
+            for job in self.store.claim_due(now, limit, owner, lease_until, queues, limits):
                 decision = policies.on_claim(job, now, misfire)
                 if decision.job is not job:
                     self.store.replace(decision.job, JobState.RUNNING, owner)
@@ -204,7 +213,11 @@ class Execution:
             # A lease guards against a runner dying in real time, so it is
             # measured on the wall (or cluster) clock, never on a logical now.
             lease_until = self.wall_clock() + cfg.lease_ms
-            batch = self.claim(now, cfg.claim_batch, self.owner, lease_until, "coalesce")
+            # Limits are not applied: execute_jobs runs jobs one at a time, on a
+            # logical clock a rate could not be measured on (docs/queues.md).
+            batch = self.claim(
+                now, cfg.claim_batch, self.owner, lease_until, "coalesce", limits=False
+            )
             claims += batch
             if len(batch) < cfg.claim_batch:
                 break

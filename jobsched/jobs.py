@@ -40,6 +40,10 @@ FINAL_STATES = frozenset({JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED}
 # The states execute_jobs and the dispatcher take due jobs from.
 RUNNABLE_STATES = frozenset({JobState.SCHEDULED, JobState.RETRYING})
 
+# The queue a job goes to when its spec names none; priorities run 0 (first) to 9.
+DEFAULT_QUEUE = "default"
+MAX_PRIORITY = 9
+
 # A backoff longer than this is clamped: base_ms * 2**n grows past any useful
 # delay (and past year 9999) long before max_attempts runs out.
 MAX_BACKOFF_MS = 100 * 365 * 24 * 3600 * 1000
@@ -180,6 +184,12 @@ class Job:
     seq: int = 0  # scheduling order, assigned by the store on insert
     locked_by: str | None = None
     locked_until: int | None = None
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0  # 0 runs first
+    # While a job with this key is not final, scheduling another returns it
+    # (docs/queues.md); unique_for_ms extends that past its end.
+    unique_key: str | None = None
+    unique_for_ms: int | None = None
 
     @property
     def recurring(self) -> bool:

@@ -61,6 +61,11 @@ def job_json(job: Job, runs: list[RunRecord] | None = None) -> Fields:
         "misfire": job.options.misfire,
         "skipped": job.skipped,
         "locked_by": job.locked_by,
+        # Queues (docs/queues.md): where it waits, in what order, and its uniqueness.
+        "queue": job.queue,
+        "priority": job.priority,
+        "unique_key": job.unique_key,
+        "unique_for_ms": job.unique_for_ms,
     }
     if runs is not None:
         out["recent_runs"] = [
@@ -84,23 +89,29 @@ def _due_field(job: Job, due: int | None) -> Fields:
 def schedule_job(ctx: Context, body: Fields) -> Reply:
     now = ctx.now(body)
     spec = v.schedule_spec(body, ctx.max_payload, now)
-    job = ctx.engine.schedule(spec, now)
-    return "job_scheduled", _due_field(job, job.first_due)
+    job, duplicate = ctx.engine.place(spec, now)
+    fields = _due_field(job, job.first_due)
+    if duplicate:  # the job holding the spec's unique_key (docs/queues.md)
+        fields["duplicate"] = True
+    return "job_scheduled", fields
 
 
 def schedule_jobs(ctx: Context, body: Fields) -> Reply:
     """A batch of schedule_job specs, all scheduled or none (docs/protocol.md)."""
     now = ctx.now(body)
     specs = v.batch_specs(body.get("jobs"), ctx.max_payload, now)
-    jobs = ctx.engine.schedule_many(specs, now)
+    jobs, duplicates = ctx.engine.schedule_batch(specs, now)
     # The jobs of a batch mostly share a few due times: each is formatted once.
     texts: dict[int | None, str | None] = {}
     out = []
-    for job in jobs:
+    for i, job in enumerate(jobs):
         due = job.first_due
         text = texts.get(due) if due in texts else texts.setdefault(due, format_opt(due))
         key = "next_run" if job.recurring else "scheduled_at"
-        out.append({"job_id": job.job_id, key: text})
+        entry: Fields = {"job_id": job.job_id, key: text}
+        if duplicates and i in duplicates:
+            entry["duplicate"] = True
+        out.append(entry)
     return "jobs_scheduled", {"jobs": out}
 
 
@@ -134,7 +145,8 @@ def list_jobs(ctx: Context, body: Fields) -> Reply:
     task = None if body.get("task") is None else v.text(body["task"], "task")
     limit = 100 if body.get("limit") is None else v.integer(body["limit"], "limit", 1, 1000)
     after = v.optional_job_id(body, "after")
-    jobs, cursor = ctx.engine.list(state, task, after, limit)
+    queue = None if body.get("queue") is None else v.queue_name(body["queue"])
+    jobs, cursor = ctx.engine.list(state, task, after, limit, queue)
     return "jobs_listed", {"jobs": [job_json(j) for j in jobs], "next": cursor}
 
 
@@ -171,6 +183,17 @@ def stats(ctx: Context, body: Fields) -> Reply:
     return "stats", fields
 
 
+def configure_queue(ctx: Context, body: Fields) -> Reply:
+    """Set a queue's concurrency, rate limit or pause (docs/queues.md)."""
+    name = v.queue_name(body.get("queue"))
+    settings = ctx.engine.configure_queue(name, v.queue_change(body))
+    return "queue_configured", settings.to_json()
+
+
+def list_queues(ctx: Context, body: Fields) -> Reply:
+    return "queues_listed", {"queues": [q.to_json() for q in ctx.engine.queues()]}
+
+
 def init(ctx: Context, body: Fields) -> Reply:
     node_id = body.get("node_id")
     if node_id is not None and not isinstance(node_id, str):
@@ -197,6 +220,8 @@ HANDLERS: dict[str, Callable[[Context, Fields], Reply]] = {
     "retry_job": retry_job,
     "requeue_job": retry_job,
     "stats": stats,
+    "configure_queue": configure_queue,
+    "list_queues": list_queues,
 }
 
 # Messages that run users' handlers: a transport never wraps these in its own
@@ -205,4 +230,4 @@ HANDLERS: dict[str, Callable[[Context, Fields], Reply]] = {
 RUNS_USER_CODE = frozenset({"execute_jobs", "execute_job"})
 
 # Replies that report a change: under a durable store these wait for the commit.
-READ_ONLY = frozenset({"init", "get_job", "list_jobs", "stats"})
+READ_ONLY = frozenset({"init", "get_job", "list_jobs", "stats", "list_queues"})

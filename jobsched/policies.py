@@ -47,6 +47,7 @@ log = logging.getLogger("jobsched.policies")
 # misfire=skip: how late an occurrence may still run when catchup_window_ms is absent.
 SKIP_GRACE_MS = 1000
 
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     """What to do with a claimed job: write ``job``; run it when ``run``.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jobsched.jobs import DEFAULT_OPTIONS, DEFAULT_RETRY, JobOptions, RetryPolicy
+from jobsched.jobs import DEFAULT_OPTIONS, DEFAULT_QUEUE, DEFAULT_RETRY, JobOptions, RetryPolicy
 
 
 # Not frozen: a frozen dataclass pays object.__setattr__ per field, and one of
@@ -24,3 +24,7 @@ class ScheduleSpec:
     job_id: str | None = None
     # Canonical text of everything but msg_id and current_time, for idempotency.
     spec_key: str | None = None
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+    unique_key: str | None = None
+    unique_for_ms: int | None = None

@@ -13,8 +13,10 @@ from jobsched.engine import MAX_BATCH
 from jobsched.errors import Malformed
 from jobsched.jobs import (
     DEFAULT_OPTIONS,
+    DEFAULT_QUEUE,
     DEFAULT_RETRY,
     MAX_BACKOFF_MS,
+    MAX_PRIORITY,
     JobOptions,
     JobState,
     RetryPolicy,
@@ -22,6 +24,7 @@ from jobsched.jobs import (
 from jobsched.jsonfast import MAX_DEPTH, may_be_too_deep, too_deep
 from jobsched.jsonfast import dumps_compact as _dumps_compact
 from jobsched.jsonfast import dumps_compact_ascii as _dumps_compact_ascii
+from jobsched.queues import QueueChange
 from jobsched.spec import ScheduleSpec
 from jobsched.timefmt import MAX_MS, SPAN_MS, parse_timestamp
 
@@ -32,6 +35,7 @@ DEFAULT_MAX_PAYLOAD = 65_536
 _STATES = {s.value: s for s in JobState}
 _RETRY_KEYS = frozenset((*RETRY_FIELDS, "retry"))
 _OPTION_KEYS = frozenset(("timeout_ms", "catchup_window_ms", "overlap", "misfire"))
+_QUEUE_KEYS = frozenset(("queue", "priority", "unique_key", "unique_for_ms"))
 # Bounds of what can ever be valid. Backoffs are clamped at 100 years, so a
 # larger base_ms or max_backoff_ms could never take effect. A run's timeout is
 # waited for with threading, whose longest wait (threading.TIMEOUT_MAX) is
@@ -171,6 +175,7 @@ def schedule_spec(
     keys = body.keys()
     retry = DEFAULT_RETRY if keys.isdisjoint(_RETRY_KEYS) else _retry(body)
     options = DEFAULT_OPTIONS if keys.isdisjoint(_OPTION_KEYS) else _options(body)
+    placing = _NO_PLACING if keys.isdisjoint(_QUEUE_KEYS) else placing_fields(body)
     key = None
     if jid is not None:
         # Everything but msg_id and current_time, normalised, so that the same
@@ -183,6 +188,8 @@ def schedule_spec(
                 tz if "cron" in when else None,
                 list(_astuple_retry(retry)),
                 list(_astuple_options(options)),
+                # Only when set: the keys of jobs stored before queues existed stay valid.
+                *([list(placing.values())] if placing != _NO_PLACING else []),
             ]
         )
     return ScheduleSpec(
@@ -193,8 +200,62 @@ def schedule_spec(
         options=options,
         job_id=jid,
         spec_key=key,
+        **placing,
         **when,
     )
+
+
+_NO_PLACING: dict[str, Any] = {
+    "queue": DEFAULT_QUEUE,
+    "priority": 0,
+    "unique_key": None,
+    "unique_for_ms": None,
+}
+
+
+def queue_name(value: Any, field: str = "queue") -> str:
+    """A queue name: the same rules as a task name."""
+    return text(value, field)
+
+
+def queue_change(body: dict[str, Any]) -> QueueChange:
+    """The fields of configure_queue: a field left out keeps its setting;
+    ``null`` removes a limit."""
+    concurrency = body.get("concurrency")
+    rate = body.get("rate_limit")
+    paused = body.get("paused")
+    rate_max = per_ms = None
+    if rate is not None:
+        if not isinstance(rate, dict) or set(rate) - {"max", "per_ms"}:
+            raise Malformed("rate_limit", "must be an object {max, per_ms}")
+        rate_max = integer(rate.get("max"), "rate_limit.max", 1, 1_000_000_000)
+        per_ms = integer(rate.get("per_ms"), "rate_limit.per_ms", 1, SPAN_MS)
+    return QueueChange(
+        concurrency=None
+        if concurrency is None
+        else integer(concurrency, "concurrency", 1, 1_000_000),
+        clear_concurrency="concurrency" in body and concurrency is None,
+        rate_max=rate_max,
+        rate_per_ms=per_ms,
+        clear_rate="rate_limit" in body and rate is None,
+        paused=None if paused is None else boolean(paused, "paused"),
+    )
+
+
+def placing_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """queue, priority, unique_key and unique_for_ms of a spec (docs/queues.md)."""
+    queue = body.get("queue")
+    priority = body.get("priority")
+    key = body.get("unique_key")
+    window = body.get("unique_for_ms")
+    if window is not None and key is None:
+        raise Malformed("unique_for_ms", "needs a unique_key")
+    return {
+        "queue": DEFAULT_QUEUE if queue is None else queue_name(queue),
+        "priority": 0 if priority is None else integer(priority, "priority", 0, MAX_PRIORITY),
+        "unique_key": None if key is None else text(key, "unique_key", 1000),
+        "unique_for_ms": None if window is None else integer(window, "unique_for_ms", 1, SPAN_MS),
+    }
 
 
 # Fields of a schedule_jobs message that a spec of its batch may not carry:

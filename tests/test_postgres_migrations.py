@@ -83,7 +83,15 @@ def test_migrations_give_exactly_the_current_schema(schema: str) -> None:
     got = _strip(catalog(schema), schema)
     assert got == want
     tables = {row[0] for row in got["columns"]}
-    assert tables == {"jobs", "runs", "nodes", "schema_migrations"}
+    assert tables == {
+        "jobs",
+        "runs",
+        "nodes",
+        "schema_migrations",
+        "queues",
+        "queue_starts",
+        "unique_keys",
+    }
 
 
 def test_every_migration_is_recorded_once_and_a_restart_applies_nothing(schema: str) -> None:

@@ -54,8 +54,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from jobsched.errors import JobschedError
+from jobsched.errors import JobExists, JobschedError
 from jobsched.jobs import Job, JobState
+from jobsched.queues import QueueChange, QueueReport, QueueSettings
 from jobsched.timefmt import now_ms
 
 log = logging.getLogger("jobsched.store")
@@ -70,6 +71,16 @@ PRUNE_BATCH = 500
 # A maybe_prune call stops after this many batches and resumes at the next call,
 # so that pruning a backlog never stalls the node for long.
 PRUNE_MAX_BATCHES = 20
+
+
+class DuplicateKey(JobExists):
+    """``insert`` found the job's unique_key held (docs/queues.md): by a job
+    that is not final, or by one whose ``unique_for_ms`` window is still open.
+    The engine answers with the holder (``holder``, a job id)."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(holder, "(its unique_key is held)")
+        self.holder = holder
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,11 +142,32 @@ class Store(ABC):
         Returns whether it was written."""
 
     @abstractmethod
-    def claim_due(self, now: int, limit: int, owner: str, lease_until: int) -> list[Job]:
+    def claim_due(
+        self,
+        now: int,
+        limit: int,
+        owner: str,
+        lease_until: int,
+        queues: frozenset[str] | None = None,
+        limits: bool = True,
+    ) -> list[Job]:
         """Atomically take up to ``limit`` jobs in state scheduled or retrying
-        whose ``due_at <= now``, oldest (due_at, seq) first: each becomes
+        whose ``due_at <= now``, in (priority, due_at, seq) order: each becomes
         ``running`` with ``locked_by=owner`` and ``locked_until=lease_until``.
-        Returns them as stored after the claim, in claim order."""
+        Returns them as stored after the claim, in claim order.
+
+        Queues (docs/queues.md): nothing is taken from a paused queue, nor,
+        with ``queues``, from a queue not named there; with ``limits``, no
+        more than a queue's concurrency and rate limit allow, counted across
+        every process sharing the store, race-free."""
+
+    @abstractmethod
+    def configure_queue(self, name: str, change: QueueChange) -> QueueSettings:
+        """Apply ``change`` to the queue's settings (created if new); return them."""
+
+    @abstractmethod
+    def queue_report(self) -> list[QueueReport]:
+        """Every queue with settings or jobs, by name, with its jobs by state."""
 
     @abstractmethod
     def next_due(self) -> int | None:
@@ -143,9 +175,14 @@ class Store(ABC):
 
     @abstractmethod
     def list_jobs(
-        self, state: JobState | None, task: str | None, after: str | None, limit: int
+        self,
+        state: JobState | None,
+        task: str | None,
+        after: str | None,
+        limit: int,
+        queue: str | None = None,
     ) -> list[Job]:
-        """Up to ``limit`` jobs in seq order, filtered by state and task, after the
+        """Up to ``limit`` jobs in seq order, filtered by state, task and queue, after the
         job named by the cursor ``after`` (a job id). Raises ``JobNotFound`` if the
         cursor names no job."""
 

@@ -31,8 +31,10 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from jobsched.errors import JobExists, JobNotFound
-from jobsched.jobs import FINAL_STATES, RUNNABLE_STATES, Job, JobState
-from jobsched.stores.base import RECENT_RUNS, RunRecord, Store
+from jobsched.jobs import FINAL_STATES, MAX_PRIORITY, RUNNABLE_STATES, Job, JobState
+from jobsched.queues import QueueChange, QueueReport, QueueSettings
+from jobsched.stores.base import RECENT_RUNS, DuplicateKey, RunRecord, Store
+from jobsched.stores.memory_queues import MemoryQueues
 
 _RUNNING = JobState.RUNNING
 # Memory is not durable history: keep a short tail of runs per job.
@@ -43,6 +45,7 @@ _JOB = 0  # (_JOB, old job (None: inserted), new job, old's final stamp or None)
 _RUN = 1  # (_RUN, job_id, the item a full tail pushed out or None, None): record_run
 _UNRUN = 2  # (_UNRUN, job_id, the pruned (number, stamp, record), its index in the tail)
 _GONE = 3  # (_GONE, the pruned job, its final stamp, its run tail or None)
+_KEY = 4  # (_KEY, unique_key, its previous (job_id, window end) or None, None)
 _RunItem = tuple[int, int, RunRecord]  # (number, stamp, record)
 
 
@@ -51,11 +54,13 @@ def _due(job: Job) -> bool:
     return job.state in RUNNABLE_STATES and job.due_at is not None
 
 
-class MemoryStore(Store):
+class MemoryStore(Store, MemoryQueues):
     def __init__(self) -> None:
         self._jobs: dict[str, Job] = {}
         self._by_seq: list[Job | None] = []  # index = seq - 1; None once pruned
-        self._heap: list[tuple[int, int, str]] = []
+        # One due heap per priority: a claim walks them in priority order.
+        self._heaps: list[list[tuple[int, int, str]]] = [[] for _ in range(MAX_PRIORITY + 1)]
+        self._init_queues()
         self._runnable = 0  # jobs in RUNNABLE_STATES, to know when the heap is mostly stale
         self._counts: dict[JobState, int] = {}
         self._running: dict[str, None] = {}  # ids of running jobs, for the lease calls
@@ -82,11 +87,22 @@ class MemoryStore(Store):
         with self._lock:
             if job.job_id in self._jobs:
                 raise JobExists(job.job_id)
+            if job.unique_key is not None:
+                self._take_key(job, job.unique_key)
             job.seq = len(self._by_seq) + 1
             self._by_seq.append(job)
             self._jobs[job.job_id] = job
             self._track(None, job)
             return job
+
+    def _take_key(self, job: Job, key: str) -> None:
+        holder = self._key_holder(job, key)
+        if holder is not None:
+            raise DuplicateKey(holder)
+        if job.unique_for_ms is not None:
+            if self._marks:
+                self._undo.append((_KEY, key, self._keys_until.get(key), None))
+            self._keys_until[key] = (job.job_id, job.created_at + job.unique_for_ms)
 
     def insert_many(self, jobs: Sequence[Job]) -> list[Job]:
         # One block: a taken id undoes the inserts before it (the undo log).
@@ -133,22 +149,25 @@ class MemoryStore(Store):
             stamp = self._final_at.pop(new.job_id)  # retry_job brought a dead job back
         if self._marks:
             self._undo.append((_JOB, old, new, stamp))
+        if new.unique_key is not None:
+            self._key_track(new.job_id, new.unique_key, new)
         was = old is not None and old.state in RUNNABLE_STATES and old.due_at is not None
         now_due = new.state in RUNNABLE_STATES and new.due_at is not None
         self._runnable += int(now_due) - int(was)
         if now_due and not (was and old is not None and old.due_at == new.due_at):
             assert new.due_at is not None
-            heapq.heappush(self._heap, (new.due_at, new.seq, new.job_id))
-            if len(self._heap) > 2 * self._runnable + 1024:
+            heap = self._heaps[new.priority]
+            heapq.heappush(heap, (new.due_at, new.seq, new.job_id))
+            if len(heap) > 2 * self._runnable + 1024:
                 self._rebuild()
 
     def _rebuild(self) -> None:
-        self._heap = [
-            (j.due_at, j.seq, j.job_id)
-            for j in self._jobs.values()
-            if j.state in RUNNABLE_STATES and j.due_at is not None
-        ]
-        heapq.heapify(self._heap)
+        self._heaps = [[] for _ in range(MAX_PRIORITY + 1)]
+        for j in self._jobs.values():
+            if j.state in RUNNABLE_STATES and j.due_at is not None:
+                self._heaps[j.priority].append((j.due_at, j.seq, j.job_id))
+        for heap in self._heaps:
+            heapq.heapify(heap)
 
     def _live(self, entry: tuple[int, int, str]) -> Job | None:
         job = self._jobs.get(entry[2])
@@ -156,31 +175,64 @@ class MemoryStore(Store):
             return None
         return job
 
-    def claim_due(self, now: int, limit: int, owner: str, lease_until: int) -> list[Job]:
+    def claim_due(
+        self,
+        now: int,
+        limit: int,
+        owner: str,
+        lease_until: int,
+        queues: frozenset[str] | None = None,
+        limits: bool = True,
+    ) -> list[Job]:
         claimed: list[Job] = []
         with self._lock:
-            heap = self._heap
-            while heap and len(claimed) < limit and heap[0][0] <= now:
-                job = self._live(heapq.heappop(heap))
-                if job is None:
-                    continue
-                taken = job.evolve(state=_RUNNING, locked_by=owner, locked_until=lease_until)
-                self._put(taken)
-                self._track(job, taken)
-                claimed.append(taken)
+            budgets = self._budgets(now, limits)
+            aside: list[tuple[int, tuple[int, int, str]]] = []  # due, but not ours to take
+            for priority, heap in enumerate(self._heaps):
+                while heap and len(claimed) < limit and heap[0][0] <= now:
+                    entry = heapq.heappop(heap)
+                    job = self._live(entry)
+                    if job is None:
+                        continue
+                    if budgets.get(job.queue, 1) <= 0 or (
+                        queues is not None and job.queue not in queues
+                    ):
+                        aside.append((priority, entry))
+                        continue
+                    taken = job.evolve(state=_RUNNING, locked_by=owner, locked_until=lease_until)
+                    self._put(taken)
+                    self._track(job, taken)
+                    self._started(job.queue, now, budgets)
+                    claimed.append(taken)
+            for priority, entry in aside:
+                heapq.heappush(self._heaps[priority], entry)
         return claimed
 
     def next_due(self) -> int | None:
         with self._lock:
-            heap = self._heap
-            while heap:
-                if self._live(heap[0]) is not None:
-                    return heap[0][0]
-                heapq.heappop(heap)
-            return None
+            found: int | None = None
+            for heap in self._heaps:
+                while heap and self._live(heap[0]) is None:
+                    heapq.heappop(heap)
+                if heap and (found is None or heap[0][0] < found):
+                    found = heap[0][0]
+            return found
+
+    def configure_queue(self, name: str, change: QueueChange) -> QueueSettings:
+        with self._lock:
+            return self._configure(name, change)
+
+    def queue_report(self) -> list[QueueReport]:
+        with self._lock:
+            return self._report(list(self._jobs.values()))
 
     def list_jobs(
-        self, state: JobState | None, task: str | None, after: str | None, limit: int
+        self,
+        state: JobState | None,
+        task: str | None,
+        after: str | None,
+        limit: int,
+        queue: str | None = None,
     ) -> list[Job]:
         start = 0
         if after is not None:
@@ -192,7 +244,9 @@ class MemoryStore(Store):
         for job in itertools.islice(self._by_seq, start, None):
             if job is None or (state is not None and job.state is not state):
                 continue
-            if task is not None and job.task != task:
+            if (task is not None and job.task != task) or (
+                queue is not None and job.queue != queue
+            ):
                 continue
             out.append(job)
             if len(out) >= limit:
@@ -302,6 +356,8 @@ class MemoryStore(Store):
                 self._undo_run(a, b)
             elif kind == _UNRUN:
                 self._restore_run(a, b, c)
+            elif kind == _KEY:
+                self._keys_until.pop(a, None) if b is None else self._keys_until.update({a: b})
             else:
                 self._undo_prune(a, b, c)
 
@@ -325,9 +381,11 @@ class MemoryStore(Store):
             self._final_at[job_id] = stamp
             heapq.heappush(self._final_heap, (stamp, job_id))
         self._runnable += (old is not None and _due(old)) - _due(new)
+        if new.unique_key is not None:
+            self._key_track(job_id, new.unique_key, old)
         if old is not None and _due(old):
             assert old.due_at is not None
-            heapq.heappush(self._heap, (old.due_at, old.seq, job_id))
+            heapq.heappush(self._heaps[old.priority], (old.due_at, old.seq, job_id))
 
     def _undo_run(self, job_id: str, dropped: _RunItem | None) -> None:
         runs = self._runs[job_id]

@@ -37,9 +37,12 @@ from typing import TYPE_CHECKING, Any
 
 from jobsched.errors import JobExists, JobschedError, Malformed, Unavailable
 from jobsched.jobs import RUNNABLE_STATES, Job, JobState
+from jobsched.queues import QueueChange, QueueReport, QueueSettings
+from jobsched.stores import sql_queues as sq
 from jobsched.stores.base import (
     RECENT_RUNS,
     ClusterClock,
+    DuplicateKey,
     Membership,
     RunRecord,
     Store,
@@ -74,11 +77,13 @@ _UPDATE = ", ".join(f"{c} = %s" for c in COLUMNS[1:])
 _REPLACE = f"UPDATE jobs SET {_UPDATE}, touched_ms = %s WHERE job_id = %s AND state = %s"
 _CLAIM = (
     "WITH c AS (SELECT seq FROM jobs WHERE state IN ('scheduled', 'retrying') "
-    "AND due_at <= %s ORDER BY due_at, seq LIMIT %s FOR UPDATE SKIP LOCKED) "
+    f"AND priority IN {sq.PRIORITIES} "
+    "AND due_at <= %s ORDER BY priority, due_at, seq LIMIT %s FOR UPDATE SKIP LOCKED) "
     "UPDATE jobs SET state = 'running', locked_by = %s, locked_until = %s, touched_ms = %s "
     f"FROM c WHERE jobs.seq = c.seq RETURNING {_QSELECT}"
 )
 _FINAL = "('completed', 'dead', 'cancelled')"
+_D = sq.Dialect("%s", SELECT, True)
 _PRUNE_JOBS = (
     f"WITH old AS (SELECT seq, job_id FROM jobs WHERE state IN {_FINAL} AND touched_ms < %s "
     "ORDER BY touched_ms LIMIT %s), "
@@ -114,6 +119,16 @@ def _row(job: Job) -> tuple[Any, ...]:
         raise Malformed("task", "must not contain NUL characters")
     row = job_to_row(job)
     return (*row[:23], _nul_free(row[23]), *row[24:])  # last_error
+
+
+def _runner(pg: Any) -> sq.Run:
+    """``run(sql, args) -> rows`` on this connection (no rows for a plain write)."""
+
+    def run(sql: str, args: Sequence[Any]) -> list[Any]:
+        cur = pg.execute(sql, args)
+        return cur.fetchall() if cur.description is not None else []
+
+    return run
 
 
 def _nul_free(text: str | None) -> str | None:
@@ -177,8 +192,32 @@ class PostgresStore(Store, ClusterClock, WakeupListener, Membership):
     # -- jobs -----------------------------------------------------------------
 
     def insert(self, job: Job) -> Job:
+        if job.unique_key is not None:
+            return self._insert_unique(job, job.unique_key)
         with self._use() as pg:
             found = pg.execute(_INSERT, (*_row(job), self.clock())).fetchone()
+        if found is None:
+            raise JobExists(job.job_id)
+        job.seq = found[0]
+        self._note(job)
+        return job
+
+    def _insert_unique(self, job: Job, key: str) -> Job:
+        """Insert a job with a unique_key: the key row and the job, or neither.
+        A concurrent insert of the same key waits for ours to commit, then
+        finds the key held (the upsert's WHERE, or the jobs_unique index)."""
+        from psycopg.errors import UniqueViolation
+
+        try:
+            with self.transaction(), self._use() as pg:
+                holder = sq.take_key(_runner(pg), _D, job)
+                if holder is not None:
+                    raise DuplicateKey(holder)
+                found = pg.execute(_INSERT, (*_row(job), self.clock())).fetchone()
+        except UniqueViolation as exc:
+            with self._use() as pg:
+                live = sq.live_holder(_runner(pg), _D, key)
+            raise DuplicateKey(live or job.job_id) from exc
         if found is None:
             raise JobExists(job.job_id)
         job.seq = found[0]
@@ -241,13 +280,39 @@ class PostgresStore(Store, ClusterClock, WakeupListener, Membership):
         if job.state in RUNNABLE_STATES:
             self._pool.note_due(job.due_at)
 
-    def claim_due(self, now: int, limit: int, owner: str, lease_until: int) -> list[Job]:
-        with self._use() as pg:
-            rows = pg.execute(_CLAIM, (now, limit, owner, lease_until, self.clock())).fetchall()
-        jobs = [job_from_row(r) for r in rows]
-        # RETURNING gives rows in no promised order; the claim order is (due_at, seq).
-        jobs.sort(key=lambda j: (j.due_at or 0, j.seq))
+    def claim_due(
+        self,
+        now: int,
+        limit: int,
+        owner: str,
+        lease_until: int,
+        queues: frozenset[str] | None = None,
+        limits: bool = True,
+    ) -> list[Job]:
+        # One transaction: the limited queues' settings rows stay locked until
+        # it commits, so two nodes never both count the same free slot.
+        with self.transaction(), self._use() as pg:
+            run = _runner(pg)
+            rules = sq.restricting(run, _D, limits)
+            if not rules and queues is None:
+                rows = run(_CLAIM, (now, limit, owner, lease_until, self.clock()))
+            else:
+                seqs, rated = sq.claim_seqs(run, _D, now, limit, rules, queues, limits)
+                rows = sq.take(run, _D, seqs, owner, lease_until, self.clock())
+            jobs = [job_from_row(r) for r in rows]
+            if rules:
+                sq.record_starts(run, _D, rated, jobs, now)
+        # RETURNING gives rows in no promised order; the claim order is (priority, due_at, seq).
+        jobs.sort(key=lambda j: (j.priority, j.due_at or 0, j.seq))
         return jobs
+
+    def configure_queue(self, name: str, change: QueueChange) -> QueueSettings:
+        with self.transaction(), self._use() as pg:
+            return sq.configure(_runner(pg), _D, name, change)
+
+    def queue_report(self) -> list[QueueReport]:
+        with self._use() as pg:
+            return sq.report(_runner(pg))
 
     def next_due(self) -> int | None:
         with self._use() as pg:
@@ -257,11 +322,22 @@ class PostgresStore(Store, ClusterClock, WakeupListener, Membership):
         return None if row is None or row[0] is None else int(row[0])
 
     def list_jobs(
-        self, state: JobState | None, task: str | None, after: str | None, limit: int
+        self,
+        state: JobState | None,
+        task: str | None,
+        after: str | None,
+        limit: int,
+        queue: str | None = None,
     ) -> list[Job]:
         with self._use() as pg:
             return list_query(
-                lambda sql, args: pg.execute(sql, args).fetchall(), "%s", state, task, after, limit
+                lambda sql, args: pg.execute(sql, args).fetchall(),
+                "%s",
+                state,
+                task,
+                after,
+                limit,
+                queue,
             )
 
     def counts(self) -> dict[JobState, int]:
@@ -312,7 +388,8 @@ class PostgresStore(Store, ClusterClock, WakeupListener, Membership):
             row = pg.execute(_PRUNE_JOBS, (finished_before, batch)).fetchone()
             jobs = int(row[0]) if row else 0
             runs = pg.execute(_PRUNE_RUNS, (finished_before, batch)).rowcount
-        return jobs + runs
+            keys = sq.prune_keys(_runner(pg), _D, finished_before, batch)
+        return jobs + runs + keys
 
     # -- cluster: clock, wake-ups, membership -------------------------------
 

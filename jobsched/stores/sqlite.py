@@ -31,7 +31,9 @@ from typing import NoReturn
 
 from jobsched.errors import JobExists, JobschedError, Unavailable
 from jobsched.jobs import Job, JobState
-from jobsched.stores.base import RECENT_RUNS, RunRecord, Store, first_taken
+from jobsched.queues import QueueChange, QueueReport, QueueSettings
+from jobsched.stores import sql_queues as sq
+from jobsched.stores.base import RECENT_RUNS, DuplicateKey, RunRecord, Store, first_taken
 from jobsched.stores.sql_tx import Block, Transactions
 from jobsched.stores.sqlite_conn import Conn as _Conn
 from jobsched.stores.sqlite_conn import DataVersionWakeups, borrowed, describe, refusal, rollback
@@ -72,13 +74,28 @@ _REPLACE = f"UPDATE jobs SET {_UPDATE}, touched_ms = ? WHERE job_id = ? AND stat
 _CLAIM = (
     "UPDATE jobs SET state = 'running', locked_by = ?, locked_until = ?, touched_ms = ? "
     # INDEXED BY: without statistics the planner prefers jobs_state, then sorts
-    # every scheduled job to find the first few; jobs_due is already in order.
+    # every scheduled job to find the first few; jobs_due is already in order
+    # (one due range per priority, see sql_queues.PRIORITIES).
     "WHERE seq IN (SELECT seq FROM jobs INDEXED BY jobs_due "
-    "WHERE state IN ('scheduled', 'retrying') "
-    "AND due_at <= ? ORDER BY due_at, seq LIMIT ?) "
+    f"WHERE state IN ('scheduled', 'retrying') AND priority IN {sq.PRIORITIES} "
+    "AND due_at <= ? ORDER BY priority, due_at, seq LIMIT ?) "
     f"RETURNING {SELECT}"
 )
+_D = sq.Dialect(
+    "?", SELECT, False, due_index="INDEXED BY jobs_due", queue_index="INDEXED BY jobs_queue_due"
+)
 _FINAL = "('completed', 'dead', 'cancelled')"
+# The earliest due time: the first of each priority's range of jobs_due.
+_NEXT_DUE = (
+    "SELECT min(d) FROM ("
+    + " UNION ALL ".join(
+        f"SELECT * FROM (SELECT due_at AS d FROM jobs INDEXED BY jobs_due "
+        f"WHERE state IN ('scheduled', 'retrying') AND priority = {p} "
+        "AND due_at IS NOT NULL ORDER BY due_at LIMIT 1)"
+        for p in range(10)
+    )
+    + ")"
+)
 
 
 class SQLiteStore(Store, Transactions[_Conn], DataVersionWakeups):
@@ -226,12 +243,32 @@ class SQLiteStore(Store, Transactions[_Conn], DataVersionWakeups):
     # -- jobs -----------------------------------------------------------------
 
     def insert(self, job: Job) -> Job:
+        if job.unique_key is not None:
+            return self._insert_unique(job, job.unique_key)
         with self._use(True) as db:
             try:
                 # seq is the rowid: lastrowid is it, and far cheaper than RETURNING.
                 seq = db.execute(_INSERT, (*job_to_row(job), self.clock())).lastrowid
             except sqlite3.IntegrityError as exc:
                 raise JobExists(job.job_id) from exc
+        assert seq is not None
+        job.seq = seq
+        return job
+
+    def _insert_unique(self, job: Job, key: str) -> Job:
+        """Insert a job with a unique_key: the key row and the job, or neither."""
+        try:
+            with self.transaction(), self._use(True) as db:
+                holder = sq.take_key(lambda sql, a: db.execute(sql, a).fetchall(), _D, job)
+                if holder is not None:
+                    raise DuplicateKey(holder)
+                seq = db.execute(_INSERT, (*job_to_row(job), self.clock())).lastrowid
+        except sqlite3.IntegrityError as exc:
+            if "jobs.job_id" in str(exc):
+                raise JobExists(job.job_id) from exc
+            with self._use(False) as db:
+                live = sq.live_holder(lambda sql, a: db.execute(sql, a).fetchall(), _D, key)
+            raise DuplicateKey(live or job.job_id) from exc
         assert seq is not None
         job.seq = seq
         return job
@@ -279,29 +316,62 @@ class SQLiteStore(Store, Transactions[_Conn], DataVersionWakeups):
             # seq never changes: the caller's job was evolved from the stored one.
             return db.execute(sql, values).rowcount == 1
 
-    def claim_due(self, now: int, limit: int, owner: str, lease_until: int) -> list[Job]:
-        with self._use(True) as db:
-            rows = db.execute(_CLAIM, (owner, lease_until, self.clock(), now, limit)).fetchall()
-        jobs = [job_from_row(r) for r in rows]
-        # RETURNING gives rows in no promised order; the claim order is (due_at, seq).
-        jobs.sort(key=lambda j: (j.due_at or 0, j.seq))
+    def claim_due(
+        self,
+        now: int,
+        limit: int,
+        owner: str,
+        lease_until: int,
+        queues: frozenset[str] | None = None,
+        limits: bool = True,
+    ) -> list[Job]:
+        # One transaction: the write lock, taken first, serialises every
+        # process's claims, so counting a queue's free slots cannot race.
+        with self.transaction(), self._use(True) as db:
+            run = lambda sql, args: db.execute(sql, args).fetchall()  # noqa: E731
+            rules = sq.restricting(run, _D, limits)
+            if not rules and queues is None:
+                rows = db.execute(_CLAIM, (owner, lease_until, self.clock(), now, limit)).fetchall()
+            else:
+                seqs, rated = sq.claim_seqs(run, _D, now, limit, rules, queues, limits)
+                rows = sq.take(run, _D, seqs, owner, lease_until, self.clock())
+            jobs = [job_from_row(r) for r in rows]
+            if rules:
+                sq.record_starts(run, _D, rated, jobs, now)
+        # RETURNING gives rows in no promised order; the claim order is (priority, due_at, seq).
+        jobs.sort(key=lambda j: (j.priority, j.due_at or 0, j.seq))
         return jobs
+
+    def configure_queue(self, name: str, change: QueueChange) -> QueueSettings:
+        with self.transaction(), self._use(True) as db:
+            return sq.configure(lambda sql, a: db.execute(sql, a).fetchall(), _D, name, change)
+
+    def queue_report(self) -> list[QueueReport]:
+        with self._use(False) as db:
+            return sq.report(lambda sql, a: db.execute(sql, a).fetchall())
 
     def next_due(self) -> int | None:
         with self._use(False) as db:
-            row = db.execute(
-                "SELECT due_at FROM jobs INDEXED BY jobs_due "
-                "WHERE state IN ('scheduled', 'retrying') "
-                "AND due_at IS NOT NULL ORDER BY due_at LIMIT 1"
-            ).fetchone()
-        return None if row is None else int(row[0])
+            row = db.execute(_NEXT_DUE).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
 
     def list_jobs(
-        self, state: JobState | None, task: str | None, after: str | None, limit: int
+        self,
+        state: JobState | None,
+        task: str | None,
+        after: str | None,
+        limit: int,
+        queue: str | None = None,
     ) -> list[Job]:
         with self._use(False) as db:
             return list_query(
-                lambda sql, args: db.execute(sql, args).fetchall(), "?", state, task, after, limit
+                lambda sql, args: db.execute(sql, args).fetchall(),
+                "?",
+                state,
+                task,
+                after,
+                limit,
+                queue,
             )
 
     def counts(self) -> dict[JobState, int]:
@@ -362,6 +432,7 @@ class SQLiteStore(Store, Transactions[_Conn], DataVersionWakeups):
                 "ORDER BY recorded_ms LIMIT ?)",
                 (finished_before, batch),
             )
+            sq.prune_keys(lambda sql, a: db.execute(sql, a).fetchall(), _D, finished_before, batch)
             return db.total_changes - before
 
 

@@ -41,6 +41,7 @@ COLUMNS = (
     "timeout_ms", "overlap", "misfire", "catchup_window_ms",
     "attempts", "runs", "last_run_at", "last_error", "paused_from", "first_due",
     "spec_key", "skipped", "locked_by", "locked_until",
+    "queue", "priority", "unique_key", "unique_for_ms",
 )  # fmt: skip
 SELECT = "seq, " + ", ".join(COLUMNS)
 _STATES = {s.value: s for s in JobState}
@@ -62,11 +63,18 @@ def job_to_row(job: Job) -> tuple[Any, ...]:
         job.attempts, job.runs, job.last_run_at, job.last_error,
         None if job.paused_from is None else job.paused_from.value, job.first_due,
         job.spec_key, job.skipped, job.locked_by, job.locked_until,
+        job.queue, job.priority, job.unique_key, job.unique_for_ms,
     )  # fmt: skip
 
 
 def list_query(
-    run: Any, mark: str, state: JobState | None, task: str | None, after: str | None, limit: int
+    run: Any,
+    mark: str,
+    state: JobState | None,
+    task: str | None,
+    after: str | None,
+    limit: int,
+    queue: str | None = None,
 ) -> list[Job]:
     """list_jobs for a SQL store: ``run(sql, args)`` returns rows; ``mark`` is the
     driver's placeholder (``?`` for sqlite3, ``%s`` for psycopg)."""
@@ -77,12 +85,14 @@ def list_query(
             raise JobNotFound(after)
         seq = found[0][0]
     args = (seq, *(() if state is None else (state.value,)), *(() if task is None else (task,)))
-    rows = run(list_sql(mark, state is not None, task is not None), (*args, limit))
+    args = (*args, *(() if queue is None else (queue,)))
+    sql = list_sql(mark, state is not None, task is not None, queue is not None)
+    rows = run(sql, (*args, limit))
     return [job_from_row(r) for r in rows]
 
 
 @lru_cache(maxsize=16)
-def list_sql(mark: str, by_state: bool, by_task: bool) -> str:
+def list_sql(mark: str, by_state: bool, by_task: bool, by_queue: bool = False) -> str:
     """The listing statement for one filter combination: two placeholders times
     four combinations, built once each (results are never cached: they would
     keep every listed job alive)."""
@@ -91,6 +101,8 @@ def list_sql(mark: str, by_state: bool, by_task: bool) -> str:
         sql += f" AND state = {mark}"
     if by_task:
         sql += f" AND task = {mark}"
+    if by_queue:
+        sql += f" AND queue = {mark}"
     return f"{sql} ORDER BY seq LIMIT {mark}"
 
 
@@ -117,7 +129,8 @@ def job_from_row(row: Any) -> Job:
     (seq, job_id, task, payload, state, due_at, created_at, updated_at,
      kind, cron, tz, every, anchor, max_attempts, base_ms, max_backoff_ms, jitter,
      timeout_ms, overlap, misfire, catchup, attempts, runs, last_run_at, last_error,
-     paused_from, first_due, spec_key, skipped, locked_by, locked_until) = row  # fmt: skip
+     paused_from, first_due, spec_key, skipped, locked_by, locked_until,
+     queue, priority, unique_key, unique_for_ms) = row  # fmt: skip
     retry = RetryPolicy(max_attempts, base_ms, max_backoff_ms, bool(jitter))
     options = JobOptions(timeout_ms, overlap, misfire, catchup)
     return Job(
@@ -131,6 +144,7 @@ def job_from_row(row: Any) -> Job:
         paused_from=None if paused_from is None else _STATES[paused_from],
         first_due=first_due, spec_key=spec_key, skipped=skipped, seq=seq,
         locked_by=locked_by, locked_until=locked_until,
+        queue=queue, priority=priority, unique_key=unique_key, unique_for_ms=unique_for_ms,
     )  # fmt: skip
 
 

@@ -1,0 +1,229 @@
+"""Queues and unique keys for the SQL stores (SQLite and PostgreSQL alike).
+
+Every function takes ``run(sql, args) -> rows`` (the store's connection, inside
+its open transaction) and a ``Dialect`` (placeholder, and PostgreSQL's row
+locks). The rules are docs/queues.md; the pure parts are ``jobsched.queues``.
+
+Claims (``claim``): the queue settings that restrict claims (paused, or with
+a limit) are read first; on PostgreSQL the limited ones are locked
+(``FOR UPDATE``, in name order, so two claims never deadlock) for the rest of
+the claim's transaction, so that two nodes never both count the same free
+slot. SQLite's write lock (``BEGIN IMMEDIATE``) serialises claims already.
+Without such settings and without a ``--queues`` filter, a claim is the one
+statement it always was. Otherwise candidates are read per limited queue
+(at most its free slots) and for the rest, merged in (priority, due_at, seq)
+order, cut to the limit, and taken in one guarded UPDATE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from jobsched.jobs import Job, JobState
+from jobsched.queues import QueueChange, QueueReport, QueueSettings, free_slots
+
+Run = Callable[[str, Sequence[Any]], list[Any]]
+# Every priority, spelt out: SQLite then searches one due range per priority
+# of the (priority, due_at, seq) index, already in claim order (no sort).
+PRIORITIES = "(0, 1, 2, 3, 4, 5, 6, 7, 8, 9)"
+_RUNNABLE = "state IN ('scheduled', 'retrying')"
+_NOT_FINAL = "('scheduled', 'running', 'retrying', 'paused')"
+_SETTINGS = "SELECT name, concurrency, rate_max, rate_per_ms, paused FROM queues"
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    mark: str  # the driver's placeholder
+    select: str  # the job columns to return, as the store reads them
+    locks: bool  # PostgreSQL: FOR UPDATE [SKIP LOCKED]; SQLite: its write lock does it
+    due_index: str = ""  # SQLite: INDEXED BY hints (its planner lacks statistics)
+    queue_index: str = ""
+
+
+def settings_from(row: Sequence[Any]) -> QueueSettings:
+    name, concurrency, rate_max, per_ms, paused = row
+    return QueueSettings(name, concurrency, rate_max, per_ms, bool(paused))
+
+
+def _marks(d: Dialect, n: int) -> str:
+    return ", ".join([d.mark] * n)
+
+
+def _candidates(
+    run: Run, d: Dialect, now: int, limit: int, queue: str | None, skip: Collection[str]
+) -> list[tuple[int, int, int]]:
+    """(priority, due_at, seq) of up to ``limit`` due jobs, in claim order: of
+    ``queue`` when given, else of every queue but ``skip``."""
+    args: list[Any] = [now]
+    if queue is not None:
+        where, hint = f" AND queue = {d.mark}", d.queue_index
+        args.append(queue)
+    else:
+        where, hint = "", d.due_index
+        if skip:
+            where = f" AND queue NOT IN ({_marks(d, len(skip))})"
+            args += sorted(skip)
+    lock = " FOR UPDATE SKIP LOCKED" if d.locks else ""
+    sql = (
+        f"SELECT priority, due_at, seq FROM jobs {hint} WHERE {_RUNNABLE} "
+        f"AND priority IN {PRIORITIES} AND due_at <= {d.mark}{where} "
+        f"ORDER BY priority, due_at, seq LIMIT {d.mark}{lock}"
+    )
+    return [(int(p), int(due), int(seq)) for p, due, seq in run(sql, (*args, limit))]
+
+
+def _in_flight(run: Run, d: Dialect, queue: str) -> int:
+    rows = run(f"SELECT count(*) FROM jobs WHERE state = 'running' AND queue = {d.mark}", (queue,))
+    return int(rows[0][0])
+
+
+def _recent_starts(run: Run, d: Dialect, q: QueueSettings, now: int) -> int:
+    if q.rate_max is None or q.rate_per_ms is None:
+        return 0
+    # Starts that left the window are pruned as claims go: the table stays small.
+    run(
+        f"DELETE FROM queue_starts WHERE queue = {d.mark} AND at <= {d.mark}",
+        (q.name, now - q.rate_per_ms),
+    )
+    rows = run(f"SELECT count(*) FROM queue_starts WHERE queue = {d.mark}", (q.name,))
+    return int(rows[0][0])
+
+
+def restricting(run: Run, d: Dialect, lock: bool) -> list[QueueSettings]:
+    """The queues a claim must look at: paused ones and limited ones."""
+    sql = f"{_SETTINGS} WHERE paused OR concurrency IS NOT NULL OR rate_max IS NOT NULL"
+    sql += " ORDER BY name" + (" FOR UPDATE" if lock and d.locks else "")
+    return [settings_from(r) for r in run(sql, ())]
+
+
+def claim_seqs(
+    run: Run,
+    d: Dialect,
+    now: int,
+    limit: int,
+    rules: list[QueueSettings],
+    only: frozenset[str] | None,
+    limits: bool,
+) -> tuple[list[int], dict[str, QueueSettings]]:
+    """The seqs to claim (in claim order), and the rate-limited queues whose
+    starts the caller must record."""
+    special = {q.name: q for q in rules if q.paused or (limits and q.limited)}
+    picked: list[tuple[int, int, int]] = []
+    for name in sorted(special if only is None else only):
+        q = special.get(name)
+        slots: int | None = None
+        if q is not None:
+            if q.paused:
+                continue
+            slots = free_slots(q, _in_flight(run, d, name), _recent_starts(run, d, q, now))
+            if slots == 0:
+                continue
+        picked += _candidates(run, d, now, limit if slots is None else min(limit, slots), name, ())
+    if only is None:
+        picked += _candidates(run, d, now, limit, None, special)
+    picked.sort()
+    seqs = [seq for _, _, seq in picked[:limit]]
+    rated = {n: q for n, q in special.items() if limits and q.rate_max is not None}
+    return seqs, rated
+
+
+def take(run: Run, d: Dialect, seqs: list[int], owner: str, until: int, stamp: int) -> list[Any]:
+    """Claim these runnable jobs (guarded: a job that left runnable is left)."""
+    if not seqs:
+        return []
+    sql = (
+        f"UPDATE jobs SET state = 'running', locked_by = {d.mark}, locked_until = {d.mark}, "
+        f"touched_ms = {d.mark} WHERE seq IN ({_marks(d, len(seqs))}) AND {_RUNNABLE} "
+        f"RETURNING {d.select}"
+    )
+    return run(sql, (owner, until, stamp, *seqs))
+
+
+def record_starts(
+    run: Run, d: Dialect, rated: dict[str, QueueSettings], jobs: list[Job], now: int
+) -> None:
+    for job in jobs:
+        if job.queue in rated:
+            run(
+                f"INSERT INTO queue_starts (queue, at) VALUES ({d.mark}, {d.mark})",
+                (job.queue, now),
+            )
+
+
+# -- settings -------------------------------------------------------------------
+
+
+def configure(run: Run, d: Dialect, name: str, change: QueueChange) -> QueueSettings:
+    lock = " FOR UPDATE" if d.locks else ""
+    rows = run(f"{_SETTINGS} WHERE name = {d.mark}{lock}", (name,))
+    new = change.apply(settings_from(rows[0]) if rows else QueueSettings(name))
+    run(
+        "INSERT INTO queues (name, concurrency, rate_max, rate_per_ms, paused) "
+        f"VALUES ({_marks(d, 5)}) ON CONFLICT (name) DO UPDATE SET "
+        "concurrency = excluded.concurrency, rate_max = excluded.rate_max, "
+        "rate_per_ms = excluded.rate_per_ms, paused = excluded.paused",
+        (name, new.concurrency, new.rate_max, new.rate_per_ms, new.paused),
+    )
+    return new
+
+
+def report(run: Run) -> list[QueueReport]:
+    """Every queue that has settings or jobs, by name. Counting groups every
+    job: an operator's call, not a hot path."""
+    settings = {q.name: q for q in map(settings_from, run(f"{_SETTINGS} ORDER BY name", ()))}
+    counts: dict[str, dict[JobState, int]] = {}
+    for queue, state, n in run("SELECT queue, state, count(*) FROM jobs GROUP BY queue, state", ()):
+        counts.setdefault(queue, {})[JobState(state)] = int(n)
+    names = sorted(set(settings) | set(counts))
+    return [QueueReport(settings.get(n, QueueSettings(n)), counts.get(n, {})) for n in names]
+
+
+# -- unique keys ----------------------------------------------------------------
+
+
+def take_key(run: Run, d: Dialect, job: Job) -> str | None:
+    """Take the job's unique key (None: taken; else the id of the job that
+    holds it). With a window, the key row is taken with one upsert, which two
+    inserts can never both win; without, the row is only read: a concurrent
+    insert of the same key is stopped by the jobs_unique index instead."""
+    key, now = job.unique_key, job.created_at
+    if job.unique_for_ms is None:
+        rows = run(
+            f"SELECT job_id FROM unique_keys WHERE key = {d.mark} AND held_until > {d.mark}",
+            (key, now),
+        )
+        return str(rows[0][0]) if rows else None
+    taken = run(
+        f"INSERT INTO unique_keys (key, job_id, held_until) VALUES ({_marks(d, 3)}) "
+        "ON CONFLICT (key) DO UPDATE SET job_id = excluded.job_id, "
+        f"held_until = excluded.held_until WHERE unique_keys.held_until <= {d.mark} "
+        "RETURNING job_id",
+        (key, job.job_id, now + job.unique_for_ms, now),
+    )
+    if taken:
+        return None
+    rows = run(f"SELECT job_id FROM unique_keys WHERE key = {d.mark}", (key,))
+    return str(rows[0][0]) if rows else None
+
+
+def live_holder(run: Run, d: Dialect, key: str) -> str | None:
+    """The job that is not final and holds ``key``, if any."""
+    rows = run(
+        f"SELECT job_id FROM jobs WHERE unique_key = {d.mark} AND state IN {_NOT_FINAL}", (key,)
+    )
+    return str(rows[0][0]) if rows else None
+
+
+def prune_keys(run: Run, d: Dialect, before: int, batch: int) -> int:
+    """Drop key rows whose window ended before ``before`` (their window is on
+    the requests' clock; the retention cut-off only bounds how long they stay)."""
+    rows = run(
+        f"SELECT key FROM unique_keys WHERE held_until < {d.mark} LIMIT {d.mark}", (before, batch)
+    )
+    for (key,) in rows:
+        run(
+            f"DELETE FROM unique_keys WHERE key = {d.mark} AND held_until < {d.mark}", (key, before)
+        )
+    return len(rows)
