@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/sqlite_bench.py [--jobs 50000] [--big 1000000]   # about a minute
     .venv/bin/python bench/sqlite_bench.py --quick   # 2,000 jobs, 20,000 stored: ~10 s
-    .venv/bin/python bench/sqlite_bench.py --smoke   # 50 jobs, 300 stored: proves it runs
+    .venv/bin/python bench/sqlite_bench.py --smoke   # 50 jobs, 300 stored, one run each: proves it runs
 
 1. Durable acknowledged schedule_job per second: requests pipelined into
    ``main.py --db FILE`` (synchronous=FULL, then NORMAL), timed from the first
@@ -50,6 +50,7 @@ from jobsched.stores.sqlite_schema import COLUMNS, job_to_row  # noqa: E402
 
 T0 = 1_705_309_200_000  # 2024-01-15T09:00:00Z
 DUE = 1000
+REPS = 3  # processes started per figure (--smoke: 1)
 
 
 def noop(payload: object = None) -> None:
@@ -106,7 +107,7 @@ def schedule_lines(n: int, tag: str) -> list[bytes]:
 
 def ours_schedule(tmp: Path, n: int, synchronous: str) -> float:
     rates = []
-    for rep in range(3):
+    for rep in range(REPS):
         db = tmp / f"sched-{synchronous}-{rep}.db"
         node = Node("--db", str(db), "--synchronous", synchronous)
         node.ask({"type": "stats"})  # started and the file created: not timed
@@ -187,7 +188,7 @@ def build_big(path: Path, n: int) -> float:
 
 def ours_big(path: Path, n: int) -> dict[str, float]:
     starts = []
-    for _ in range(3):
+    for _ in range(REPS):
         t = time.perf_counter()
         node = Node("--db", str(path))
         node.ask({"type": "get_job", "job_id": "none"})
@@ -241,7 +242,7 @@ def apscheduler_big(tmp: Path, n: int) -> dict[str, float]:
     db.commit()
     db.close()
     starts = []
-    for _ in range(3):  # a fresh process, as for main.py: spawn to its first answer
+    for _ in range(REPS):  # a fresh process, as for main.py: spawn to its first answer
         t = time.perf_counter()
         child = subprocess.Popen(
             [sys.executable, "-c", APS_START, str(path)], stdout=subprocess.PIPE
@@ -270,8 +271,8 @@ def schedule_part(tmp: Path, args: argparse.Namespace, peers: bool) -> None:
     full = ours_schedule(tmp, args.jobs, "FULL")
     normal = ours_schedule(tmp, args.jobs, "NORMAL")
     p50, p99 = ours_latency(tmp, args.latency)
-    print(f"schedule_job pipelined, FULL:   {full:10,.0f} acknowledged/s (median of 3)")
-    print(f"schedule_job pipelined, NORMAL: {normal:10,.0f} acknowledged/s (median of 3)")
+    print(f"schedule_job pipelined, FULL:   {full:10,.0f} acknowledged/s (median of {REPS})")
+    print(f"schedule_job pipelined, NORMAL: {normal:10,.0f} acknowledged/s (median of {REPS})")
     if peers:
         aps = apscheduler_add_job(tmp, args.aps_jobs)
         print(f"APScheduler 3 add_job, SQLAlchemyJobStore/SQLite: {aps:10,.0f}/s")
@@ -284,14 +285,14 @@ def big_part(tmp: Path, n: int, peers: bool) -> None:
     ours = ours_big(tmp / "big.db", n)
     due = due_in_slice(1, n)
     print(f"{n:,} jobs built in {build:.1f} s (executemany)")
-    print(f"main.py start-up to first reply: {ours['start'] * 1000:.0f} ms (median of 3)")
+    print(f"main.py start-up to first reply: {ours['start'] * 1000:.0f} ms (median of {REPS})")
     print(f"execute_jobs, {due} due: {ours['execute'] * 1000:.1f} ms (median of 3)", flush=True)
     if not peers:
         return
     theirs = apscheduler_big(tmp, n)
     print(
         "APScheduler process start (import, start paused, get_next_run_time): "
-        f"{theirs['start'] * 1000:.0f} ms (median of 3)"
+        f"{theirs['start'] * 1000:.0f} ms (median of {REPS})"
     )
     print(f"APScheduler get_due_jobs, {due} due: {theirs['get_due'] * 1000:.1f} ms")
 
@@ -318,7 +319,9 @@ def arguments() -> argparse.Namespace:
     if args.quick:
         args.jobs, args.aps_jobs, args.latency, args.big = 2000, 200, 100, 20_000
     if args.smoke:
+        global REPS
         args.jobs, args.aps_jobs, args.latency, args.big = 50, 20, 10, 300
+        REPS = 1
     return args
 
 

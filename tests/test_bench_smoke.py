@@ -31,10 +31,10 @@ TIMEOUT_S = 60
 SCRIPTS = {
     "cron_bench.py": ("--quick", ("croniter", "cronsim")),
     "catchup_bench.py": ("--quick", ("apscheduler",)),
-    "sqlite_bench.py": ("--quick", ("apscheduler", "sqlalchemy")),
+    "sqlite_bench.py": ("--smoke", ("apscheduler", "sqlalchemy")),  # --quick: ~10 s
     "node_bench.py": ("--smoke", ("apscheduler",)),  # --quick: ~10 s
     "dispatch_bench.py": ("--smoke", ("apscheduler", "sqlalchemy")),  # --quick: ~10 s
-    "postgres_bench.py": ("--smoke", ("procrastinate",)),  # --quick: ~15 s
+    "postgres_bench.py": ("--smoke", ("procrastinate",)),  # --quick: 10-30 s
 }
 PEERS = ("apscheduler", "sqlalchemy", "procrastinate", "croniter", "cronsim")
 
