@@ -35,6 +35,7 @@ RANKS = {
     "spec": 1,
     "transitions": 1,
     "policies": 1,
+    "queues": 1,
     # 2: user code, and the store interface
     "runner": 2,
     "handles": 2,
@@ -56,6 +57,8 @@ RANKS = {
     "stores.postgres_conn": 3,
     "stores.postgres_listen": 3,
     "stores.sql_tx": 3,
+    "stores.sql_queues": 3,
+    "stores.memory_queues": 3,
     # 4: transports
     "validate": 4,
     "messages": 4,
