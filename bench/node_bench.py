@@ -299,18 +299,12 @@ def table(head: list[str], rows: list[list[str]]) -> None:
 def report_pipe(s: Sizes, pipe: dict[str, Any]) -> None:
     med, best = pipe["median"], pipe["best"]
     print(f"### 1. schedule_job through main.py, {s.pipe:,} pipelined requests\n")
-    table(
-        ["", "median req/s", "best req/s"],
-        [
-            ["main.py (in memory)", f"{med['node']:,.0f}", f"{best['node']:,.0f}"],
-            ["bare json echo loop", f"{med['echo']:,.0f}", f"{best['echo']:,.0f}"],
-            [
-                "ratio main.py / echo",
-                f"{med['node'] / med['echo']:.2f}",
-                f"{best['node'] / best['echo']:.2f}",
-            ],
-        ],
-    )
+    rows = [
+        ["main.py (in memory)", f"{med['node']:,.0f}", f"{best['node']:,.0f}"],
+        ["bare json echo loop", f"{med['echo']:,.0f}", f"{best['echo']:,.0f}"],
+        ["ratio main.py / echo", f"{med['node'] / med['echo']:.2f}", f"{best['node'] / best['echo']:.2f}"],
+    ]  # fmt: skip
+    table(["", "median req/s", "best req/s"], rows)
     print(f"(of {s.reps} runs each; main.py RSS growth: {pipe['node_rss_per_job']:.0f} B/job)\n")
 
 
@@ -326,9 +320,7 @@ def report_execute(s: Sizes, ours: Results) -> None:
         for n in s.pending
     ]
     if big != small:
-        rows.append(
-            [f"ratio {big:,} / {small:,}", ratio(ours[big]["due_ms"], ours[small]["due_ms"]), ""]
-        )
+        rows.append([f"ratio {big:,} / {small:,}", ratio(ours[big]["due_ms"], ours[small]["due_ms"]), ""])  # fmt: skip
     table(["", "ms", "RSS B/job"], rows)
 
 
@@ -339,46 +331,18 @@ def ratio(a: float, b: float, digits: int = 2) -> str:
 
 def report_peer(s: Sizes, ours: Results, aps: Results, pipe_rate: float) -> None:
     print("### 3. APScheduler 3 (MemoryJobStore, paused) beside us\n")
-    rows = []
+    first = min(aps)
+    # (label, ours, theirs, format, ours better by)
+    rows = [(f"add jobs/s, ours through main.py vs theirs at {first:,}", pipe_rate, aps[first]["add_rate"], ",.0f", ratio(pipe_rate, aps[first]["add_rate"], 1))]  # fmt: skip
     for n in sorted(aps):
         mine, theirs = ours[n], aps[n]
         rows += [
-            [
-                f"add jobs/s, in-process, {n:,} jobs",
-                f"{mine['add_rate']:,.0f}",
-                f"{theirs['add_rate']:,.0f}",
-                ratio(mine["add_rate"], theirs["add_rate"], 1),
-            ],
-            [
-                f"{slice_size(n):,} due among {n:,}: ms",
-                f"{mine['due_ms']:.2f}",
-                f"{theirs['due_ms']:.2f}",
-                ratio(theirs["due_ms"], mine["due_ms"]),
-            ],
-            [
-                f"RSS per job at {n:,}: bytes",
-                f"{mine['bytes_per_job']:.0f}",
-                f"{theirs['bytes_per_job']:.0f}",
-                ratio(theirs["bytes_per_job"], mine["bytes_per_job"]),
-            ],
-        ]
-    first = aps[min(aps)]["add_rate"]
-    rows.insert(
-        0,
-        [
-            f"add jobs/s, ours through main.py vs theirs at {min(aps):,}",
-            f"{pipe_rate:,.0f}",
-            f"{first:,.0f}",
-            ratio(pipe_rate, first, 1),
-        ],
-    )
-    table(["", "jobsched", "APScheduler", "ours better by"], rows)
-
-
-def versions(aps: bool) -> str:
-    py = ".".join(map(str, sys.version_info[:3]))
-    peer_version = f"APScheduler {installed('apscheduler')}" if aps else "no APScheduler"
-    return f"Python {py}; {peer_version}; {os.cpu_count()} cores"
+            (f"add jobs/s, in-process, {n:,} jobs", mine["add_rate"], theirs["add_rate"], ",.0f", ratio(mine["add_rate"], theirs["add_rate"], 1)),
+            (f"{slice_size(n):,} due among {n:,}: ms", mine["due_ms"], theirs["due_ms"], ".2f", ratio(theirs["due_ms"], mine["due_ms"])),
+            (f"RSS per job at {n:,}: bytes", mine["bytes_per_job"], theirs["bytes_per_job"], ".0f", ratio(theirs["bytes_per_job"], mine["bytes_per_job"])),
+        ]  # fmt: skip
+    cells = [[label, format(a, f), format(b, f), better] for label, a, b, f, better in rows]
+    table(["", "jobsched", "APScheduler", "ours better by"], cells)
 
 
 def sizes_list(text: str) -> tuple[int, ...]:
@@ -394,13 +358,8 @@ def arguments() -> tuple[argparse.Namespace, Sizes]:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: proves it runs")
     parser.add_argument("--pipe", type=int, default=0, help="requests through main.py")
     parser.add_argument("--pending", type=sizes_list, help="pending-job sizes, e.g. 10000,100000")
-    parser.add_argument(
-        "--aps-max",
-        type=int,
-        default=0,
-        help="largest APScheduler size (default: all sizes; 100000 saves ~2 min, as its "
-        "MemoryJobStore's sorted-list insert is O(n))",
-    )
+    # 100000 saves ~2 min: APScheduler's MemoryJobStore inserts into a sorted list, O(n).
+    parser.add_argument("--aps-max", type=int, default=0, help="largest APScheduler size")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     s = SMOKE if args.smoke else QUICK if args.quick else FULL
@@ -421,7 +380,9 @@ def main() -> None:
         return
     aps = peer("apscheduler", "apscheduler", "3.") is not None
     began = time.perf_counter()
-    print(versions(aps) + "\n")
+    py = ".".join(map(str, sys.version_info[:3]))
+    peer_version = f"APScheduler {installed('apscheduler')}" if aps else "no APScheduler"
+    print(f"Python {py}; {peer_version}; {os.cpu_count()} cores\n")
     pipe = pipe_bench(s.pipe, s.reps)
     report_pipe(s, pipe)
     ours = {n: in_child("ours", n) for n in s.pending}
