@@ -88,6 +88,12 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
         "handlers loaded, scheduling an unknown task is an error; built-in tasks "
         "(webhook) are loaded too.",
     )
+    p.add_argument(
+        "--allow-any-task",
+        action="store_true",
+        help="serve: accept tasks with no handler and run them as no-ops that succeed "
+        "(the stdio node's behaviour; default: such a task is error 12)",
+    )
     p.add_argument("--workers", type=int, default=4, help="handlers run at once (default 4)")
     p.add_argument(
         "--grace",
@@ -173,6 +179,9 @@ def _prepare(args: argparse.Namespace, builtins: bool) -> tuple[Store, Engine] |
     except Exception as exc:  # any error raised while importing the user's module
         print(f"jobsched: cannot load task module: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
+    # The service refuses a task it has no handler for (a typo must not be
+    # "completed" as a no-op); the stdio node keeps the protocol's no-op tasks.
+    registry.strict = builtins and not getattr(args, "allow_any_task", False)
     if args.workers < 1:
         print("jobsched: --workers must be at least 1", file=sys.stderr)
         return 2

@@ -42,6 +42,7 @@ from jobsched import policies
 from jobsched.engine import Engine
 from jobsched.errors import JobschedError
 from jobsched.execution import Finished, Rescued
+from jobsched.handles import context_for
 from jobsched.jobs import Job
 from jobsched.maintenance import Maintenance
 from jobsched.runner import Metrics, Outcome, Runner, timeout_outcome
@@ -334,7 +335,9 @@ class Dispatcher:
             self._done.put((run, outcome, started, duration_ms))
             self.wake()
 
-        self.runner.submit(job.task, job.payload_json, timeout, done, timed=True)
+        wants = self.runner.registry.wants_context(job.task)
+        ctx = context_for(job, decision.due) if wants else None
+        self.runner.submit(job.task, job.payload_json, timeout, done, timed=True, context=ctx)
 
     def _note_skip(self, job: Job, n: int, reason: str, now: int) -> None:
         """The engine recorded and logged the skip; count it and tell the events."""

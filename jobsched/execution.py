@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 from jobsched import policies, transitions
 from jobsched.errors import JobNotFound, PreconditionFailed
+from jobsched.handles import context_for
 from jobsched.jobs import Job, JobState, RetryDecision
 from jobsched.runner import Outcome, TaskRegistry
 from jobsched.stores.base import RunRecord, Store
@@ -268,7 +269,9 @@ class Execution:
     def run_handler(self, job: Job, force_fail: bool) -> Outcome:
         if force_fail:
             return Outcome(False, FORCED)
-        return self.registry.run(job.task, job.payload_json, job.options.timeout_ms)
+        registry = self.registry
+        ctx = context_for(job) if registry.wants_context(job.task) else None
+        return registry.run(job.task, job.payload_json, job.options.timeout_ms, context=ctx)
 
     def _record(self, job_id: str, started: int, now: int, outcome: Outcome) -> None:
         self.store.record_run(

@@ -114,6 +114,10 @@ class TaskRegistry:
     def knows(self, task: str) -> bool:
         return not self.enabled or task in self._handlers or task in self._builtins
 
+    def wants_context(self, task: str) -> bool:
+        """Whether the task's handler takes a context (callers build one only then)."""
+        return task in self._contextual
+
     def handler(self, task: str, context: TaskContext | None = None) -> Handler | None:
         """The task's handler as a one-argument callable (a context handler gets
         ``context``, or one with None fields when the caller gave none)."""

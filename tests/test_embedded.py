@@ -68,7 +68,6 @@ def test_task_modules_by_name_and_a_failed_start_closes_nothing_twice(tmp_path: 
     svc.stop()  # harmless
 
 
-@pytest.mark.xfail(strict=True, reason="dispatcher.py does not pass context= to Runner.submit yet")
 def test_the_dispatcher_gives_handlers_their_job_context() -> None:
     got: queue.Queue[Any] = queue.Queue()
     with jobsched.Service(registry=_registry(got), grace=1) as svc:

@@ -45,7 +45,6 @@ def test_serve_help_names_the_default_it_really_uses() -> None:
     assert "omitted = in memory" not in help_text
 
 
-@pytest.mark.xfail(strict=True, reason="needs cli.load_tasks strict + tests/test_client.py --tasks")
 def test_serve_without_tasks_refuses_a_task_it_has_no_handler_for(tmp_path: Path) -> None:
     from tests.test_server_http import Service
 
