@@ -107,7 +107,9 @@ def pipe_run(cmd: list[str], data: bytes, n: int) -> tuple[float, int]:
     stdin.flush()
     first = b""
     while not first.endswith(b"\n"):
-        first += os.read(fd, 1 << 16)
+        chunk = os.read(fd, 1 << 16)
+        assert chunk, f"{cmd[-1]} exited before its first reply"  # else this would spin
+        first += chunk
     rss0 = child_rss(proc.pid)
     writer = threading.Thread(target=lambda: (stdin.write(data), stdin.flush()))
     chunks: list[bytes] = []

@@ -166,6 +166,8 @@ def ours_run(n: int, nodes: int, workers: int) -> float:
     with psycopg.connect(dsn_for(OURS_DB), autocommit=True) as db:
 
         def done() -> bool:
+            if any(p.poll() is not None for p in procs):
+                raise SystemExit("a jobsched node exited before running every job")
             sql = f"SELECT count(*) FROM {schema}.jobs WHERE state <> 'completed'"
             row = db.execute(sql).fetchone()
             return row is not None and row[0] == 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -78,9 +79,20 @@ def run(script: str, mode: str, peers: bool, tmp_path: Path) -> tuple[str, int]:
     )
     before = entries()
     proc = subprocess.Popen(
-        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        cmd,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: a timeout ends its children too
     )
-    out, _ = proc.communicate(timeout=TIMEOUT_S)
+    try:
+        out, _ = proc.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"{script} {mode} ran over {TIMEOUT_S} s:\n{out}")
     assert proc.returncode == 0, out
     assert entries() == before, f"left in the repository: {entries() - before}"
     assert not list(tmp.iterdir()), f"left in the temp dir: {list(tmp.iterdir())}"
