@@ -20,11 +20,12 @@ transaction (store targets only). See docs/client.md.
 from __future__ import annotations
 
 import builtins
+import enum
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, Final, Literal
 
 from jobsched.client_transports import Body, Transport, open_transport
 from jobsched.client_types import (
@@ -33,12 +34,24 @@ from jobsched.client_types import (
     JobPage,
     JobSpec,
     JobState,
+    QueueConfig,
+    QueueInfo,
+    RateLimit,
     ScheduledJob,
     Stats,
     spec_body,
 )
 
-__all__ = ["Client"]
+__all__ = ["KEEP", "Client"]
+
+
+class _Keep(enum.Enum):
+    KEEP = "keep"
+
+
+#: The default of ``configure_queue``'s limits: leave the setting as it is
+#: (``None`` is meaningful there: it removes the limit).
+KEEP: Final = _Keep.KEEP
 
 
 class Client:
@@ -76,6 +89,10 @@ class Client:
         overlap: str | None = None,
         misfire: str | None = None,
         catchup_window_ms: int | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        unique_key: str | None = None,
+        unique_for_ms: int | None = None,
         connection: object | None = None,
     ) -> ScheduledJob:
         """Schedule one job (the ``schedule_job`` message; ``None`` means "not
@@ -88,7 +105,8 @@ class Client:
             interval_ms=interval_ms, timezone=timezone, job_id=job_id,
             max_attempts=max_attempts, base_ms=base_ms, max_backoff_ms=max_backoff_ms,
             jitter=jitter, timeout_ms=timeout_ms, overlap=overlap, misfire=misfire,
-            catchup_window_ms=catchup_window_ms,
+            catchup_window_ms=catchup_window_ms, queue=queue, priority=priority,
+            unique_key=unique_key, unique_for_ms=unique_for_ms,
         )  # fmt: skip
         reply = self._call({"type": "schedule_job", **spec.to_body()}, connection)
         return ScheduledJob.from_reply(reply)
@@ -151,7 +169,35 @@ class Client:
     def stats(self) -> Stats:
         return Stats.from_reply(self._call({"type": "stats"}))
 
+    def list_queues(self) -> builtins.list[QueueInfo]:
+        """Every queue with settings or jobs, by name (``list_queues``)."""
+        return [QueueInfo.from_reply(q) for q in self._call({"type": "list_queues"})["queues"]]
+
     # -- changes --------------------------------------------------------------
+
+    def configure_queue(
+        self,
+        name: str,
+        *,
+        concurrency: int | Literal[_Keep.KEEP] | None = KEEP,
+        rate_limit: RateLimit | tuple[int, int] | Literal[_Keep.KEEP] | None = KEEP,
+        paused: bool | None = None,
+    ) -> QueueConfig:
+        """Set a queue's limits for the whole cluster (``configure_queue``): an
+        argument left out keeps its setting, ``None`` removes a limit;
+        ``rate_limit`` is a ``RateLimit(max, per_ms)`` or ``(max, per_ms)``."""
+        body: Body = {"type": "configure_queue", "queue": name}
+        if concurrency is not KEEP:
+            body["concurrency"] = concurrency
+        if isinstance(rate_limit, RateLimit):
+            body["rate_limit"] = {"max": rate_limit.max, "per_ms": rate_limit.per_ms}
+        elif isinstance(rate_limit, tuple):
+            body["rate_limit"] = {"max": rate_limit[0], "per_ms": rate_limit[1]}
+        elif rate_limit is None:
+            body["rate_limit"] = None
+        if paused is not None:
+            body["paused"] = paused
+        return QueueConfig.from_reply(self._call(body))
 
     def cancel(self, job_id: str) -> None:
         self._call({"type": "cancel_job", "job_id": job_id})

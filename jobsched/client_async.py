@@ -59,6 +59,8 @@ class AsyncClient:
     pause = _in_thread(Client.pause)
     resume = _in_thread(Client.resume)
     retry = _in_thread(Client.retry)
+    configure_queue = _in_thread(Client.configure_queue)
+    list_queues = _in_thread(Client.list_queues)
     close = _in_thread(Client.close)
 
     async def iter_jobs(

@@ -39,6 +39,9 @@ __all__ = [
     "JobSpec",
     "JobState",
     "NodeInfo",
+    "QueueConfig",
+    "QueueInfo",
+    "RateLimit",
     "Run",
     "ScheduledJob",
     "Stats",
@@ -75,6 +78,10 @@ class JobSpec:
     overlap: str | None = None
     misfire: str | None = None
     catchup_window_ms: int | None = None
+    queue: str | None = None
+    priority: int | None = None
+    unique_key: str | None = None
+    unique_for_ms: int | None = None
 
     def to_body(self) -> dict[str, Any]:
         """The schedule_job fields of this spec (``None`` ones left out)."""
@@ -119,12 +126,15 @@ class ScheduledJob:
     job_id: str
     due_at: datetime | None
     recurring: bool
+    #: True when a live (or windowed) job held the spec's unique_key: ``job_id``
+    #: is that job's, and nothing new was scheduled (docs/queues.md).
+    duplicate: bool = False
 
     @classmethod
     def from_reply(cls, fields: Mapping[str, Any]) -> ScheduledJob:
         recurring = "next_run" in fields
         due = fields["next_run"] if recurring else fields.get("scheduled_at")
-        return cls(str(fields["job_id"]), _time(due), recurring)
+        return cls(str(fields["job_id"]), _time(due), recurring, bool(fields.get("duplicate")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +181,10 @@ class Job:
     locked_by: str | None
     #: The latest runs, newest first: from ``get`` only (None from ``list``).
     recent_runs: tuple[Run, ...] | None = None
+    queue: str = "default"
+    priority: int = 0
+    unique_key: str | None = None
+    unique_for_ms: int | None = None
 
     @classmethod
     def from_reply(cls, obj: Mapping[str, Any]) -> Job:
@@ -222,6 +236,49 @@ class Stats:
                 for n in nodes
             ),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most ``max`` run starts of a queue in any window of ``per_ms`` ms."""
+
+    max: int
+    per_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    """A queue's settings, as ``configure_queue`` answers them (None: no limit)."""
+
+    name: str
+    concurrency: int | None
+    rate_limit: RateLimit | None
+    paused: bool
+
+    @classmethod
+    def from_reply(cls, fields: Mapping[str, Any]) -> QueueConfig:
+        rate = fields.get("rate_limit")
+        limit = None if rate is None else RateLimit(int(rate["max"]), int(rate["per_ms"]))
+        return cls(str(fields["queue"]), fields.get("concurrency"), limit, bool(fields["paused"]))
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    """One queue of ``list_queues``: its settings, its jobs by state (every
+    state listed) and its runs in flight on all nodes."""
+
+    config: QueueConfig
+    counts: Mapping[JobState, int]
+    running: int
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @classmethod
+    def from_reply(cls, fields: Mapping[str, Any]) -> QueueInfo:
+        counts = {JobState(state): int(n) for state, n in fields["jobs"].items()}
+        return cls(QueueConfig.from_reply(fields), counts, int(fields["running"]))
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -118,8 +118,48 @@ SCHEMAS: dict[str, Schema] = {
             "jobs": {"type": "array", "items": _ref("Job")},
         },
     },
+    "Queue": {
+        "type": "object",
+        "required": ["queue", "concurrency", "rate_limit", "paused"],
+        "properties": {
+            "queue": {"type": "string"},
+            "concurrency": {"type": ["integer", "null"]},
+            "rate_limit": {"oneOf": [{"type": "null"}, _ref("RateLimit")]},
+            "paused": {"type": "boolean"},
+            "jobs": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "running": {"type": "integer"},
+        },
+    },
+    "RateLimit": {
+        "type": "object",
+        "required": ["max", "per_ms"],
+        "properties": {"max": {"type": "integer"}, "per_ms": {"type": "integer"}},
+    },
+    "QueueSettings": {
+        "type": "object",
+        "description": "configure_queue's fields: one left out keeps its setting, null removes "
+        "a limit (docs/queues.md)",
+        "properties": {
+            "concurrency": {"type": ["integer", "null"]},
+            "rate_limit": {"oneOf": [{"type": "null"}, _ref("RateLimit")]},
+            "paused": {"type": "boolean"},
+        },
+    },
+    "QueueConfigured": {
+        "allOf": [_ref("Queue"), {"properties": {"type": {"const": "queue_configured"}}}],
+    },
+    "QueueList": {
+        "type": "object",
+        "required": ["type", "queues"],
+        "properties": {
+            "type": {"const": "queues_listed"},
+            "queues": {"type": "array", "items": _ref("Queue")},
+        },
+    },
     "Object": {"type": "object"},
 }
+
+QUEUE = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 
 _TEXT = {"description": "text", "content": {"text/plain": {"schema": {"type": "string"}}}}
 _HTML = {"description": "the dashboard page", "content": {"text/html": {"schema": {}}}}
@@ -171,6 +211,12 @@ def _paths() -> dict[str, Schema]:
         "/v1/jobs/{job_id}/pause": _action("pause the job"),
         "/v1/jobs/{job_id}/resume": _action("resume a paused job"),
         "/v1/jobs/{job_id}/retry": _action("retry a dead job"),
+        "/v1/queues": {"get": _op("every queue with settings or jobs (list_queues)",
+                                  {"200": _json(_ref("QueueList"), "the queues")})},
+        "/v1/queues/{name}": {"put": _op(
+            "set a queue's concurrency, rate limit or pause (configure_queue)",
+            {"200": _json(_ref("QueueConfigured"), "its settings now")}, 400, 503,
+            parameters=[QUEUE], requestBody=_body(_ref("QueueSettings")))},
         "/v1/events": {"get": _op("run events as server-sent events", {"200": {
             "description": "an event stream",
             "content": {"text/event-stream": {"schema": {"type": "string"}}}}},

@@ -47,6 +47,7 @@ STATUS = {10: 400, 11: 503, 12: 400, 13: 500, 20: 404, 21: 409, 22: 409}
 ACTIONS = {"run": "execute_job", "pause": "pause_job", "resume": "resume_job", "retry": "retry_job"}
 _JOB = re.compile(r"/v1/jobs/([^/]+)")
 _ACTION = re.compile(r"/v1/jobs/([^/]+)/([a-z]+)")
+_QUEUE = re.compile(r"/v1/queues/([^/]+)")
 FD_RESERVE = 64  # descriptors kept for the store, logs and handlers
 FDS_PER_THREAD = 4  # each serving thread's SQLite connection: database, WAL, shared memory
 
@@ -154,6 +155,18 @@ class Service:
             return self._only(method, "GET, DELETE") or self.call({"type": "cancel_job", **job})
         if path == "/healthz":
             return self._only(method, "GET") or self.healthz()
+        return self._queues(method, path, body)
+
+    def _queues(self, method: str, path: str, body: bytes) -> Response:
+        """The queue routes (docs/queues.md): list_queues, configure_queue; the
+        last of the routes, so a path none of them takes is a 404 here."""
+        if path == "/v1/queues":
+            return self._only(method, "GET") or self.call({"type": "list_queues"})
+        if m := _QUEUE.fullmatch(path):
+            fields = self._only(method, "PUT") or _json_object(body)
+            if isinstance(fields, Response):
+                return fields
+            return self.call({**fields, "type": "configure_queue", "queue": unquote(m.group(1))})
         return error(404, 10, f"no route for {path}")
 
     @staticmethod
