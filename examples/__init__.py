@@ -1,1 +1,1 @@
-"""Example task modules for jobsched (see examples/tasks.py)."""
+"""Examples of application code using jobsched (the example task module is jobsched.examples.tasks)."""

@@ -8,8 +8,6 @@ import sys
 import tomllib
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -57,3 +55,52 @@ def test_serve_without_tasks_refuses_a_task_it_has_no_handler_for(tmp_path: Path
         assert status == 201
     finally:
         assert svc.stop() == 0
+
+
+def test_the_quick_start_works_from_any_directory_after_pip_install(tmp_path: Path) -> None:
+    """pip install into a fresh venv, then the README's service command from a
+    directory that is not the repository: the example tasks ship in the package."""
+    import os
+    import signal
+    import urllib.request
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    py = str(venv / "bin" / "python")
+    import shutil
+
+    had_build = (ROOT / "build").exists()  # pip builds in the tree; leave it as found
+    pip = subprocess.run(
+        [py, "-m", "pip", "install", "-q", "--no-deps", str(ROOT)],
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    if not had_build:
+        shutil.rmtree(ROOT / "build", ignore_errors=True)
+    assert pip.returncode == 0, pip.stderr[-3000:]
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    check = subprocess.run(
+        [py, "-c", "import jobsched; print(jobsched.Client.__name__)"],
+        cwd=work, capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert check.stdout.strip() == "Client", check.stderr
+    serve = subprocess.Popen(
+        [str(venv / "bin" / "jobsched"), "serve", "--tasks", "jobsched.examples.tasks",
+         "--db", str(work / "jobsched.db"), "--listen", "127.0.0.1:0"],
+        cwd=work, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert serve.stderr is not None
+        url = ""
+        for line in serve.stderr:
+            if line.startswith("jobsched: listening on http://"):
+                url = line.split("listening on ")[1].strip()
+                break
+        assert url, "the service did not start"
+        body = json.dumps({"task": "hello", "payload": {"name": "curl"}}).encode()
+        with urllib.request.urlopen(urllib.request.Request(url + "/v1/jobs", body)) as resp:
+            assert json.loads(resp.read())["type"] == "job_scheduled"
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=30) == 0

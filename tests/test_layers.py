@@ -77,6 +77,8 @@ RANKS = {
     "embedded": 5,
     "__main__": 5,
     "__init__": 5,
+    "examples": 5,
+    "examples.tasks": 5,
 }
 
 

@@ -1,11 +1,12 @@
-"""An example task module: ``jobsched serve --tasks examples.tasks``.
+"""An example task module: ``jobsched serve --tasks jobsched.examples.tasks``.
 
 A handler takes the job's payload (any JSON value) and returns nothing. It
 succeeds by returning and fails by raising; a failure goes through the job's
 retry rules and its text is kept in the run history (``recent_runs``). Plain
 functions run on the worker threads (``--workers``), ``async def`` ones on
-the service's event loop. Keep handlers idempotent: a job whose run was
-interrupted (crash, shutdown past ``--grace``) runs again.
+the service's event loop. Keep handlers idempotent: a run cut by a shutdown
+past ``--grace`` runs again, and one lost to a crash runs again while the
+job has attempts left (docs/design.md, "The crash rule").
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from jobsched import task
 
-log = logging.getLogger("examples.tasks")
+log = logging.getLogger("jobsched.examples.tasks")
 
 
 @task("hello")

@@ -1,0 +1,4 @@
+"""Example task modules shipped with jobsched.
+
+``jobsched serve --tasks jobsched.examples.tasks`` runs them.
+"""
