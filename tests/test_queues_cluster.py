@@ -267,3 +267,33 @@ def test_a_killed_node_s_slots_are_free_after_its_lease(
     assert after[0][0] >= held[0][0] + LEASE_MS / 1000 - 0.05
     assert after[0][0] >= killed
     assert len(after) == 4 and most_overlapping(after) == 2
+
+
+def test_a_run_ending_in_a_capped_queue_wakes_sleeping_nodes(pg: tuple[str, str]) -> None:
+    """The NOTIFY a new due job sends, sent when a slot of a queue with a
+    concurrency limit frees, and only then (an unlimited queue's run ending
+    wakes nobody: nobody can be waiting on it)."""
+    import psycopg
+
+    from jobsched.stores.postgres import PostgresStore
+    from jobsched.transitions import on_success
+
+    with Client(pg[1]) as client:
+        client.configure_queue("capped", concurrency=1)
+        for queue in ("capped", "capped", "free"):
+            client.schedule("work", {"id": queue}, queue=queue)
+    store = PostgresStore(pg[1])
+    with psycopg.connect(base_dsn(), autocommit=True) as listen:
+        listen.execute(f'LISTEN "{store._pool.channel}"')
+        now = store.db_now()
+        claimed = {job.queue: job for job in store.claim_due(now, 10, "me", now + 60_000)}
+        assert sorted(claimed) == ["capped", "free"]  # one slot: one capped job waits
+
+        def end(job_queue: str) -> list[str]:
+            job = claimed[job_queue]
+            assert store.replace(on_success(job, now + 5, now), JobState.RUNNING, "me")
+            return [n.payload for n in listen.notifies(timeout=0.5, stop_after=1)]
+
+        assert end("free") == []
+        assert end("capped") == ["0"]
+    store.close()

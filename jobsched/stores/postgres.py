@@ -148,6 +148,9 @@ class PostgresStore(Store, ClusterClock, WakeupListener, Membership):
         self._offset_ms: int | None = None
         self._offset_at = 0.0
         self._clock_lock = threading.Lock()
+        # The concurrency-limited queues as this node's latest claim read them:
+        # a run of one of them ending frees a slot other nodes may be waiting on.
+        self._capped: frozenset[str] = frozenset()
         try:
             self._start()
         except BaseException:
@@ -274,6 +277,10 @@ class PostgresStore(Store, ClusterClock, WakeupListener, Membership):
             return False
         job.seq = found[0]
         self._note(job)
+        if expect_state is JobState.RUNNING and job.queue in self._capped:
+            # A slot is free: wake the nodes sleeping on the full queue now, not
+            # at their next look (0: NOTIFY_SQL then wakes whenever a job is due).
+            self._pool.note_due(0)
         return True
 
     def _note(self, job: Job) -> None:
@@ -294,6 +301,8 @@ class PostgresStore(Store, ClusterClock, WakeupListener, Membership):
         with self.transaction(), self._use() as pg:
             run = _runner(pg)
             rules = sq.restricting(run, _D, limits)
+            if limits:
+                self._capped = frozenset(q.name for q in rules if q.concurrency is not None)
             if not rules and queues is None:
                 rows = run(_CLAIM, (now, limit, owner, lease_until, self.clock()))
             else:
