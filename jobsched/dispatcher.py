@@ -275,6 +275,9 @@ class Dispatcher:
             [(run.job, outcome, ended, _started(run)) for run, outcome, ended in batch]
         )
         s.pending = []
+        # Finished runs may have made jobs due (a retry, overlap=allow) or freed a
+        # queue's slot: whatever blocked the last claim, look again at once.
+        self._blocked = False
         for (run, outcome, ended), finished in zip(batch, results, strict=True):
             s.active.discard(run)
             if finished.overlap_skipped:
@@ -375,8 +378,9 @@ class Dispatcher:
         times = [r.deadline for r in s.active if r.deadline is not None and not r.finished]
         if s.active:
             times.append(s.next_renew)
-        if not self._stopping and self.maintenance._next is not None:
-            times.append(self.maintenance._next)
+        if not self._stopping:
+            if self.maintenance.next_at is not None:
+                times.append(self.maintenance.next_at)
             if self.runner.workers > s.busy:
                 due = self.store.next_due()
                 if due is not None and due <= now and self._blocked:

@@ -49,6 +49,11 @@ class Maintenance:
         self.every_ms = max(engine.config.lease_ms // 3, MIN_EVERY_MS)
         self._next: int | None = None
 
+    @property
+    def next_at(self) -> int | None:
+        """When rescue and heartbeat are next due (None before the first run)."""
+        return self._next
+
     def run(self, now: int, running: frozenset[str] = frozenset()) -> None:
         """Do what is due at ``now`` (the wall or cluster clock). ``running``:
         the jobs this node is running itself (never rescued from under it)."""

@@ -66,6 +66,18 @@ RANKS = {
     "node": 4,
     "dispatcher": 4,
     "server": 4,
+    "http_stream": 4,
+    "web": 4,
+    "web.cache": 4,
+    "web.cronwords": 4,
+    "web.dashboard": 4,
+    "web.events": 4,
+    "web.follow": 4,
+    "web.queries": 4,
+    "web.routes": 4,
+    "web.runlog": 4,
+    "web.session": 4,
+    "web.sqlread": 4,
     "openapi": 4,
     "http_conn": 4,
     "http_server": 4,
@@ -87,7 +99,8 @@ def _imports(path: Path) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("jobsched"):
             if node.module == "jobsched":
-                found |= {a.name for a in node.names}
+                # A name of the package root that is no module (``task``) comes from __init__.
+                found |= {a.name if a.name in RANKS else "__init__" for a in node.names}
             else:
                 found.add(node.module.removeprefix("jobsched."))
         elif isinstance(node, ast.Import):

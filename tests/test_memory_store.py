@@ -87,7 +87,7 @@ def _check_books(s: MemoryStore) -> None:
     assert set(s._final_at.items()) <= set((i, t) for t, i in s._final_heap)
     for j in jobs:
         if j.state in RUNNABLE_STATES and j.due_at is not None:
-            assert (j.due_at, j.seq, j.job_id) in s._heap
+            assert (j.due_at, j.seq, j.job_id) in s._heaps[j.priority]
     assert s._live_runs == sum(len(q) for q in s._runs.values())
     assert all(s._runs.values())  # no empty tails
     entries = set(s._run_heap)
