@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit bench clean screenshots
+.PHONY: test lint typecheck unit bench bench-deps clean screenshots
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
