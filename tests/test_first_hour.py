@@ -111,3 +111,15 @@ def test_the_quick_start_works_from_any_directory_after_pip_install(tmp_path: Pa
     finally:
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(timeout=30) == 0
+
+
+def test_a_postgresql_server_that_is_down_is_one_wait_notice_and_one_error() -> None:
+    """It used to print a warning every 0.2 s for the whole wait and end with a
+    line promising a "next attempt" that never came."""
+    done = run("main.py", "--db", "postgresql://postgres@127.0.0.1:1/test")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 2, lines
+    assert "waiting up to" in lines[0]
+    assert lines[1].startswith("jobsched: cannot open the store: PostgreSQL at 127.0.0.1:1")
+    assert "next attempt" not in done.stderr

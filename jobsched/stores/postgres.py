@@ -168,14 +168,25 @@ class PostgresStore(Store, ClusterClock, WakeupListener, Membership):
         """Apply the migrations; a database that is restarting gets a few seconds
         (nodes and database often start together), then the error stands."""
         give_up = time.monotonic() + START_PATIENCE_S
+        warned = False
         while True:
             try:
                 self._pool.ensure_schema()
                 return
             except Unavailable as exc:
                 if time.monotonic() >= give_up:
-                    raise
-                log.warning("PostgreSQL not ready at start, retrying: %s", exc.text)
+                    # One plain line for whoever started us: no retry is coming.
+                    raise Unavailable(
+                        f"PostgreSQL at {self._pool.where} did not answer within "
+                        f"{START_PATIENCE_S:g} s ({self._pool.last_error or exc.text})"
+                    ) from exc
+                if not warned:  # once, not every 0.2 s
+                    log.warning(
+                        "PostgreSQL not ready at start; waiting up to %g s: %s",
+                        START_PATIENCE_S,
+                        exc.text,
+                    )
+                    warned = True
                 time.sleep(0.2)
 
     # -- connections and transactions ---------------------------------------

@@ -145,6 +145,11 @@ class Pool(Transactions[_Conn]):
         self._last_error = ""
         self._search_path: str | None = None
 
+    @property
+    def last_error(self) -> str:
+        """The driver's words for the last failed connection ("" if none)."""
+        return self._last_error
+
     # -- connecting ---------------------------------------------------------
 
     def connect(self) -> PgConn:
