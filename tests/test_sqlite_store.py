@@ -148,5 +148,6 @@ def test_listing_keeps_no_job_alive_after_the_caller_drops_it(path: str) -> None
     store.close()
     gc.collect()
     assert not [o for o in gc.get_objects() if isinstance(o, Job) and o.task == mark]
-    # What is worth keeping is kept: the statement text, one per filter combination.
-    assert list_sql.cache_info().currsize <= 8 and list_sql.cache_info().hits >= 90
+    # What is worth keeping is kept: the statement text, one per filter combination
+    # (two placeholder styles x state, task and queue filters on or off: 16 at most).
+    assert list_sql.cache_info().currsize <= 16 and list_sql.cache_info().hits >= 90

@@ -94,7 +94,7 @@ def list_query(
 @lru_cache(maxsize=16)
 def list_sql(mark: str, by_state: bool, by_task: bool, by_queue: bool = False) -> str:
     """The listing statement for one filter combination: two placeholders times
-    four combinations, built once each (results are never cached: they would
+    eight combinations, built once each (results are never cached: they would
     keep every listed job alive)."""
     sql = f"SELECT {SELECT} FROM jobs WHERE seq > {mark}"
     if by_state:
