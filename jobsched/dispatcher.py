@@ -304,7 +304,7 @@ class Dispatcher:
     def _renew(self, now: int) -> None:
         s = self._s
         if s.active and now >= s.next_renew:
-            self.store.extend_leases(self.owner, now + self.lease_ms)
+            self.engine.extend_leases(self.owner, now + self.lease_ms)
             s.next_renew = now + self.lease_ms // 3
 
     def _claim(self, now: int) -> bool:
@@ -382,7 +382,7 @@ class Dispatcher:
             if self.maintenance.next_at is not None:
                 times.append(self.maintenance.next_at)
             if self.runner.workers > s.busy:
-                due = self.store.next_due()
+                due = self.engine.next_due()
                 if due is not None and due <= now and self._blocked:
                     due = now + min(BLOCKED_RETRY_MS, self.poll_ms)
                 if due is not None:

@@ -134,13 +134,7 @@ class Execution:
         job, skipped = policies.after_run(job, started, ended)
         if skipped:
             self.record_skip(job, skipped, "overlap=skip: came due while it ran", ended)
-        decision: RetryDecision | None = None
-        if outcome.ok:
-            new = transitions.on_success(job, ended, started)
-        else:
-            new, decision = transitions.on_failure(
-                job, ended, started, outcome.error or "failed", self.rng
-            )
+        new, decision = self._after(job, outcome, ended, started)
         # If the guard fails the job was cancelled or rescued meanwhile: the
         # newer state wins, and only the run record tells of this run.
         applied = self.store.replace(new, JobState.RUNNING, job.locked_by)
@@ -249,13 +243,7 @@ class Execution:
             raise JobNotFound(job_id)
         transitions.check_runnable(job)
         outcome = self.run_handler(job, force_fail)
-        decision: RetryDecision | None = None
-        if outcome.ok:
-            new = transitions.on_success(job, now, now)
-        else:
-            new, decision = transitions.on_failure(
-                job, now, now, outcome.error or "failed", self.rng
-            )
+        new, decision = self._after(job, outcome, now, now)
         with self.store.transaction():
             if not self.store.replace(new, job.state):
                 raise PreconditionFailed(
@@ -265,6 +253,14 @@ class Execution:
         if decision is None:
             return Executed(job_id, True)
         return Executed(job_id, False, decision.retry, decision.backoff_ms)
+
+    def _after(
+        self, job: Job, outcome: Outcome, ended: int, started: int
+    ) -> tuple[Job, RetryDecision | None]:
+        """The job after a run with this outcome, and the retry decision (None on success)."""
+        if outcome.ok:
+            return transitions.on_success(job, ended, started), None
+        return transitions.on_failure(job, ended, started, outcome.error or "failed", self.rng)
 
     def run_handler(self, job: Job, force_fail: bool) -> Outcome:
         if force_fail:
