@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from peers import peer
+from peers import peer, positive
 
 from jobsched import validate
 from jobsched.cron import CronExpr
@@ -106,13 +106,6 @@ def bench_aps(k: int, timed_ms: int) -> tuple[float, int] | None:
     start = time.perf_counter()
     runs = [len(job._get_run_times(now)) for job in jobs]
     return time.perf_counter() - start, runs[0]
-
-
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def arguments() -> argparse.Namespace:

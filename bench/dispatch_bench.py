@@ -35,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from peers import peer
+from peers import peer, positive
 
 from jobsched.dispatcher import Dispatcher
 from jobsched.engine import Engine
@@ -280,13 +280,6 @@ def throughput_part(args: argparse.Namespace, tmp: Path, aps: bool) -> None:
         f"| APScheduler 3, SQLAlchemyJobStore, every job ran   | {aps_s:7.2f} | {tn / aps_s:6.0f} |"
     )
     print(f"\njobsched / APScheduler jobs/s: {aps_s / completed:.1f}x")
-
-
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def arguments() -> argparse.Namespace:

@@ -5,10 +5,13 @@ missing and how to install it, skips that peer's rows and still measures ours. T
 peers are the `bench` extra of pyproject.toml; CI installs only `test` (which has
 croniter and cronsim), so the smoke test (tests/test_bench_smoke.py) runs without
 APScheduler, SQLAlchemy and Procrastinate.
+
+It also holds the one argument type every script's sizes share (``positive``).
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 from importlib.metadata import PackageNotFoundError, version
 from types import ModuleType
@@ -44,3 +47,11 @@ def installed(package: str) -> str:
         return version(package)
     except PackageNotFoundError:
         return "?"
+
+
+def positive(text: str) -> int:
+    """An argparse type: a size of at least 1 (smaller sizes crashed the scripts)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value

@@ -44,7 +44,7 @@ from types import ModuleType
 from typing import IO, Any
 
 import psycopg
-from peers import peer
+from peers import peer, positive
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = os.environ.get("JOBSCHED_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -274,13 +274,6 @@ def run_part(n: int, workers: int, counts: tuple[int, ...], app_file: Path | Non
             f"ratio {ratio(us, theirs)}",
             flush=True,
         )
-
-
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def arguments() -> argparse.Namespace:

@@ -42,7 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from peers import peer  # noqa: E402
+from peers import peer, positive  # noqa: E402
 
 from jobsched.jobs import ONCE, Job, JobState  # noqa: E402
 from jobsched.stores.sqlite import SQLiteStore  # noqa: E402
@@ -295,13 +295,6 @@ def big_part(tmp: Path, n: int, peers: bool) -> None:
         f"{theirs['start'] * 1000:.0f} ms (median of {REPS})"
     )
     print(f"APScheduler get_due_jobs, {due} due: {theirs['get_due'] * 1000:.1f} ms")
-
-
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def arguments() -> argparse.Namespace:
