@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -30,13 +31,27 @@ def node_dsn(schema: str) -> str:
     return with_schema(base_dsn(), schema) + f"&application_name=js_{schema}"
 
 
-def terminate(schema: str) -> int:
+def terminate(schema: str, *, wait: bool = False) -> int:
+    """End this test's sessions. pg_terminate_backend only signals the backend;
+    with wait, return once the sessions are gone, so that the node's next
+    request meets a dead session rather than racing the signal."""
     with admin() as db:
         rows = db.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s",
             (f"js_{schema}",),
         ).fetchall()
-    return len(rows)
+        pids = [pid for (pid,) in rows]
+        for pid in pids:
+            db.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        deadline = time.monotonic() + 10
+        while wait and pids and time.monotonic() < deadline:
+            (alive,) = db.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)
+            ).fetchone()
+            if alive == 0:
+                break
+            time.sleep(0.01)
+    return len(pids)
 
 
 def test_a_node_answers_11_when_its_session_dies_then_carries_on(schema: str) -> None:
@@ -44,14 +59,19 @@ def test_a_node_answers_11_when_its_session_dies_then_carries_on(schema: str) ->
     try:
         ok = node.send({"type": "schedule_job", "msg_id": 1, "task": "a", "job_id": "a"})
         assert ok["type"] == "job_scheduled"
-        assert terminate(schema) >= 1
+        # The node does its first housekeeping (rescue, retention) after that
+        # reply; had it met the dead session, it would have reconnected before
+        # msg 2. A second batch's reply comes after that housekeeping, and the
+        # next is not due for seconds, so the session dies with the node idle.
+        assert node.send({"type": "stats", "msg_id": 10})["type"] == "stats"
+        assert terminate(schema, wait=True) >= 1
         lost = node.send({"type": "schedule_job", "msg_id": 2, "task": "b", "job_id": "b"})
         assert (lost["type"], lost["code"]) == ("error", 11), lost
         again = node.send({"type": "schedule_job", "msg_id": 3, "task": "b", "job_id": "b"})
         assert again["type"] == "job_scheduled", again
         stats = node.send({"type": "stats", "msg_id": 4})
         assert stats["total"] == 2
-        assert terminate(schema) >= 1
+        assert terminate(schema, wait=True) >= 1
         read = node.send({"type": "get_job", "msg_id": 5, "job_id": "a"})
         assert (read["type"], read["code"]) == ("error", 11)
         assert node.send({"type": "get_job", "msg_id": 6, "job_id": "a"})["type"] == "job_info"
