@@ -38,7 +38,7 @@ from jobsched.errors import JobNotFound, PreconditionFailed
 from jobsched.handles import context_for
 from jobsched.jobs import Job, JobState, RetryDecision
 from jobsched.runner import Outcome, TaskRegistry
-from jobsched.stores.base import RunRecord, Store
+from jobsched.stores.base import Replacement, RunRecord, Store
 
 log = logging.getLogger("jobsched.execution")
 
@@ -131,22 +131,33 @@ class Execution:
     def finish(self, job: Job, outcome: Outcome, ended: int, started: int) -> Finished:
         """Apply a claimed run's outcome, guarded by its lease (the caller's
         transaction, or one of its own)."""
-        job, skipped = policies.after_run(job, started, ended)
-        if skipped:
-            self.record_skip(job, skipped, "overlap=skip: came due while it ran", ended)
-        new, decision = self._after(job, outcome, ended, started)
-        # If the guard fails the job was cancelled or rescued meanwhile: the
-        # newer state wins, and only the run record tells of this run.
-        applied = self.store.replace(new, JobState.RUNNING, job.locked_by)
-        self._record(job.job_id, started, ended, outcome)
-        return Finished(new, outcome.ok, decision, skipped, applied)
+        return self.finish_all([(job, outcome, ended, started)])[0]
 
     def finish_all(self, runs: Sequence[tuple[Job, Outcome, int, int]]) -> list[Finished]:
-        """``finish`` for a batch of (job, outcome, ended, started), one commit."""
+        """``finish`` for a batch of (job, outcome, ended, started), one commit:
+        the guarded writes go to the store together, then the run records
+        together (two statements for the batch on the SQL stores, not two per run)."""
+        writes: list[Replacement] = []
+        records: list[RunRecord] = []
+        plans: list[tuple[Job, bool, RetryDecision | None, int]] = []
+        for job, outcome, ended, started in runs:
+            job, skipped = policies.after_run(job, started, ended)
+            if skipped:
+                reason = "overlap=skip: came due while it ran"
+                records.append(self._skip_record(job, skipped, reason, ended))
+            new, decision = self._after(job, outcome, ended, started)
+            writes.append((new, JobState.RUNNING, job.locked_by))
+            records.append(self._run_record(job.job_id, started, ended, outcome))
+            plans.append((new, outcome.ok, decision, skipped))
         with self.store.transaction():
-            return [
-                self.finish(job, outcome, ended, started) for job, outcome, ended, started in runs
-            ]
+            # A write whose guard fails found the job cancelled or rescued
+            # meanwhile: the newer state wins, and only the run record tells of this run.
+            applied = self.store.replace_many(writes)
+            self.store.record_runs(records)
+        return [
+            Finished(new, ok, decision, skipped, done)
+            for (new, ok, decision, skipped), done in zip(plans, applied, strict=True)
+        ]
 
     def rescue(self, now: int, limit: int, exclude: frozenset[str] = frozenset()) -> list[Rescued]:
         """Take back running jobs whose lease ended before ``now`` (the crash
@@ -182,9 +193,12 @@ class Execution:
 
     def record_skip(self, job: Job, n: int, reason: str, now: int) -> None:
         """A skipped occurrence is never silent: recorded and logged."""
+        self.store.record_run(self._skip_record(job, n, reason, now))
+
+    def _skip_record(self, job: Job, n: int, reason: str, now: int) -> RunRecord:
         log.info("job %s (%s): skipped %d occurrence(s): %s", job.job_id, job.task, n, reason)
         text = f"{n} skipped: {reason}"
-        self.store.record_run(RunRecord(job.job_id, now, now, "skipped", text, self.config.node_id))
+        return RunRecord(job.job_id, now, now, "skipped", text, self.config.node_id)
 
     def extend_leases(self, owner: str, until: int) -> int:
         return self.store.extend_leases(owner, until)
@@ -270,13 +284,14 @@ class Execution:
         return registry.run(job.task, job.payload_json, job.options.timeout_ms, context=ctx)
 
     def _record(self, job_id: str, started: int, now: int, outcome: Outcome) -> None:
-        self.store.record_run(
-            RunRecord(
-                job_id=job_id,
-                started_at=started,
-                finished_at=now,
-                outcome="succeeded" if outcome.ok else "failed",
-                error=outcome.error,
-                node=self.config.node_id,
-            )
+        self.store.record_run(self._run_record(job_id, started, now, outcome))
+
+    def _run_record(self, job_id: str, started: int, now: int, outcome: Outcome) -> RunRecord:
+        return RunRecord(
+            job_id=job_id,
+            started_at=started,
+            finished_at=now,
+            outcome="succeeded" if outcome.ok else "failed",
+            error=outcome.error,
+            node=self.config.node_id,
         )

@@ -220,6 +220,40 @@ def test_replace_of_an_unknown_job_is_false(store: Store) -> None:
     assert store.get("ghost") is None
 
 
+def test_replace_many_applies_each_guard_on_its_own(make_store: Factory) -> None:
+    a, b = make_store(), make_store()
+    for name in "wxyz":
+        a.insert(job(name))
+    held = {j.job_id: j for j in a.claim_due(T0, 10, "owner-a", T0 + 1000)}
+    b.replace(held["x"].evolve(state=S.CANCELLED, due_at=None, locked_by=None), S.RUNNING)
+    done = {
+        name: held[name].evolve(state=S.COMPLETED, due_at=None, locked_by=None, runs=1)
+        for name in "wxyz"
+    }
+    writes = [
+        (done["w"], S.RUNNING, "owner-a"),
+        (done["x"], S.RUNNING, "owner-a"),  # cancelled meanwhile by another handle
+        (done["y"], S.RUNNING, "owner-b"),  # not its holder
+        (done["z"], S.RUNNING, "owner-a"),
+    ]
+    with a.transaction():
+        assert a.replace_many(writes) == [True, False, False, True]
+    assert b.get("w") == done["w"] and b.get("z") == done["z"]
+    got_x, got_y = b.get("x"), b.get("y")
+    assert got_x is not None and got_x.state is S.CANCELLED
+    assert got_y == held["y"]
+    assert a.replace_many([]) == []
+
+
+def test_record_runs_appends_in_order(make_store: Factory) -> None:
+    a, b = make_store(), make_store()
+    a.insert(job("a"))
+    records = [run("a", T0 + i, "failed" if i % 2 else "skipped", f"e{i}") for i in range(3)]
+    a.record_runs(records)
+    a.record_runs([])
+    assert b.recent_runs("a") == records[::-1]
+
+
 def test_only_one_of_two_handles_wins_the_same_guard(make_store: Factory) -> None:
     a, b = make_store(), make_store()
     old = a.insert(job("g"))

@@ -95,6 +95,10 @@ class RunRecord:
     node: str | None = None
 
 
+#: A guarded write: the job, the state it must have, and its holder (or None).
+Replacement = tuple[Job, JobState, str | None]
+
+
 class Store(ABC):
     """Where jobs live. See the module docstring for what every store promises."""
 
@@ -140,6 +144,12 @@ class Store(ABC):
         """Overwrite the stored job with ``job`` (same id) if its stored state is
         ``expect_state`` (and its ``locked_by`` is ``expect_owner`` when given).
         Returns whether it was written."""
+
+    def replace_many(self, writes: Sequence[Replacement]) -> list[bool]:
+        """``replace`` for each ``(job, expect_state, expect_owner)``, in order;
+        whether each was written. The SQL stores send them together (one round
+        trip on PostgreSQL): a dispatcher finishes a batch of runs this way."""
+        return [self.replace(job, state, owner) for job, state, owner in writes]
 
     @abstractmethod
     def claim_due(
@@ -202,6 +212,11 @@ class Store(ABC):
     @abstractmethod
     def record_run(self, run: RunRecord) -> None:
         """Append a run to the job's history."""
+
+    def record_runs(self, runs: Sequence[RunRecord]) -> None:
+        """``record_run`` for each, in order (one statement on the SQL stores)."""
+        for run in runs:
+            self.record_run(run)
 
     @abstractmethod
     def recent_runs(self, job_id: str, limit: int = RECENT_RUNS) -> list[RunRecord]:

@@ -44,6 +44,7 @@ from jobsched.stores.base import (
     ClusterClock,
     DuplicateKey,
     Membership,
+    Replacement,
     RunRecord,
     Store,
     WakeupListener,
@@ -75,12 +76,18 @@ _COPY = f"COPY jobs ({', '.join(COLUMNS)}, touched_ms) FROM STDIN"
 _SEQS = "SELECT job_id, seq FROM jobs WHERE job_id = ANY(%s)"
 _UPDATE = ", ".join(f"{c} = %s" for c in COLUMNS[1:])
 _REPLACE = f"UPDATE jobs SET {_UPDATE}, touched_ms = %s WHERE job_id = %s AND state = %s"
-_CLAIM = (
+_CLAIM_SQL = (
     "WITH c AS (SELECT seq FROM jobs WHERE state IN ('scheduled', 'retrying') "
-    f"AND priority IN {sq.PRIORITIES} "
-    "AND due_at <= %s ORDER BY priority, due_at, seq LIMIT %s FOR UPDATE SKIP LOCKED) "
+    f"AND priority IN {sq.PRIORITIES} AND due_at <= %s AND {{free}} "
+    "ORDER BY priority, due_at, seq LIMIT %s FOR UPDATE SKIP LOCKED) "
     "UPDATE jobs SET state = 'running', locked_by = %s, locked_until = %s, touched_ms = %s "
     f"FROM c WHERE jobs.seq = c.seq RETURNING {_QSELECT}"
+)
+# By whether limits apply: the claim of a store with no restricting queue settings.
+_CLAIM = {limits: _CLAIM_SQL.format(free=sq.no_restriction(limits)) for limits in (False, True)}
+_INSERT_RUN = (
+    "INSERT INTO runs (job_id, started_at, finished_at, outcome, error, node, recorded_ms) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s)"
 )
 _FINAL = "('completed', 'dead', 'cancelled')"
 _D = sq.Dialect("%s", SELECT, True)
@@ -129,6 +136,18 @@ def _runner(pg: Any) -> sq.Run:
         return cur.fetchall() if cur.description is not None else []
 
     return run
+
+
+def _replacement(
+    job: Job, expect_state: JobState, expect_owner: str | None, stamp: int
+) -> tuple[str, tuple[Any, ...]]:
+    """The guarded UPDATE that writes ``job`` (see ``Store.replace``), and its values."""
+    row = job_to_row(job)
+    values: tuple[Any, ...] = (*row[1:23], _nul_free(row[23]), *row[24:])
+    values = (*values, stamp, job.job_id, expect_state.value)
+    if expect_owner is None:
+        return _REPLACE + " RETURNING seq", values
+    return _REPLACE + " AND locked_by = %s RETURNING seq", (*values, expect_owner)
 
 
 def _nul_free(text: str | None) -> str | None:
@@ -276,14 +295,28 @@ class PostgresStore(Store, ClusterClock, WakeupListener, Membership):
             return {job.job_id: job for job in map(job_from_row, rows.fetchall())}
 
     def replace(self, job: Job, expect_state: JobState, expect_owner: str | None = None) -> bool:
-        row = job_to_row(job)
-        values: tuple[Any, ...] = (*row[1:23], _nul_free(row[23]), *row[24:])
-        values = (*values, self.clock(), job.job_id, expect_state.value)
-        sql = _REPLACE
-        if expect_owner is not None:
-            sql, values = sql + " AND locked_by = %s", (*values, expect_owner)
+        sql, values = _replacement(job, expect_state, expect_owner, self.clock())
         with self._use() as pg:
-            found = pg.execute(sql + " RETURNING seq", values).fetchone()
+            found = pg.execute(sql, values).fetchone()
+        return self._replaced(job, expect_state, found)
+
+    def replace_many(self, writes: Sequence[Replacement]) -> list[bool]:
+        if len(writes) < 2 or any(owner is None for _, _, owner in writes):
+            return super().replace_many(writes)
+        stamp = self.clock()
+        args = [_replacement(job, state, owner, stamp)[1] for job, state, owner in writes]
+        sql = _replacement(*writes[0], stamp)[0]
+        found: list[Any] = []
+        with self._use() as pg, pg.cursor() as cur:
+            # One round trip: psycopg pipelines executemany; one result per write.
+            cur.executemany(sql, args, returning=True)
+            while True:
+                found.append(cur.fetchone())
+                if not cur.nextset():
+                    break
+        return [self._replaced(j, s, f) for (j, s, _), f in zip(writes, found, strict=True)]
+
+    def _replaced(self, job: Job, expect_state: JobState, found: Any) -> bool:
         if found is None:
             return False
         job.seq = found[0]
@@ -309,19 +342,20 @@ class PostgresStore(Store, ClusterClock, WakeupListener, Membership):
     ) -> list[Job]:
         # One transaction: the limited queues' settings rows stay locked until
         # it commits, so two nodes never both count the same free slot.
-        with self.transaction(), self._use() as pg:
+        with self._pool.joined(), self._use() as pg:
             run = _runner(pg)
-            rules = sq.restricting(run, _D, limits)
+            jobs: list[Job] = []
+            if queues is None:  # no queue settings restrict it: one statement
+                args = (now, limit, owner, lease_until, self.clock())
+                jobs = [job_from_row(r) for r in run(_CLAIM[limits], args)]
+            rules: list[QueueSettings] = []
+            if not jobs:
+                lease = (owner, lease_until, self.clock())
+                jobs, rules = sq.claim_restricted(
+                    run, _D, job_from_row, now, limit, lease, queues, limits
+                )
             if limits:
                 self._capped = frozenset(q.name for q in rules if q.concurrency is not None)
-            if not rules and queues is None:
-                rows = run(_CLAIM, (now, limit, owner, lease_until, self.clock()))
-            else:
-                seqs, rated = sq.claim_seqs(run, _D, now, limit, rules, queues, limits)
-                rows = sq.take(run, _D, seqs, owner, lease_until, self.clock())
-            jobs = [job_from_row(r) for r in rows]
-            if rules:
-                sq.record_starts(run, _D, rated, jobs, now)
         # RETURNING gives rows in no promised order; the claim order is (priority, due_at, seq).
         jobs.sort(key=lambda j: (j.priority, j.due_at or 0, j.seq))
         return jobs
@@ -386,13 +420,18 @@ class PostgresStore(Store, ClusterClock, WakeupListener, Membership):
     # -- run history --------------------------------------------------------
 
     def record_run(self, run: RunRecord) -> None:
+        self.record_runs((run,))
+
+    def record_runs(self, runs: Sequence[RunRecord]) -> None:
+        stamp = self.clock()
+        args = [(r.job_id, r.started_at, r.finished_at, r.outcome, _nul_free(r.error), r.node,
+                 stamp) for r in runs]  # fmt: skip
         with self._use() as pg:
-            pg.execute(
-                "INSERT INTO runs (job_id, started_at, finished_at, outcome, error, node, "
-                "recorded_ms) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                (run.job_id, run.started_at, run.finished_at, run.outcome,
-                 _nul_free(run.error), run.node, self.clock()),
-            )  # fmt: skip
+            if len(args) == 1:
+                pg.execute(_INSERT_RUN, args[0])
+            else:
+                with pg.cursor() as cur:
+                    cur.executemany(_INSERT_RUN, args)  # pipelined: one round trip
 
     def recent_runs(self, job_id: str, limit: int = RECENT_RUNS) -> list[RunRecord]:
         with self._use() as pg:

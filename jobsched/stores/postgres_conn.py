@@ -38,7 +38,7 @@ from psycopg import errors as pg_errors
 
 from jobsched.errors import JobschedError, Unavailable
 from jobsched.stores import migrate
-from jobsched.stores.sql_tx import Block, Transactions, TxState
+from jobsched.stores.sql_tx import Block, Transactions, TxState, joined
 
 log = logging.getLogger("jobsched.postgres")
 
@@ -208,6 +208,10 @@ class Pool(Transactions[_Conn]):
 
     def transaction(self) -> AbstractContextManager[None]:
         return Block(self, self._state())
+
+    def joined(self) -> AbstractContextManager[None]:
+        """The caller's open transaction, or a new one (``sql_tx.joined``)."""
+        return joined(self, self._state())
 
     # The hooks of sql_tx.Transactions.
 

@@ -91,10 +91,21 @@ def _recent_starts(run: Run, d: Dialect, q: QueueSettings, now: int) -> int:
     return int(rows[0][0])
 
 
+def _restricts(limits: bool) -> str:
+    return "paused OR concurrency IS NOT NULL OR rate_max IS NOT NULL" if limits else "paused"
+
+
+def no_restriction(limits: bool) -> str:
+    """A claim's condition that no queue setting restricts it: with it the
+    store's plain claim is one statement. When it takes nothing, the claim
+    reads the restricting settings (``restricting``) and goes the long way."""
+    return f"NOT EXISTS (SELECT 1 FROM queues WHERE {_restricts(limits)})"
+
+
 def restricting(run: Run, d: Dialect, lock: bool) -> list[QueueSettings]:
     """The queues a claim must look at: paused ones and limited ones."""
-    sql = f"{_SETTINGS} WHERE paused OR concurrency IS NOT NULL OR rate_max IS NOT NULL"
-    sql += " ORDER BY name" + (" FOR UPDATE" if lock and d.locks else "")
+    sql = f"{_SETTINGS} WHERE {_restricts(True)} ORDER BY name"
+    sql += " FOR UPDATE" if lock and d.locks else ""
     return [settings_from(r) for r in run(sql, ())]
 
 
@@ -127,6 +138,28 @@ def claim_seqs(
     seqs = [seq for _, _, seq in picked[:limit]]
     rated = {n: q for n, q in special.items() if limits and q.rate_max is not None}
     return seqs, rated
+
+
+def claim_restricted(
+    run: Run,
+    d: Dialect,
+    parse: Callable[[Any], Job],
+    now: int,
+    limit: int,
+    lease: tuple[str, int, int],
+    only: frozenset[str] | None,
+    limits: bool,
+) -> tuple[list[Job], list[QueueSettings]]:
+    """The long way of a claim (see the module docstring), for when the
+    one-statement claim took nothing: the jobs taken (``lease``: owner, lease
+    end, stamp), and the restricting settings read."""
+    rules = restricting(run, d, limits)
+    if not rules and only is None:
+        return [], rules
+    seqs, rated = claim_seqs(run, d, now, limit, rules, only, limits)
+    jobs = [parse(row) for row in take(run, d, seqs, *lease)]
+    record_starts(run, d, rated, jobs, now)
+    return jobs, rules
 
 
 def take(run: Run, d: Dialect, seqs: list[int], owner: str, until: int, stamp: int) -> list[Any]:

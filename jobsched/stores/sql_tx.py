@@ -10,6 +10,11 @@ transaction, why it can no longer commit (``doomed``). A ``Block`` is one
 - an inner block is a savepoint named by its depth (``sp1``, ``sp2``, ...):
   rolled back to and released when the block raises, released when it does
   not, so that the outer block goes on either way;
+- ``joined`` is for a store call of several statements that must be atomic:
+  inside the caller's transaction it is part of it, with no savepoint (two
+  statements fewer: on PostgreSQL two round trips fewer), since a failure
+  there goes up through the caller's block, which undoes it; alone it is a
+  transaction of its own;
 - a doomed transaction runs no more savepoint statements, and its end rolls
   back and raises ``Unavailable``: nothing of it is applied;
 - a driver error at commit rolls back and raises ``Unavailable``, unless the
@@ -28,6 +33,7 @@ own answer.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -133,3 +139,8 @@ class Block(Generic[C]):
             self.driver._tx_control(conn, f"ROLLBACK TO SAVEPOINT {name}")
         if conn.doomed is None:
             self.driver._tx_control(conn, f"RELEASE SAVEPOINT {name}")
+
+
+def joined(driver: Transactions[C], conn: C) -> AbstractContextManager[None]:
+    """The caller's open transaction, or a new one (see the module docstring)."""
+    return nullcontext() if conn.depth else Block(driver, conn)

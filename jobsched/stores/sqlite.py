@@ -34,7 +34,7 @@ from jobsched.jobs import Job, JobState
 from jobsched.queues import QueueChange, QueueReport, QueueSettings
 from jobsched.stores import sql_queues as sq
 from jobsched.stores.base import RECENT_RUNS, DuplicateKey, RunRecord, Store, first_taken
-from jobsched.stores.sql_tx import Block, Transactions
+from jobsched.stores.sql_tx import Block, Transactions, joined
 from jobsched.stores.sqlite_conn import Conn as _Conn
 from jobsched.stores.sqlite_conn import DataVersionWakeups, borrowed, describe, refusal, rollback
 from jobsched.stores.sqlite_conn import Use as _Use
@@ -71,15 +71,23 @@ _INSERT = f"INSERT INTO jobs ({', '.join(COLUMNS)}, touched_ms) VALUES {_ROW}"
 # parameters, within SQLite's limit (32,766 by default).
 _BULK_ROWS = 200
 _REPLACE = f"UPDATE jobs SET {_UPDATE}, touched_ms = ? WHERE job_id = ? AND state = ?"
-_CLAIM = (
+_CLAIM_SQL = (
     "UPDATE jobs SET state = 'running', locked_by = ?, locked_until = ?, touched_ms = ? "
     # INDEXED BY: without statistics the planner prefers jobs_state, then sorts
     # every scheduled job to find the first few; jobs_due is already in order
     # (one due range per priority, see sql_queues.PRIORITIES).
     "WHERE seq IN (SELECT seq FROM jobs INDEXED BY jobs_due "
     f"WHERE state IN ('scheduled', 'retrying') AND priority IN {sq.PRIORITIES} "
-    "AND due_at <= ? ORDER BY priority, due_at, seq LIMIT ?) "
+    "AND due_at <= ? AND {free} ORDER BY priority, due_at, seq LIMIT ?) "
     f"RETURNING {SELECT}"
+)
+# By whether limits apply: the claim of a store with no restricting queue settings.
+_CLAIM = {
+    limits: _CLAIM_SQL.replace("{free}", sq.no_restriction(limits)) for limits in (False, True)
+}
+_INSERT_RUN = (
+    "INSERT INTO runs (job_id, started_at, finished_at, outcome, error, node, recorded_ms) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 _D = sq.Dialect(
     "?", SELECT, False, due_index="INDEXED BY jobs_due", queue_index="INDEXED BY jobs_queue_due"
@@ -327,17 +335,17 @@ class SQLiteStore(Store, Transactions[_Conn], DataVersionWakeups):
     ) -> list[Job]:
         # One transaction: the write lock, taken first, serialises every
         # process's claims, so counting a queue's free slots cannot race.
-        with self.transaction(), self._use(True) as db:
+        with joined(self, self._local()), self._use(True) as db:
             run = lambda sql, args: db.execute(sql, args).fetchall()  # noqa: E731
-            rules = sq.restricting(run, _D, limits)
-            if not rules and queues is None:
-                rows = db.execute(_CLAIM, (owner, lease_until, self.clock(), now, limit)).fetchall()
-            else:
-                seqs, rated = sq.claim_seqs(run, _D, now, limit, rules, queues, limits)
-                rows = sq.take(run, _D, seqs, owner, lease_until, self.clock())
-            jobs = [job_from_row(r) for r in rows]
-            if rules:
-                sq.record_starts(run, _D, rated, jobs, now)
+            jobs: list[Job] = []
+            if queues is None:  # no queue settings restrict it: one statement
+                args = (owner, lease_until, self.clock(), now, limit)
+                jobs = [job_from_row(r) for r in db.execute(_CLAIM[limits], args)]
+            if not jobs:
+                lease = (owner, lease_until, self.clock())
+                jobs, _ = sq.claim_restricted(
+                    run, _D, job_from_row, now, limit, lease, queues, limits
+                )
         # RETURNING gives rows in no promised order; the claim order is (priority, due_at, seq).
         jobs.sort(key=lambda j: (j.priority, j.due_at or 0, j.seq))
         return jobs
@@ -400,12 +408,15 @@ class SQLiteStore(Store, Transactions[_Conn], DataVersionWakeups):
     # -- run history --------------------------------------------------------
 
     def record_run(self, run: RunRecord) -> None:
+        self.record_runs((run,))
+
+    def record_runs(self, runs: Sequence[RunRecord]) -> None:
+        stamp = self.clock()
         with self._use(True) as db:
-            db.execute(
-                "INSERT INTO runs (job_id, started_at, finished_at, outcome, error, node, "
-                "recorded_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (run.job_id, run.started_at, run.finished_at, run.outcome, run.error, run.node,
-                 self.clock()),
+            db.executemany(
+                _INSERT_RUN,
+                [(r.job_id, r.started_at, r.finished_at, r.outcome, r.error, r.node, stamp)
+                 for r in runs],
             )  # fmt: skip
 
     def recent_runs(self, job_id: str, limit: int = RECENT_RUNS) -> list[RunRecord]:
