@@ -16,9 +16,9 @@ queue. Each round (``step``) it:
 5. runs the node's maintenance (``jobsched.maintenance``): rescue of jobs
    whose holder died, heartbeat, retention.
 
-Then it sleeps until the next due time, a deadline, or a wake-up (``wake()``:
-a job was scheduled; a run ended; shutdown), and at most ``poll_ms``, since
-another process sharing the store may add jobs it is not told of.
+Then it sleeps until the next due time, a deadline, or a wake-up, and at
+most ``poll_ms``; a node whose due jobs sit in full queues sleeps until a
+slot frees or a rate-limit window opens (``jobsched.dispatch_wait``).
 
 Shutdown: ``stop_claims()`` first (nothing more is claimed), then
 ``stop(grace_s)``: running handlers get ``grace_s`` seconds to end; jobs still
@@ -35,10 +35,11 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from jobsched import policies
+from jobsched.dispatch_runs import Event, Run, State, run_event
+from jobsched.dispatch_wait import RateWindows, Sleeper, timeout_s
 from jobsched.engine import Engine
 from jobsched.errors import JobschedError
 from jobsched.execution import Finished, Rescued
@@ -47,38 +48,11 @@ from jobsched.jobs import Job
 from jobsched.maintenance import Maintenance
 from jobsched.runner import Metrics, Outcome, Runner, timeout_outcome
 from jobsched.stores.base import ClusterClock, WakeupListener
-from jobsched.timefmt import format_ms, now_ms
+from jobsched.timefmt import now_ms
 
 log = logging.getLogger("jobsched.dispatcher")
 
-Event = dict[str, Any]
 ERROR_BACKOFF_S = 1.0
-# Due jobs are left that a claim could not take (a paused or full queue, or
-# one outside --queues): look again this soon, not at once (that would spin)
-# and not only at the next poll (a slot may free on another node any time).
-BLOCKED_RETRY_MS = 100
-
-
-@dataclass(eq=False)
-class Run:
-    """One run in flight: the job to finish (as written at claim) and its occurrence."""
-
-    job: Job
-    due: int
-    submitted: int  # on the dispatcher's clock
-    deadline: int | None
-    submitted_wall: float = 0.0  # wall ms, to carry the worker's start onto our clock
-    started: float = 0.0  # on the dispatcher's clock
-    finished: bool = False  # its outcome is decided (ended, or timed out)
-    duration_ms: float | None = None  # the handler's run time, monotonic
-
-
-@dataclass
-class _State:
-    active: set[Run] = field(default_factory=set)  # claimed and not yet finished
-    busy: int = 0  # handler executions that have not ended (timed-out ones too)
-    pending: list[tuple[Run, Outcome, int]] = field(default_factory=list)  # to write
-    next_renew: int = 0
 
 
 class Dispatcher:
@@ -112,12 +86,12 @@ class Dispatcher:
         self.events = events
         self.metrics = metrics or Metrics()
         # Stores that can be woken by other processes' writes (PostgreSQL's
-        # LISTEN/NOTIFY) are slept on; others through a plain Event.
-        self._listener = self.store if isinstance(self.store, WakeupListener) else None
+        # LISTEN/NOTIFY, SQLite's data_version) are slept on; others through a plain Event.
+        self._sleeper = Sleeper(self.store if isinstance(self.store, WakeupListener) else None)
+        self._windows = RateWindows(engine.queues)
         self.maintenance = Maintenance(engine, self.owner, self._on_rescued, heartbeat=True)
-        self._s = _State()
+        self._s = State()
         self._done: queue.SimpleQueue[tuple[Run, Outcome, float, float]] = queue.SimpleQueue()
-        self._wake = threading.Event()
         self._stopping = False
         # Held around a claim: once stop_claims returns, no claim is in progress.
         self._claim_lock = threading.Lock()
@@ -128,23 +102,13 @@ class Dispatcher:
 
     def start(self) -> None:
         self.runner.start()
-        if self._listener is not None:
-            # LISTEN before the first next_due read: no wake-up is missed.
-            self._listener.wait_for_wakeup(0)
+        self._sleeper.start()
         self._thread = threading.Thread(target=self._loop, name="jobsched-dispatcher", daemon=True)
         self._thread.start()
 
     def wake(self) -> None:
         """Look at the store again now (a job may be due sooner than we knew)."""
-        self._wake.set()
-        if self._listener is not None:
-            self._listener.wake()
-
-    def _sleep(self, timeout_s: float) -> None:
-        if self._listener is None or self._wake.is_set():
-            self._wake.wait(timeout_s)
-        else:
-            self._listener.wait_for_wakeup(timeout_s)
+        self._sleeper.wake()
 
     def stop_claims(self) -> None:
         """Claim nothing more from now on (the first step of a shutdown); runs
@@ -158,7 +122,6 @@ class Dispatcher:
         the jobs whose handlers did not end. Returns once the loop has exited."""
         self._grace_until = time.monotonic() + max(grace_s, 0.0)
         self._stopping = True
-        self._wake.set()
         self.wake()
         if self._thread is not None:
             self._thread.join()
@@ -166,7 +129,7 @@ class Dispatcher:
 
     def _loop(self) -> None:
         while True:
-            self._wake.clear()
+            self._sleeper.event.clear()
             at: int | None = None
             try:
                 at = self.step(self.clock())
@@ -178,17 +141,7 @@ class Dispatcher:
                 time.sleep(ERROR_BACKOFF_S)
             if self._stopping and self._drained():
                 return
-            self._sleep(self._timeout(at))
-
-    def _timeout(self, at: int | None) -> float:
-        limit = self.poll_ms / 1000
-        if self._grace_until is not None:
-            limit = min(limit, max(self._grace_until - time.monotonic(), 0.0) + 0.001)
-        if at is None:
-            return limit
-        # The wall clock in float ms wakes us on the due millisecond, not up to 1 ms later.
-        now = time.time() * 1000 if self.clock is now_ms else self.clock()
-        return min(max((at - now) / 1000, 0.0), limit)
+            self._sleeper.sleep(timeout_s(at, self.clock, self.poll_ms, self._grace_until))
 
     def _drained(self) -> bool:
         """While stopping: True once nothing is left (or the grace is over and
@@ -207,7 +160,11 @@ class Dispatcher:
         """Do everything due at ``now``; return when to look again (ms), or None."""
         self._collect(now)
         self._expire(now)
-        # Claims first: they are what lateness is made of; writing outcomes can wait.
+        if self._blocked:
+            # The last claim found full queues: the outcomes to write are what
+            # frees their slots, so write them before claiming again.
+            self._flush(now)
+        # Claims first otherwise: they are what lateness is made of; writing outcomes can wait.
         with self._claim_lock:
             full = not self._stopping and self._claim(now)
         self._flush(now)
@@ -222,14 +179,14 @@ class Dispatcher:
         the handlers take real time."""
         end = time.monotonic() + timeout_s
         while True:
-            self._wake.clear()
+            self._sleeper.event.clear()
             at = self.step(now)
             idle = not self._s.active and not self._s.pending and not self._s.busy
             if idle and (at is None or at > now):
                 return
             if time.monotonic() > end:
                 raise TimeoutError(f"{len(self._s.active)} run(s) still in flight")
-            self._wake.wait(0.05)
+            self._sleeper.event.wait(0.05)
 
     @property
     def in_flight(self) -> int:
@@ -248,8 +205,8 @@ class Dispatcher:
                 return
             s.busy -= 1
             run.duration_ms = duration_ms
-            run.started = run.submitted + max(started - run.submitted_wall, 0.0)
-            self.metrics.lateness(started - run.due)
+            run.began(started)
+            self.metrics.lateness(started - run.due, run.job.queue)
             if run.finished:
                 log.warning("job %s: handler ended after its timeout", run.job.job_id)
                 continue
@@ -272,7 +229,7 @@ class Dispatcher:
             return
         batch = s.pending
         results = self.engine.finish_all(
-            [(run.job, outcome, ended, _started(run)) for run, outcome, ended in batch]
+            [(run.job, outcome, ended, run.start_ms()) for run, outcome, ended in batch]
         )
         s.pending = []
         # Finished runs may have made jobs due (a retry, overlap=allow) or freed a
@@ -280,6 +237,7 @@ class Dispatcher:
         self._blocked = False
         for (run, outcome, ended), finished in zip(batch, results, strict=True):
             s.active.discard(run)
+            self.metrics.holding(run.job.queue, -1)
             if finished.overlap_skipped:
                 reason = "overlap=skip: came due while it ran"
                 self._note_skip(finished.job, finished.overlap_skipped, reason, ended)
@@ -288,7 +246,7 @@ class Dispatcher:
     def _report(self, run: Run, outcome: Outcome, ended: int, finished: Finished) -> None:
         job = run.job
         name = "succeeded" if outcome.ok else "timed_out" if outcome.timed_out else "failed"
-        self.metrics.run(name, finished.retry)
+        self.metrics.run(name, finished.retry, job.queue)
         if not outcome.ok:
             log.info("job %s (%s) failed: %s", job.job_id, job.task, outcome.error)
         self._emit(
@@ -296,7 +254,7 @@ class Dispatcher:
             job,
             run.due,
             ended,
-            duration_ms=round(_duration(run, ended), 3),
+            duration_ms=round(run.duration(ended), 3),
             error=outcome.error,
             retry_scheduled=finished.retry if not outcome.ok else None,
         )
@@ -317,6 +275,7 @@ class Dispatcher:
             now, free, self.owner, now + self.lease_ms, queues=self.queues
         )
         self._blocked = len(decisions) < free
+        self._windows.claimed([d.job for d in decisions], now, self._blocked)
         if decisions and not s.active:
             s.next_renew = now + self.lease_ms // 3
         for decision in decisions:
@@ -329,9 +288,10 @@ class Dispatcher:
     def _start(self, decision: policies.Claim, now: int) -> None:
         job = decision.job
         timeout = job.options.timeout_ms
-        run = Run(job, decision.due, now, None if timeout is None else now + timeout, _wall())
+        run = Run(job, decision.due, now, None if timeout is None else now + timeout)
         self._s.active.add(run)
         self._s.busy += 1
+        self.metrics.holding(job.queue, 1)
         self._emit("started", job, decision.due, now, lateness_ms=now - decision.due)
 
         def done(outcome: Outcome, started: float, duration_ms: float) -> None:
@@ -344,11 +304,11 @@ class Dispatcher:
 
     def _note_skip(self, job: Job, n: int, reason: str, now: int) -> None:
         """The engine recorded and logged the skip; count it and tell the events."""
-        self.metrics.skip(n)
+        self.metrics.skip(n, job.queue)
         self._emit("skipped", job, job.due_at, now, skipped=n, error=reason)
 
     def _on_rescued(self, rescued: Rescued, now: int) -> None:
-        self.metrics.run("lost")
+        self.metrics.run("lost", queue=rescued.job.queue)
         self._emit("lost", rescued.job, rescued.job.due_at, now, error=rescued.error)
 
     def _maintain(self, now: int) -> None:
@@ -361,7 +321,7 @@ class Dispatcher:
         left = [run for run in s.active if not run.finished]
         text = "interrupted by shutdown before its handler ended; it will run again"
         try:
-            runs = [(run.job, run.due, int(_started(run))) for run in left]
+            runs = [(run.job, run.due, run.start_ms()) for run in left]
             self.engine.release(runs, now, self.owner, text)
             self._flush(now)
         except JobschedError as exc:
@@ -370,6 +330,7 @@ class Dispatcher:
             s.pending = []
         for run in left:
             s.active.discard(run)
+            self.metrics.holding(run.job.queue, -1)
             log.warning("job %s (%s): %s", run.job.job_id, run.job.task, text)
             self._emit("released", run.job, run.due, now, error=text)
 
@@ -384,7 +345,8 @@ class Dispatcher:
             if self.runner.workers > s.busy:
                 due = self.engine.next_due()
                 if due is not None and due <= now and self._blocked:
-                    due = now + min(BLOCKED_RETRY_MS, self.poll_ms)
+                    # Left to wake-ups and the poll, unless a rate window opens first.
+                    due = self._windows.opens_at(now)
                 if due is not None:
                     times.append(due)
         if s.pending:
@@ -394,33 +356,7 @@ class Dispatcher:
     def _emit(self, event: str, job: Job, due: int | None, at: int, **extra: Any) -> None:
         if self.events is None:
             return
-        body: Event = {
-            "type": "run_event",
-            "event": event,
-            "job_id": job.job_id,
-            "task": job.task,
-            "due_at": None if due is None else format_ms(due),
-            "at": format_ms(at),
-        }
-        body.update((k, v) for k, v in extra.items() if v is not None)
         try:
-            self.events(body)
+            self.events(run_event(event, job, due, at, extra))
         except Exception:  # a broken event consumer must not stop dispatching
             log.exception("event sink failed")
-
-
-def _wall() -> float:
-    return time.time() * 1000
-
-
-def _started(run: Run) -> int:
-    """When the handler started, on the dispatcher's clock."""
-    return int(run.started) if run.started else run.submitted
-
-
-def _duration(run: Run, ended: int) -> float:
-    """The handler's own duration when the runner measured it (monotonic),
-    else the time from its start to the outcome's collection."""
-    if run.duration_ms is not None:
-        return run.duration_ms
-    return max(ended - (run.started or run.submitted), 0.0)

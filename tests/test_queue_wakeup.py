@@ -1,0 +1,175 @@
+"""A node whose due jobs sit in a full queue sleeps until a slot frees (or a
+rate window opens), instead of claiming again every 100 ms (docs/queues.md,
+jobsched/dispatch_wait.py).
+
+Each test counts the dispatcher's claims through an Engine subclass and runs
+it with a long poll (POLL_MS), so that a start well before the poll can only
+come from a wake-up. Bounds are generous (a loaded 2-core machine): the
+polling this replaced made ten claims a second while blocked.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobsched.dispatcher import Dispatcher
+from jobsched.engine import Engine
+from jobsched.isolation import SUCCESS
+from jobsched.queues import QueueChange
+from jobsched.runner import Runner, TaskRegistry
+from jobsched.spec import ScheduleSpec
+from jobsched.stores.base import ClusterClock, Store
+from jobsched.stores.memory import MemoryStore
+from jobsched.stores.sqlite import SQLiteStore
+from jobsched.timefmt import now_ms
+from tests.backend_postgres import database
+
+POLL_MS = 10_000  # no start in these tests may wait for the poll
+BLOCKED_S = 1.0  # how long a node is kept blocked
+PROMPT_S = 0.8  # "at once" on a loaded machine; far below POLL_MS
+MOST_CLAIMS = 4  # claims while blocked for BLOCKED_S (the 100 ms polling made ~10)
+
+Factory = Any
+
+
+class Counting(Engine):
+    """An engine that counts the dispatcher's claims."""
+
+    claims = 0
+
+    def claim(self, *args: Any, **kwargs: Any) -> Any:
+        self.claims += 1
+        return super().claim(*args, **kwargs)
+
+
+class Starts:
+    """A handler that records each start (wall s) and blocks on ``gate`` when
+    its payload says so."""
+
+    def __init__(self) -> None:
+        self.at: list[tuple[str, float]] = []
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.lock = threading.Lock()
+
+    def __call__(self, payload: Any) -> None:
+        with self.lock:
+            self.at.append((payload["id"], time.time()))
+        if payload.get("hold"):
+            self.entered.set()
+            assert self.gate.wait(30)
+
+    def wait_for(self, n: int, timeout_s: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while len(self.at) < n and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert len(self.at) >= n, self.at
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Factory]:
+    """A factory of handles on one store (the memory store: the same one)."""
+    if request.param == "postgres":
+        with database(tmp_path) as factory:
+            yield factory
+        return
+    opened: list[Store] = []
+
+    def factory() -> Store:
+        if request.param == "memory":
+            if not opened:
+                opened.append(MemoryStore())
+            return opened[0]
+        opened.append(SQLiteStore(str(tmp_path / "j.db")))
+        return opened[-1]
+
+    yield factory
+    for s in opened:
+        s.close()
+
+
+def node(store: Store, starts: Starts, workers: int = 4) -> tuple[Counting, Dispatcher]:
+    reg = TaskRegistry()
+    reg.register("work", starts)
+    engine = Counting(store, reg)
+    clock = store.db_now if isinstance(store, ClusterClock) else now_ms
+    return engine, Dispatcher(engine, Runner(reg, workers), clock=clock, poll_ms=POLL_MS)
+
+
+def jobs(engine: Engine, queue: str, *payloads: str) -> None:
+    for i, payload in enumerate(payloads):
+        spec = ScheduleSpec(task="work", payload_json=payload, queue=queue, job_id=f"{queue}{i}")
+        engine.schedule(spec, now_ms())
+
+
+def test_a_node_blocked_by_its_own_run_sleeps_and_starts_the_next_at_its_end(
+    make_store: Factory,
+) -> None:
+    starts = Starts()
+    engine, d = node(make_store(), starts)
+    engine.configure_queue("one", QueueChange(concurrency=1))
+    jobs(engine, "one", '{"id": "a", "hold": true}', '{"id": "b"}')
+    d.start()
+    try:
+        assert starts.entered.wait(10)
+        before = engine.claims
+        time.sleep(BLOCKED_S)  # b is due, its queue is full: nothing to do
+        assert engine.claims - before <= MOST_CLAIMS
+        released = time.time()
+        starts.gate.set()
+        starts.wait_for(2)
+    finally:
+        d.stop(5)
+    assert [name for name, _ in starts.at] == ["a", "b"]
+    assert starts.at[1][1] - released < PROMPT_S
+
+
+@pytest.mark.parametrize("make_store", ["sqlite", "postgres"], indirect=True)
+def test_a_slot_freed_by_another_process_wakes_the_blocked_node(make_store: Factory) -> None:
+    """The other handle holds the queue's only slot and ends its run: on
+    PostgreSQL its commit NOTIFYs, on SQLite it changes data_version."""
+    starts = Starts()
+    other = Engine(make_store(), TaskRegistry())
+    other.configure_queue("one", QueueChange(concurrency=1))
+    jobs(other, "one", '{"id": "a"}', '{"id": "b"}')
+    now = _now(other.store)
+    [held] = other.claim(now, 10, "other", now + 60_000)
+    engine, d = node(make_store(), starts)
+    d.start()
+    try:
+        time.sleep(BLOCKED_S)
+        assert starts.at == [] and engine.claims <= MOST_CLAIMS
+        freed = time.time()
+        other.finish_all([(held.job, SUCCESS, _now(other.store), now)])
+        starts.wait_for(1)
+    finally:
+        d.stop(5)
+    assert starts.at[0][1] - freed < PROMPT_S
+
+
+def test_a_rate_limited_node_looks_again_when_its_window_opens(make_store: Factory) -> None:
+    starts = Starts()
+    engine, d = node(make_store(), starts)
+    engine.configure_queue("rated", QueueChange(rate_max=2, rate_per_ms=500))
+    jobs(engine, "rated", *[f'{{"id": "{i}"}}' for i in range(6)])
+    d.start()
+    try:
+        starts.wait_for(6)
+    finally:
+        d.stop(5)
+    times = sorted(t for _, t in starts.at)
+    # Three windows: never more than 2 starts in 500 ms, and each pair starts
+    # as its window opens (the poll would make it 10 s).
+    assert all(b - a >= 0.45 for a, b in zip(times, times[2:], strict=False)), times
+    assert times[-1] - times[0] < 1.0 + 2 * PROMPT_S, times
+    assert engine.claims <= 6 * 2, engine.claims
+
+
+def _now(store: Store) -> int:
+    return store.db_now() if isinstance(store, ClusterClock) else now_ms()
