@@ -152,8 +152,7 @@ class Execution:
         with self.store.transaction():
             # A write whose guard fails found the job cancelled or rescued
             # meanwhile: the newer state wins, and only the run record tells of this run.
-            applied = self.store.replace_many(writes)
-            self.store.record_runs(records)
+            applied = self.store.finish_runs(writes, records)
         return [
             Finished(new, ok, decision, skipped, done)
             for (new, ok, decision, skipped), done in zip(plans, applied, strict=True)

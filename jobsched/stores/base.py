@@ -218,6 +218,13 @@ class Store(ABC):
         for run in runs:
             self.record_run(run)
 
+    def finish_runs(self, writes: Sequence[Replacement], runs: Sequence[RunRecord]) -> list[bool]:
+        """``replace_many(writes)`` then ``record_runs(runs)``: the writes of a
+        batch of finished runs, together (one round trip on PostgreSQL)."""
+        applied = self.replace_many(writes)
+        self.record_runs(runs)
+        return applied
+
     @abstractmethod
     def recent_runs(self, job_id: str, limit: int = RECENT_RUNS) -> list[RunRecord]:
         """The job's latest runs, newest first."""

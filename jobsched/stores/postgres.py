@@ -150,6 +150,11 @@ def _replacement(
     return _REPLACE + " AND locked_by = %s RETURNING seq", (*values, expect_owner)
 
 
+def _run_row(run: RunRecord, stamp: int) -> tuple[Any, ...]:
+    error = _nul_free(run.error)
+    return (run.job_id, run.started_at, run.finished_at, run.outcome, error, run.node, stamp)
+
+
 def _nul_free(text: str | None) -> str | None:
     # PostgreSQL text cannot hold NUL; an error message with one keeps a visible mark.
     return text.replace("\x00", "\\x00") if text is not None and "\x00" in text else text
@@ -301,19 +306,24 @@ class PostgresStore(Store, ClusterClock, WakeupListener, Membership):
         return self._replaced(job, expect_state, found)
 
     def replace_many(self, writes: Sequence[Replacement]) -> list[bool]:
-        if len(writes) < 2 or any(owner is None for _, _, owner in writes):
-            return super().replace_many(writes)
+        return self.finish_runs(writes, ())
+
+    def finish_runs(self, writes: Sequence[Replacement], runs: Sequence[RunRecord]) -> list[bool]:
+        # One round trip for them all: psycopg's pipeline mode sends every
+        # statement, then reads every answer.
         stamp = self.clock()
-        args = [_replacement(job, state, owner, stamp)[1] for job, state, owner in writes]
-        sql = _replacement(*writes[0], stamp)[0]
-        found: list[Any] = []
-        with self._use() as pg, pg.cursor() as cur:
-            # One round trip: psycopg pipelines executemany; one result per write.
-            cur.executemany(sql, args, returning=True)
-            while True:
-                found.append(cur.fetchone())
-                if not cur.nextset():
-                    break
+        updates = [_replacement(job, state, owner, stamp) for job, state, owner in writes]
+        inserts = [_run_row(run, stamp) for run in runs]
+        with self._use() as pg:
+            if len(updates) + len(inserts) == 1:  # one statement: no pipeline needed
+                sql, values = updates[0] if updates else (_INSERT_RUN, inserts[0])
+                cursors = [pg.execute(sql, values)]
+            else:
+                with pg.pipeline():
+                    cursors = [pg.execute(sql, values) for sql, values in updates]
+                    if inserts:
+                        pg.cursor().executemany(_INSERT_RUN, inserts)
+            found = [cur.fetchone() for cur in cursors[: len(updates)]]
         return [self._replaced(j, s, f) for (j, s, _), f in zip(writes, found, strict=True)]
 
     def _replaced(self, job: Job, expect_state: JobState, found: Any) -> bool:
@@ -420,18 +430,10 @@ class PostgresStore(Store, ClusterClock, WakeupListener, Membership):
     # -- run history --------------------------------------------------------
 
     def record_run(self, run: RunRecord) -> None:
-        self.record_runs((run,))
+        self.finish_runs((), (run,))
 
     def record_runs(self, runs: Sequence[RunRecord]) -> None:
-        stamp = self.clock()
-        args = [(r.job_id, r.started_at, r.finished_at, r.outcome, _nul_free(r.error), r.node,
-                 stamp) for r in runs]  # fmt: skip
-        with self._use() as pg:
-            if len(args) == 1:
-                pg.execute(_INSERT_RUN, args[0])
-            else:
-                with pg.cursor() as cur:
-                    cur.executemany(_INSERT_RUN, args)  # pipelined: one round trip
+        self.finish_runs((), runs)
 
     def recent_runs(self, job_id: str, limit: int = RECENT_RUNS) -> list[RunRecord]:
         with self._use() as pg:
