@@ -275,7 +275,7 @@ class Dispatcher:
             now, free, self.owner, now + self.lease_ms, queues=self.queues
         )
         self._blocked = len(decisions) < free
-        self._windows.claimed([d.job for d in decisions], now, self._blocked)
+        self._windows.claimed([d.job for d in decisions], now)
         if decisions and not s.active:
             s.next_renew = now + self.lease_ms // 3
         for decision in decisions:
