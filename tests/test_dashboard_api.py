@@ -1,7 +1,7 @@
 """The dashboard's HTTP side against a real ``jobsched serve``: the pages'
 headers, sign-in sessions and the cookie rules (Origin for changes, read-only
 mode, bearer calls unchanged), and the JSON routes the pages read
-(overview, upcoming, failures, cron explain)."""
+(overview, upcoming, failures, cron explain, queues, jobs by queue)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -168,6 +169,20 @@ def test_without_a_token_browsers_from_elsewhere_and_read_only_mode_are_refused(
         assert refused[0] == 403 and "read-only" in refused[2]["text"]
         assert call(svc, "POST", "/v1/jobs", job)[0] == 201  # a script (no Origin) still can
         assert call(svc, "GET", "/v1/dashboard/overview", Host=host, Origin=origin(svc))[0] == 200
+        queue = "/v1/queues/mail"
+        assert call(svc, "PUT", queue, {"paused": True}, Host=host, Origin=origin(svc))[0] == 403
+        assert call(svc, "PUT", queue, {"concurrency": 1})[0] == 200  # a script still can
+        # The memory store's queues and jobs by queue, read through the engine.
+        queues = call(svc, "GET", "/v1/dashboard/queues", Host=host, Origin=origin(svc))[2]
+        assert queues == {
+            "queues": call(svc, "GET", "/v1/queues")[2]["queues"],
+            "counted_s_ago": 0.0,
+        }
+        (mail,) = [q for q in queues["queues"] if q["queue"] == "mail"]
+        assert mail["concurrency"] == 1 and mail["paused"] is False
+        call(svc, "POST", "/v1/jobs", {**job, "queue": "mail"})
+        listed = call(svc, "GET", "/v1/dashboard/jobs?queue=mail")[2]["jobs"]
+        assert [j["queue"] for j in listed] == ["mail"]
     finally:
         assert svc.stop() == 0
 
@@ -233,3 +248,48 @@ def test_failures_and_the_overview(svc: Service) -> None:
     assert len(overview["runs_per_minute"]) == 61 and overview["runs_from"] == "the store"
     assert sum(m["failures"] for m in overview["runs_per_minute"]) >= 1
     assert overview["lateness"]["count"] >= 1 and overview["nodes"] is None
+
+
+# -- queues ----------------------------------------------------------------------------------
+
+# A queue's name is user input: markup, quotes, a slash and a space are all allowed.
+ODD_QUEUE = 'mail <b>"x"</b>/eu'
+
+
+def test_jobs_by_queue_and_the_queues_settings_now_with_counts_cached(svc: Service) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    path = f"/v1/queues/{quote(ODD_QUEUE, safe='')}"
+    limits = {"concurrency": 2, "rate_limit": {"max": 5, "per_ms": 1000}}
+    assert call(svc, "PUT", path, limits, **auth)[0] == 200
+    spec = {"task": "ok", "delay_ms": 3_600_000, "queue": ODD_QUEUE, "priority": 3}
+    _, _, mine = call(svc, "POST", "/v1/jobs", {**spec, "unique_key": "report-1"}, **auth)
+    call(svc, "POST", "/v1/jobs", {"task": "ok", "delay_ms": 3_600_000}, **auth)  # default queue
+    q = quote(ODD_QUEUE)
+    status, _, listed = call(svc, "GET", f"/v1/dashboard/jobs?queue={q}&state=scheduled", **auth)
+    assert status == 200 and listed["type"] == "jobs_listed" and listed["next"] is None
+    assert [(j["job_id"], j["queue"], j["priority"], j["unique_key"]) for j in listed["jobs"]] == [
+        (mine["job_id"], ODD_QUEUE, 3, "report-1")
+    ]
+    assert call(svc, "GET", f"/v1/dashboard/jobs?queue={q}&state=dead", **auth)[2]["jobs"] == []
+    for bad in ("queue=" + "q" * 256, "queue=%07", "state=sleeping", "limit=0", "limit=x"):
+        assert call(svc, "GET", f"/v1/dashboard/jobs?{bad}", **auth)[0] == 400, bad
+    assert call(svc, "GET", f"/v1/dashboard/jobs?queue={q}")[0] == 401
+
+    status, _, page = call(svc, "GET", "/v1/dashboard/queues", **auth)
+    assert status == 200 and page["counted_s_ago"] >= 0
+    listed_queues = call(svc, "GET", "/v1/queues", **auth)[2]["queues"]
+    assert page["queues"] == listed_queues  # the same queues as list_queues, in the same shape
+    (odd,) = [x for x in page["queues"] if x["queue"] == ODD_QUEUE]
+    assert odd["concurrency"] == 2 and odd["rate_limit"] == {"max": 5, "per_ms": 1000}
+    assert odd["jobs"]["scheduled"] == 1 and odd["running"] == 0 and odd["paused"] is False
+    # A pause shows at once; the counts are those counted before (kept 5 s).
+    session, host = signed_in(svc), svc.url.removeprefix("http://")
+    paused = {"paused": True}
+    assert call(svc, "PUT", path, paused, Cookie=session, Host=host)[0] == 403  # no Origin
+    status, _, reply = call(svc, "PUT", path, paused, Cookie=session, Host=host, Origin=origin(svc))
+    assert status == 200 and reply["paused"] is True
+    call(svc, "POST", "/v1/jobs", spec, **auth)
+    _, _, again = call(svc, "GET", "/v1/dashboard/queues", Cookie=session)
+    (odd,) = [x for x in again["queues"] if x["queue"] == ODD_QUEUE]
+    assert odd["paused"] is True and odd["concurrency"] == 2
+    assert odd["jobs"]["scheduled"] == 1

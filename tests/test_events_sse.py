@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from jobsched.jobs import JobState
 from tests.backend_postgres import base_dsn, fresh_schema, with_schema
 from tests.test_server_http import ROOT, TASKS, TOKEN, Service
 
@@ -226,6 +227,7 @@ def test_the_stream_shows_runs_of_another_node_on_the_same_postgres(tmp_path: Pa
             assert status == 201
             seen = events.until(_finished(reply["job_id"]), within=15)
             status, overview = svc.request("GET", "/v1/dashboard/overview")
+            queues = svc.request("GET", "/v1/dashboard/queues")[1]["queues"]
         finally:
             events.close()
             other.send_signal(signal.SIGTERM)
@@ -237,3 +239,8 @@ def test_the_stream_shows_runs_of_another_node_on_the_same_postgres(tmp_path: Pa
     # The overview lists the cluster's nodes from their heartbeats: the other one.
     assert status == 200 and overview["nodes"] is not None
     assert [n["node_id"].split("/")[0] for n in overview["nodes"]] == ["other-node"]
+    # Counted on the dashboard's own connection, one index range per state.
+    assert overview["jobs"] == {**dict.fromkeys(JobState, 0), "completed": 1}
+    assert [(q["queue"], q["jobs"]["completed"], q["running"]) for q in queues] == [
+        ("default", 1, 0)
+    ]

@@ -33,14 +33,14 @@ class Dashboard:
         heartbeat_s: float = HEARTBEAT_S,
     ) -> None:
         self.hub = EventHub(heartbeat_s=heartbeat_s)
-        reader = open_reader(db)
-        self.queries = Queries(engine, reader, self.hub)
+        reader, counter = open_reader(db), open_reader(db)
+        self.queries = Queries(engine, reader, self.hub, counter)
         self.web = Web(self.hub, self.queries, Sessions(token), clock, read_only)
         # Runs of other processes on the same database, and runs made through
         # the API, come from the store's tables (the memory store has none).
         follow_reader = open_reader(db)
         self.follower = None if follow_reader is None else RunFollower(follow_reader, self.hub)
-        self._readers = [r for r in (reader, follow_reader) if r is not None]
+        self._readers = [r for r in (reader, counter, follow_reader) if r is not None]
 
     def sink(self, run_log: bool = True) -> Callable[[Event], None]:
         """Where the dispatcher's events go: every watcher, and the run log."""

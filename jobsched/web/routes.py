@@ -4,7 +4,9 @@ Public (no token, no session): the page shell ``/``, its files under
 ``/ui/``, and ``/v1/session`` (status, sign-in, sign-out). With the same
 authentication as the API (bearer token, or the session cookie):
 ``/v1/events`` (Server-Sent Events), ``/v1/dashboard/overview``,
-``/v1/dashboard/upcoming``, ``/v1/dashboard/failures`` and
+``/v1/dashboard/upcoming``, ``/v1/dashboard/failures``,
+``/v1/dashboard/queues``, ``/v1/dashboard/jobs`` (``list_jobs``, with the
+queue filter that ``GET /v1/jobs`` does not pass on) and
 ``/v1/cron/explain``. Everything else is the API's, unchanged; requests made
 with the cookie are checked first (``refuse``: Origin, read-only mode).
 
@@ -23,7 +25,9 @@ from importlib.resources.abc import Traversable
 from typing import Any
 from urllib.parse import parse_qs
 
+from jobsched.errors import JobschedError, Unavailable
 from jobsched.http_conn import JSON, Response, error
+from jobsched.messages import Context, list_jobs
 from jobsched.web.cronwords import explain
 from jobsched.web.events import EventHub
 from jobsched.web.queries import Queries
@@ -187,11 +191,27 @@ class Web:
         if path == "/v1/dashboard/failures":
             limit = _number(q, "limit", 100, 1, 500)
             return _json(200, {"jobs": self.queries.failures(int(limit))})
+        if path == "/v1/dashboard/queues":
+            return _json(200, self.queries.queues())
+        if path == "/v1/dashboard/jobs":
+            return self._jobs(q)
         if path == "/v1/cron/explain":
             n = _number(q, "n", 10, 1, 50)
             answer = explain(q.get("expr", ""), q.get("tz") or "UTC", self.clock(), int(n))
             return _json(200, answer)
         return error(404, 10, f"no route for {path}")
+
+    def _jobs(self, q: dict[str, str]) -> Response:
+        """The protocol's list_jobs, filtered by state, task and queue."""
+        fields: dict[str, Any] = {k: q[k] for k in ("state", "task", "queue", "after") if k in q}
+        if "limit" in q:
+            fields["limit"] = int(_number(q, "limit", 100, 1, 1000))
+        try:
+            kind, reply = list_jobs(Context(self.queries.engine, self.clock), fields)
+        except JobschedError as exc:
+            status = 503 if isinstance(exc, Unavailable) else 400
+            return error(status, exc.code, exc.text)
+        return _json(200, {"type": kind, **reply})
 
 
 class _BadQuery(Exception):

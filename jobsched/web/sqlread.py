@@ -30,11 +30,13 @@ class Reader:
     def __init__(self) -> None:
         self._lock = threading.Lock()
 
-    def rows(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+    def rows(self, sql: str, args: Sequence[Any] = (), plan: Sequence[str] = ()) -> list[Row]:
+        """The statement's rows; ``plan``: PostgreSQL settings (``SET LOCAL``)
+        for this statement alone, run with it in one transaction."""
         with self._lock:
-            return self._rows(sql, args)
+            return self._rows(sql, args, plan)
 
-    def _rows(self, sql: str, args: Sequence[Any]) -> list[Row]:
+    def _rows(self, sql: str, args: Sequence[Any], plan: Sequence[str] = ()) -> list[Row]:
         raise NotImplementedError
 
     def columns(self, table: str) -> set[str]:
@@ -57,7 +59,7 @@ class SqliteReader(Reader):
         self.path = path
         self._db: sqlite3.Connection | None = None
 
-    def _rows(self, sql: str, args: Sequence[Any]) -> list[Row]:
+    def _rows(self, sql: str, args: Sequence[Any], plan: Sequence[str] = ()) -> list[Row]:
         try:
             if self._db is None:
                 uri = f"file:{quote(self.path)}?mode=ro"
@@ -89,14 +91,18 @@ class PostgresReader(Reader):
         self.where = safe_target(self.conninfo)
         self._pg: Any = None
 
-    def _rows(self, sql: str, args: Sequence[Any]) -> list[Row]:
+    def _rows(self, sql: str, args: Sequence[Any], plan: Sequence[str] = ()) -> list[Row]:
         import psycopg
 
         try:
             if self._pg is None or self._pg.closed:
                 self._pg = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5)
-            rows: list[Row] = self._pg.execute(sql.replace("?", "%s"), tuple(args)).fetchall()
-            return rows
+            if not plan:
+                return list(self._pg.execute(sql.replace("?", "%s"), tuple(args)).fetchall())
+            with self._pg.transaction():
+                for setting in plan:
+                    self._pg.execute(setting)
+                return list(self._pg.execute(sql.replace("?", "%s"), tuple(args)).fetchall())
         except psycopg.Error as exc:
             self.close()
             raise Unavailable(f"cannot read PostgreSQL at {self.where}: {exc}") from exc
