@@ -8,6 +8,7 @@ and to ``$JOBSCHED_SCREENSHOTS`` (docs/img) when that is set."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ ARGS = [
 DESKTOP = {"width": 1100, "height": 760}
 PHONE = {"width": 390, "height": 844}
 XSS = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">'
+QUEUE_XSS = '<img src=x onerror="window.__xss = 3">/eu'
 TASKS_XSS = (
     TASKS
     + """
@@ -214,6 +216,8 @@ def test_a_cron_job_created_through_the_form(page: Page, svc: Service, tmp_path:
     expect(page.get_by_text("'61' is out of range 0-59")).to_be_visible()
     page.get_by_label("Cron expression").fill("0 9 * * MON-FRI")
     expect(page.get_by_text("At 09:00, Monday through Friday, Europe/London")).to_be_visible()
+    page.get_by_label("Queue", exact=True).fill("reports")
+    page.get_by_label("Priority").fill("2")
     shot(page, "new-job", tmp_path)
     page.get_by_role("button", name="Schedule").click()
     expect(page.locator(".job-head .badge")).to_have_text("scheduled")
@@ -225,18 +229,67 @@ def test_a_cron_job_created_through_the_form(page: Page, svc: Service, tmp_path:
     assert reply["job"]["schedule"] == {
         "kind": "cron", "cron": "0 9 * * MON-FRI", "timezone": "Europe/London"
     }  # fmt: skip
+    assert (reply["job"]["queue"], reply["job"]["priority"]) == ("reports", 2)
+
+
+def test_queues_pause_and_resume_and_jobs_by_queue(
+    page: Page, svc: Service, tmp_path: Path
+) -> None:
+    limits = {"concurrency": 2, "rate_limit": {"max": 5, "per_ms": 60_000}}
+    assert svc.request("PUT", "/v1/queues/mail", limits)[0] == 200
+    job_id = schedule(
+        svc, task="ok", delay_ms=3_600_000, queue="mail", priority=3, unique_key="digest-42"
+    )
+    schedule(svc, task="ok", delay_ms=3_600_000)  # in "default": not on mail's page of jobs
+    page.goto("/#/queues")
+    row = page.locator('tr[data-queue="mail"]')
+    expect(row).to_contain_text("5 per 1 min")
+    expect(row.locator("td").nth(2)).to_have_text("2")  # concurrency
+    expect(row.locator("td").nth(5)).to_have_text("1")  # scheduled
+    shot(page, "queues", tmp_path)
+    row.get_by_role("button", name="Pause queue mail").click()
+    expect(row.locator(".badge")).to_have_text("paused")
+    assert _queue(svc, "mail")["paused"] is True
+    row.get_by_role("button", name="Resume queue mail").click()
+    expect(row.locator(".badge")).to_have_text("active")
+    assert _queue(svc, "mail")["paused"] is False
+    row.get_by_role("link", name="mail").click()
+    expect(page).to_have_url(re.compile(r"#/jobs\?queue=mail$"))  # the filter is in the URL
+    expect(page.get_by_label("Queue")).to_have_value("mail")
+    rows = page.locator("table.jobs tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text(job_id)
+    expect(rows.first.locator("td").nth(4)).to_have_text("3")  # priority
+    rows.first.get_by_role("link", name=job_id).click()
+    expect(page.locator(".facts-list")).to_contain_text("digest-42 (held while not final)")
+    expect(page.locator(".facts-list dd").nth(2)).to_have_text("mail")
+
+
+def _queue(svc: Service, name: str) -> dict[str, Any]:
+    status, reply = svc.request("GET", "/v1/queues")
+    assert status == 200
+    (found,) = [q for q in reply["queues"] if q["queue"] == name]
+    return dict(found)
 
 
 # -- what must never happen ----------------------------------------------------------------
 
 
 def test_markup_in_payloads_and_errors_is_shown_as_text(page: Page, svc: Service) -> None:
-    job_id = schedule(svc, task="markup", max_attempts=1, payload={"html": XSS})
+    job_id = schedule(svc, task="markup", max_attempts=1, payload={"html": XSS}, queue=QUEUE_XSS)
     wait_state(svc, job_id, "dead")
     for where in (f"/#/jobs/{job_id}", "/#/jobs?state=dead", "/#/failures"):
         page.goto(where)
         # The list shortens errors: its first 40 characters are enough there.
         expect(page.get_by_text(XSS[:40]).first).to_be_visible()
+    # A queue's name is user input too: on the queues page, its jobs' page, its pause button.
+    page.goto("/#/queues")
+    page.get_by_role("button", name=f"Pause queue {QUEUE_XSS}").click()
+    expect(page.get_by_text(f"Paused queue {QUEUE_XSS}.")).to_be_visible()
+    assert _queue(svc, QUEUE_XSS)["paused"] is True
+    page.get_by_role("link", name=QUEUE_XSS).click()
+    expect(page.locator("table.jobs tbody tr")).to_have_count(1)
+    expect(page.get_by_role("link", name=QUEUE_XSS)).to_be_visible()
     page.goto(f"/#/jobs/{job_id}")
     expect(page.locator("pre.payload")).to_contain_text("<script>window.__xss = 1</script><img")
     page.wait_for_timeout(300)
@@ -260,6 +313,14 @@ def test_read_only_mode_hides_and_refuses_every_action(
         expect(page.get_by_role("link", name="New job")).to_be_hidden()
         page.goto("/#/jobs")
         expect(page.get_by_role("button", name="Retry selected")).to_be_hidden()
+        page.goto("/#/queues")
+        expect(page.locator('tr[data-queue="default"]')).to_be_visible()
+        expect(page.locator("main button")).to_have_count(0)
+        status = page.evaluate(
+            """async () => (await fetch("/v1/queues/default", {method: "PUT",
+                headers: {"Content-Type": "application/json"}, body: '{"paused": true}'})).status"""
+        )
+        assert status == 403
         status = page.evaluate(
             """async (id) => (await fetch(`/v1/jobs/${id}/pause`, {method: "POST"})).status""",
             job_id,

@@ -10,6 +10,7 @@ const pages = {
   job: () => import("./pages/job.js"),
   upcoming: () => import("./pages/upcoming.js"),
   failures: () => import("./pages/failures.js"),
+  queues: () => import("./pages/queues.js"),
   new: () => import("./pages/newjob.js"),
 };
 

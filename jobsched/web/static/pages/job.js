@@ -66,6 +66,9 @@ export async function render(root, ctx) {
     replace(facts,
       fact("Task", job.task),
       fact("State", job.state + (job.locked_by ? ` (held by ${job.locked_by})` : "")),
+      fact("Queue", h("a", { href: `#/jobs${query({ queue: job.queue })}` }, job.queue)),
+      fact("Priority", `${job.priority} (0 runs first)`),
+      fact("Unique key", uniqueText(job)),
       fact("Due", job.due_at ? `${localTime(job.due_at)} (${relative(job.due_at)})` : "—"),
       fact("Attempts", `${job.attempts} of ${job.max_attempts} (backoff from ${duration(job.base_ms)})`),
       fact("Runs", String(job.runs) + (job.skipped ? `, ${job.skipped} occurrence(s) skipped` : "")),
@@ -111,6 +114,12 @@ export async function render(root, ctx) {
       if (body.type === "open" || body.job_id === id) refresh();
     },
   };
+}
+
+function uniqueText(job) {
+  if (job.unique_key === null || job.unique_key === undefined) return "none";
+  const held = job.unique_for_ms ? ` (held while not final, and ${duration(job.unique_for_ms)} from creation)` : " (held while not final)";
+  return job.unique_key + held;
 }
 
 function fact(label, value, cls) {

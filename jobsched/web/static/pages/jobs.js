@@ -1,5 +1,5 @@
-// Jobs: the list, filtered by state and task, paged with the API's cursor;
-// open a job by id; retry or cancel a selection.
+// Jobs: the list, filtered by state, task and queue, paged with the API's
+// cursor; open a job by id; retry or cancel a selection.
 import { api, jobPath, query } from "../api.js";
 import { h, notice, replace, stateBadge, table } from "../dom.js";
 import { relative, schedule, short } from "../format.js";
@@ -13,6 +13,7 @@ const CANCELLABLE = new Set(["scheduled", "running", "retrying", "paused"]);
 export async function render(root, ctx) {
   const state = ctx.params.get("state") || "";
   const task = ctx.params.get("task") || "";
+  const queue = ctx.params.get("queue") || "";
   const after = ctx.params.get("after") || "";
   const selected = new Set();
   let jobs = [];
@@ -21,12 +22,14 @@ export async function render(root, ctx) {
     h("option", { value: "" }, "any state"),
     STATES.map((s) => h("option", { value: s, selected: s === state }, s)));
   const taskInput = h("input", { id: "f-task", name: "task", value: task, placeholder: "any task" });
+  const queueInput = h("input", { id: "f-queue", name: "queue", value: queue, placeholder: "any queue" });
   const filters = h("form", { class: "filters", on: { submit: (e) => {
     e.preventDefault();
-    ctx.go(`#/jobs${query({ state: stateSelect.value, task: taskInput.value.trim() })}`);
+    ctx.go(`#/jobs${query({ state: stateSelect.value, task: taskInput.value.trim(), queue: queueInput.value.trim() })}`);
   } } },
   h("label", { for: "f-state" }, "State"), stateSelect,
   h("label", { for: "f-task" }, "Task"), taskInput,
+  h("label", { for: "f-queue" }, "Queue"), queueInput,
   h("button", { type: "submit" }, "Filter"));
 
   const idInput = h("input", { id: "f-id", name: "job_id", placeholder: "job id" });
@@ -82,7 +85,8 @@ export async function render(root, ctx) {
   async function load() {
     let data;
     try {
-      data = await api(`/v1/jobs${query({ state, task, after, limit: PAGE })}`);
+      // GET /v1/jobs does not pass a queue filter on; this route is list_jobs with it.
+      data = await api(`/v1/dashboard/jobs${query({ state, task, queue, after, limit: PAGE })}`);
     } catch (err) {
       replace(list, notice(err.message));
       return;
@@ -101,17 +105,19 @@ export async function render(root, ctx) {
       } } })),
       h("td", { class: "id" }, h("a", { href: `#/jobs/${encodeURIComponent(j.job_id)}` }, j.job_id)),
       h("td", {}, j.task),
+      h("td", {}, h("a", { href: `#/jobs${query({ queue: j.queue })}` }, j.queue)),
+      h("td", { class: "num" }, String(j.priority)),
       h("td", {}, stateBadge(j.state)),
       h("td", {}, schedule(j)),
       h("td", { title: j.due_at || "" }, j.due_at ? relative(j.due_at) : "—"),
       h("td", { class: "num" }, `${j.attempts}/${j.max_attempts}`),
       h("td", { class: "error-text" }, short(j.last_error, 80))));
     replace(list, jobs.length
-      ? table([all, "Job", "Task", "State", "Schedule", "Due", "Attempts", "Last error"], rows, { class: "jobs" })
+      ? table([all, "Job", "Task", "Queue", "Priority", "State", "Schedule", "Due", "Attempts", "Last error"], rows, { class: "jobs" })
       : h("p", { class: "muted" }, "No jobs here."));
     replace(pager,
-      after ? h("a", { href: `#/jobs${query({ state, task })}` }, "← First page") : null,
-      data.next ? h("a", { href: `#/jobs${query({ state, task, after: data.next })}`, rel: "next" }, "Next page →") : null);
+      after ? h("a", { href: `#/jobs${query({ state, task, queue })}` }, "← First page") : null,
+      data.next ? h("a", { href: `#/jobs${query({ state, task, queue, after: data.next })}`, rel: "next" }, "Next page →") : null);
     updateBulk();
   }
 

@@ -30,6 +30,8 @@ export async function render(root, ctx) {
   const baseMs = h("input", { name: "base_ms", type: "number", min: 0, value: 1000 });
   const timeout = h("input", { name: "timeout_ms", type: "number", min: 1, placeholder: "none" });
   const jobId = h("input", { name: "job_id", autocomplete: "off", placeholder: "generated" });
+  const queue = h("input", { name: "queue", autocomplete: "off", placeholder: "default" });
+  const priority = h("input", { name: "priority", type: "number", min: 0, max: 9, step: 1, value: 0 });
   const explanation = h("div", { class: "explain", "aria-live": "polite" });
   const once = h("fieldset", { class: "when" }, h("legend", {}, "When"),
     field("n-delay", "Delay (seconds)", delay), field("n-run-at", "Or run at (your time)", runAt));
@@ -44,6 +46,9 @@ export async function render(root, ctx) {
     field("n-task", "Task", task),
     field("n-payload", "Payload (JSON)", payload),
     once, cronBox, intervalBox,
+    h("fieldset", {}, h("legend", {}, "Queue and priority"),
+      field("n-queue", "Queue", queue, "where it waits (its limits and pause apply)"),
+      field("n-priority", "Priority", priority, "0-9, 0 runs first")),
     h("fieldset", {}, h("legend", {}, "Retries and limits"),
       field("n-max", "Max attempts", maxAttempts), field("n-base", "Backoff base (ms)", baseMs),
       field("n-timeout", "Timeout (ms)", timeout), field("n-id", "Job id", jobId)),
@@ -109,6 +114,8 @@ export async function render(root, ctx) {
     if (baseMs.value) body.base_ms = Number(baseMs.value);
     if (timeout.value) body.timeout_ms = Number(timeout.value);
     if (jobId.value.trim()) body.job_id = jobId.value.trim();
+    if (queue.value.trim()) body.queue = queue.value.trim();
+    if (priority.value !== "") body.priority = Number(priority.value);
     try {
       const reply = await api("/v1/jobs", { method: "POST", body });
       ctx.go(`#/jobs/${encodeURIComponent(reply.job_id)}`);
