@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from urllib.parse import quote
 
 import pytest
 
+from jobsched.web.cache import Cheapest
 from tests.test_server_http import TOKEN, Service, wait_state
 
 CSP = (
@@ -293,3 +295,27 @@ def test_jobs_by_queue_and_the_queues_settings_now_with_counts_cached(svc: Servi
     (odd,) = [x for x in again["queues"] if x["queue"] == ODD_QUEUE]
     assert odd["paused"] is True and odd["concurrency"] == 2
     assert odd["jobs"]["scheduled"] == 1
+
+
+def test_counts_are_taken_the_way_measured_fastest_and_the_other_is_measured_again() -> None:
+    delay = {"index": 0.0, "scan": 0.02}
+    ways = {name: (lambda name=name: time.sleep(delay[name]) or name) for name in delay}
+    cheapest = Cheapest(ways, remeasure=5)
+    picked = [cheapest() for _ in range(10)]
+    # Each tried once, then the faster; every 5th call the one measured longest ago.
+    assert picked == [
+        "index",
+        "scan",
+        "index",
+        "index",
+        "scan",
+        "index",
+        "index",
+        "index",
+        "index",
+        "scan",
+    ]
+    # The index gets slow (a stale visibility map): once measured so, the scan takes over.
+    delay["index"] = 0.04
+    assert [cheapest() for _ in range(5)] == ["index", "scan", "scan", "scan", "index"]
+    assert [cheapest() for _ in range(3)] == ["scan", "scan", "scan"]

@@ -9,6 +9,8 @@ show, the request waits for the thread. The time to live grows with the
 cost, to at least ten times the last computation, so a slow count costs at
 most a tenth of one core however many people watch. Two values asked for
 together (``Cached.ask`` on each, then ``get``) compute in parallel.
+
+``Cheapest`` computes a value the fastest of several ways, as measured here.
 """
 
 from __future__ import annotations
@@ -94,3 +96,33 @@ class Cached(Generic[T]):
                     self._cost = time.monotonic() - start
                 self._error, self._wanted = error, False
                 self._cond.notify_all()
+
+
+class Cheapest(Generic[T]):
+    """Of several ways to compute the same value, the one measured fastest
+    lately. Each is tried once (in the order given), then the fastest is
+    used, and every ``remeasure``-th call the one measured longest ago runs
+    instead: what is fastest changes with the data (an index-only count
+    loses to a table scan while the visibility map is stale). Called by one
+    thread at a time (a ``Cached``'s)."""
+
+    def __init__(self, ways: dict[str, Callable[[], T]], remeasure: int = 10) -> None:
+        self.ways, self.remeasure = ways, remeasure
+        self.cost: dict[str, float] = {}
+        self._when: dict[str, int] = {}  # name -> the call that last measured it
+        self._calls = 0
+        self.last = ""
+
+    def __call__(self) -> T:
+        self._calls += 1
+        untried = [name for name in self.ways if name not in self.cost]
+        if untried:
+            name = untried[0]
+        elif self._calls % self.remeasure == 0:
+            name = min(self.ways, key=lambda n: self._when[n])
+        else:
+            name = min(self.ways, key=lambda n: self.cost[n])
+        start = time.monotonic()
+        value = self.ways[name]()
+        self.cost[name], self._when[name], self.last = time.monotonic() - start, self._calls, name
+        return value
