@@ -13,7 +13,7 @@ import pytest
 
 from jobsched.errors import Unavailable
 from jobsched.jobs import ONCE, Job, JobState
-from jobsched.stores.base import ClusterClock, Membership, WakeupListener
+from jobsched.stores.base import ClusterClock, Membership, RunRecord, WakeupListener
 from jobsched.stores.postgres import PostgresStore
 from tests.backend_postgres import admin, base_dsn, fresh_schema, with_schema
 
@@ -205,6 +205,64 @@ def test_a_connection_killed_inside_a_transaction_saves_nothing(open_store: Open
     kept = other.get("kept")
     assert kept is not None and kept.state is S.SCHEDULED
     store.insert(job("after"))  # and the store carries on
+    assert [j.job_id for j in other.iter_all()] == ["kept", "after"]
+
+
+@pytest.mark.parametrize("first", ["insert", "insert_many", "savepoint", "finish_runs", "cursor"])
+def test_a_transaction_s_begin_goes_with_its_first_statement_whatever_it_is(
+    open_store: Open, first: str
+) -> None:
+    """BEGIN is sent with a block's first statement (one round trip): a block
+    that starts with a COPY, a savepoint or a pipeline is still one transaction."""
+    store, other = open_store(), open_store()
+    store.insert(job("held"))
+    [held] = store.claim_due(T0, 1, "me", T0 + 5)
+    done = held.evolve(state=S.COMPLETED, due_at=None, locked_by=None)
+    with pytest.raises(RuntimeError), store.transaction():
+        if first == "insert":
+            store.insert(job("a"))
+        elif first == "insert_many":
+            store.insert_many([job("a"), job("b")])
+        elif first == "savepoint":
+            with store.transaction():
+                store.insert(job("a"))
+        elif first == "finish_runs":
+            assert store.finish_runs([(done, S.RUNNING, "me")], [run_of("held")]) == [True]
+        else:  # a cursor of the store's own connection, as COPY and executemany use
+            with store._pool.use() as pg, pg.cursor() as cur:
+                cur.execute(
+                    "INSERT INTO runs (job_id, started_at, finished_at, outcome, recorded_ms) "
+                    "VALUES ('held', 0, 0, 'succeeded', 0)"
+                )
+        store.insert(job("c"))
+        assert other.get("c") is None  # not committed yet
+        raise RuntimeError("undo it all")
+    assert [j.job_id for j in other.iter_all()] == ["held"]
+    assert other.get("held") == held and other.recent_runs("held") == []
+    with store.transaction():
+        pass  # a block with no statement sends none
+    with store.transaction():
+        store.insert(job("d"))
+    assert [j.job_id for j in other.iter_all()] == ["held", "d"]
+
+
+def run_of(job_id: str) -> RunRecord:
+    return RunRecord(job_id, T0, T0 + 1, "succeeded", None, "me")
+
+
+def test_a_connection_killed_before_a_transaction_s_first_statement_saves_nothing(
+    open_store: Open,
+) -> None:
+    store, other = open_store(), open_store()
+    store.insert(job("kept"))
+    with pytest.raises(Unavailable), store.transaction():
+        kill_connections(store)  # the BEGIN has not been sent yet
+        with pytest.raises(Unavailable):
+            store.insert(job("lost"))
+        with pytest.raises(Unavailable):
+            store.insert(job("lost-too"))
+    assert [j.job_id for j in other.iter_all()] == ["kept"]
+    store.insert(job("after"))
     assert [j.job_id for j in other.iter_all()] == ["kept", "after"]
 
 

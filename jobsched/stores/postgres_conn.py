@@ -42,7 +42,45 @@ from jobsched.stores.sql_tx import Block, Transactions, TxState, joined
 
 log = logging.getLogger("jobsched.postgres")
 
-PgConn = psycopg.Connection[tuple[Any, ...]]
+
+class PgConn(psycopg.Connection[tuple[Any, ...]]):
+    """A connection that sends a transaction's BEGIN with its first statement.
+
+    ``begin_pending``: a BEGIN is owed (set by the pool when a transaction
+    starts). The next statement goes in one psycopg pipeline after it: one
+    round trip where there were two. A cursor asked for meanwhile (COPY,
+    executemany) gets the BEGIN sent first, on its own; a transaction that
+    ends before any statement never sends it (nor COMMIT or ROLLBACK).
+    """
+
+    begin_pending = False
+
+    def execute(
+        self, query: Any, params: Any = None, *, prepare: bool | None = None, binary: bool = False
+    ) -> psycopg.Cursor[tuple[Any, ...]]:
+        if not self.begin_pending:
+            return super().execute(query, params, prepare=prepare, binary=binary)
+        self.begin_pending = False
+        with super().pipeline():
+            super().execute(b"BEGIN")
+            cur = super().execute(query, params, prepare=prepare, binary=binary)
+        return cur  # the pipeline has ended: its answers are read
+
+    @contextmanager
+    def pipeline(self) -> Iterator[Any]:
+        with super().pipeline() as pipe:
+            if self.begin_pending:
+                self.begin_pending = False
+                super().execute(b"BEGIN")
+            yield pipe
+
+    def cursor(self, *args: Any, **kwargs: Any) -> Any:
+        if self.begin_pending:
+            self.begin_pending = False
+            super().execute(b"BEGIN")
+        return super().cursor(*args, **kwargs)
+
+
 MIN_DELAY_S = 0.05
 MAX_DELAY_S = 2.0
 _SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -162,7 +200,7 @@ class Pool(Transactions[_Conn]):
                     f"next attempt in {int(wait * 1000)} ms"
                 )
         try:
-            pg = psycopg.connect(self.conninfo, autocommit=True)
+            pg = PgConn.connect(self.conninfo, autocommit=True)
         except psycopg.Error as exc:
             with self._lock:
                 self._delay = min(max(self._delay * 2, MIN_DELAY_S), MAX_DELAY_S)
@@ -225,11 +263,14 @@ class Pool(Transactions[_Conn]):
                 # answer (error 11) from the calls inside, and the block its end.
                 conn.doomed = exc.text
                 return
-        self._quiet(conn, "BEGIN")
+        conn.pg.begin_pending = True  # sent with the first statement
 
     def _tx_commit(self, conn: _Conn) -> None:
         conn.xid = None
         assert conn.pg is not None
+        if conn.pg.begin_pending:  # no statement ran: nothing to commit
+            conn.pg.begin_pending = False
+            return
         if conn.due is not None:
             conn.pg.execute(NOTIFY_SQL, (self.channel, str(conn.due), conn.due))
         # The transaction's id (None if it wrote nothing), to learn the outcome
@@ -291,6 +332,9 @@ class Pool(Transactions[_Conn]):
     def _rollback(self, conn: _Conn) -> None:
         conn.due = None
         if conn.pg is None:
+            return
+        if conn.pg.begin_pending:  # no statement ran: nothing to roll back
+            conn.pg.begin_pending = False
             return
         try:
             conn.pg.execute("ROLLBACK")
