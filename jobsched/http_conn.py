@@ -142,8 +142,36 @@ def _http_date() -> str:
     return _date[1]
 
 
+# The head of an answer with no extra header, split around its Content-Length
+# value, by (status, content type, keep-alive, HTTP/1.0, idle timeout), with the
+# Date it was made for: the same all second long, rebuilt at the next.
+_heads: dict[tuple[int, str, bool, bool, float], tuple[str, bytes, bytes]] = {}
+
+
 def render(response: Response, head: Head | None, keep_alive: bool, idle_timeout: float) -> bytes:
     """Status line, headers and body as one buffer (one write)."""
+    date = _http_date()
+    if response.stream is None and not response.headers:
+        http10 = head is not None and head.http10
+        key = (response.status, response.content_type, keep_alive, http10, idle_timeout)
+        cached = _heads.get(key)
+        if cached is None or cached[0] != date:
+            pre, _, post = _head(response, head, keep_alive, idle_timeout, date, "\0").partition(
+                "\0"
+            )
+            cached = _heads[key] = (date, pre.encode("latin-1"), post.encode("latin-1"))
+        data = b"%s%d%s" % (cached[1], len(response.body), cached[2])
+    else:
+        data = _head(response, head, keep_alive, idle_timeout, date, "").encode("latin-1")
+    if head is not None and head.method == "HEAD":
+        return data
+    return data + response.body
+
+
+def _head(
+    response: Response, head: Head | None, keep_alive: bool, idle_timeout: float, date: str, n: str
+) -> str:
+    """The status line and headers; ``n``: the Content-Length value (else the body's length)."""
     status = response.status
     try:
         phrase = HTTPStatus(status).phrase
@@ -152,11 +180,11 @@ def render(response: Response, head: Head | None, keep_alive: bool, idle_timeout
     out = [
         f"HTTP/1.1 {status} {phrase}",
         "Server: jobsched",
-        f"Date: {_http_date()}",
+        f"Date: {date}",
         f"Content-Type: {response.content_type}",
     ]
     if response.stream is None:
-        out.append(f"Content-Length: {len(response.body)}")
+        out.append(f"Content-Length: {n or len(response.body)}")
     out.extend(f"{name}: {value}" for name, value in response.headers)
     if not keep_alive or response.stream is not None:
         out.append("Connection: close")
@@ -164,7 +192,4 @@ def render(response: Response, head: Head | None, keep_alive: bool, idle_timeout
         if head is not None and head.http10:
             out.append("Connection: keep-alive")
         out.append(f"Keep-Alive: timeout={max(int(idle_timeout), 1)}")
-    data = ("\r\n".join(out) + "\r\n\r\n").encode("latin-1")
-    if head is not None and head.method == "HEAD":
-        return data
-    return data + response.body
+    return "\r\n".join(out) + "\r\n\r\n"
