@@ -6,7 +6,8 @@ client sending its headers a byte a second held a thread and a descriptor as
 long as it liked, a few hundred made the service unreachable, and each new
 thread opened a store connection of its own. Here a connection that is idle
 or still sending its request costs a socket in a selector; only a complete
-request takes one of ``threads`` threads, which writes the answer in one write.
+request takes one of ``threads`` threads (``jobsched.http_pool``), and the loop
+writes the answer they make in one write.
 
 Limits (durations on ``time.monotonic``): a request's line, headers and body
 must arrive within ``request_timeout`` of its first byte (408 and close; a
@@ -27,31 +28,19 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import queue
 import selectors
 import socket
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from jobsched.http_conn import (
-    MAX_HEAD,
-    Head,
-    Limits,
-    Response,
-    error,
-    find_head_end,
-    parse_head,
-    render,
-)
+from jobsched.http_conn import MAX_HEAD, Limits, Response, error, find_head_end, parse_head, render
+from jobsched.http_pool import Answer, Handler, Pool
 from jobsched.http_stream import Stream, Streams
 
+__all__ = ["Answer", "Handler", "HttpServer"]
 log = logging.getLogger("jobsched.http")
 
-# method, target, the Authorization header, body, every header (names in lower case)
-Handler = Callable[[str, str, str | None, bytes, dict[str, str]], Response]
 RECV_SIZE = 1 << 16
 SWEEP_S = 0.1  # how often deadlines are checked: the timeouts' resolution
 STALLED_S = 1.0  # at the connection bound, who has waited this long may be closed
@@ -101,8 +90,6 @@ class HttpServer:
         self._streams: Streams[_Conn] = Streams(
             limits.max_streams, limits.request_timeout, self._wake
         )
-        self._done: deque[tuple[_Conn, bytes, bool, Stream | None]] = deque()
-        self._jobs: queue.SimpleQueue[tuple[_Conn, Head, bytes] | None] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._abort = False
         self._listening = True
@@ -112,8 +99,7 @@ class HttpServer:
         self._running = False
         self._not_listening = threading.Event()
         self._exited = threading.Event()
-        for i in range(limits.threads):
-            threading.Thread(target=self._work, name=f"jobsched-http-{i}", daemon=True).start()
+        self._pool: Pool[_Conn] = Pool(handler, limits, self._stop, self._wake)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -170,8 +156,7 @@ class HttpServer:
         for sock in (self._listener, self._wake_r, self._wake_w):
             sock.close()
         self._sel.close()
-        for _ in range(self.limits.threads):
-            self._jobs.put(None)
+        self._pool.close()
 
     def _stop_listening(self) -> None:
         self._listening = False
@@ -290,8 +275,8 @@ class HttpServer:
         body = bytes(conn.buf[start : start + head.length])
         del conn.buf[: start + head.length]
         conn.state = BUSY
-        self._watch(conn, 0)  # its thread owns the socket until the answer is out
-        self._jobs.put((conn, head, body))
+        self._watch(conn, 0)  # the threads own the request until its answer is made
+        self._pool.put(conn, head, body)
 
     def _fail(self, conn: _Conn, response: Response) -> None:
         """Answer a request that will not be served, and close."""
@@ -299,11 +284,8 @@ class HttpServer:
         self._close(conn, f"answered {response.status} and closed")
 
     def _finish_done(self) -> None:
-        """Send the answers the threads made. The loop sends them, not the
-        threads, so a client that has its answer finds its connection already
-        idle (evictable) here, never still counted as being served."""
-        while self._done:
-            conn, data, keep, stream = self._done.popleft()
+        """Send the answers the threads made (``http_pool`` says why here)."""
+        for conn, data, keep, stream in self._pool.take():
             if conn not in self._conns:
                 if stream is not None:
                     stream.close()
@@ -406,22 +388,3 @@ class HttpServer:
             self._close(conn, "stream ended")
         for conn in ready:
             self._write(conn)
-
-    # -- the serving threads ------------------------------------------------------
-
-    def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            self._serve(*job)
-
-    def _serve(self, conn: _Conn, head: Head, body: bytes) -> None:
-        try:
-            auth = head.headers.get("authorization")
-            response = self.handler(head.method, head.target, auth, body, head.headers)
-        except Exception:  # the service answers its own errors; this is a bug
-            log.exception("crash serving %s %s", head.method, head.target)
-            response = error(500, 13, f"internal error serving {head.method}")
-        keep = head.keep_alive and not self._stop.is_set()
-        data = render(response, head, keep, self.limits.idle_timeout)
-        log.debug('%s "%s %s" %d', conn.peer, head.method, head.target, response.status)
-        self._done.append((conn, data, keep, response.stream))
-        self._wake()

@@ -7,13 +7,15 @@ one request to one response and knows nothing of sockets; the socket side
 
 Every route goes through the protocol's own code (``jobsched.wire.handle``),
 so validation, replies and error codes are the stdio node's, byte for byte.
-A request that may change something runs inside one store transaction; its
-reply is encoded before the commit (a reply that cannot be encoded rolls the
-request back) and sent after it; an error rolls its own writes back. Messages
-that run users' handlers (``messages.RUNS_USER_CODE``) are the exception: user
-code never runs inside a transaction of ours, which would hold the store's
-write lock for as long as the handler takes; the engine commits the claim and
-the outcome itself.
+A request that may change something is committed in a group with the writes
+of other connections (``jobsched.server_commit``): each in a savepoint of one
+store transaction, its reply encoded before the commit (a reply that cannot be
+encoded rolls the request back) and sent after it; an error rolls its own
+writes back. Messages that run users' handlers (``messages.RUNS_USER_CODE``)
+are the exception: user code never runs inside a transaction of ours, which
+would hold the store's write lock for as long as the handler takes; the
+engine commits the claim and the outcome itself. The Prometheus text of
+``/metrics`` is ``jobsched.server_metrics``.
 """
 
 from __future__ import annotations
@@ -32,37 +34,36 @@ from jobsched.http_conn import JSON, Limits, Response, error
 from jobsched.http_server import HttpServer
 from jobsched.jsonfast import dumps, loads
 from jobsched.messages import READ_ONLY, RUNS_USER_CODE, Context
-from jobsched.runner import LATENESS_BUCKETS, Metrics
-from jobsched.wire import Pending, handle, unavailable
+from jobsched.metrics import Metrics
+from jobsched.server_commit import STATUS, Answer, Change, GroupCommit, Write, encoded
+from jobsched.server_metrics import PROM, render_metrics, render_nodes, render_writes
+from jobsched.wire import handle
 
 if TYPE_CHECKING:
     from jobsched.web.routes import Web
 
-__all__ = ["JSON", "Limits", "Response", "Service", "error", "make_server", "render_metrics"]
+__all__ = [
+    "JSON",
+    "STATUS",
+    "Limits",
+    "Response",
+    "Service",
+    "error",
+    "make_server",
+    "render_metrics",
+    "render_nodes",
+]
 log = logging.getLogger("jobsched.server")
 
 DEFAULT_MAX_BODY = 1 << 20
-PROM = "text/plain; version=0.0.4; charset=utf-8"
-STATUS = {10: 400, 11: 503, 12: 400, 13: 500, 20: 404, 21: 409, 22: 409}
 ACTIONS = {"run": "execute_job", "pause": "pause_job", "resume": "resume_job", "retry": "retry_job"}
 _JOB = re.compile(r"/v1/jobs/([^/]+)")
 _ACTION = re.compile(r"/v1/jobs/([^/]+)/([a-z]+)")
 _QUEUE = re.compile(r"/v1/queues/([^/]+)")
+# A route's outcome: its response, or a change to commit before answering.
+Reply = Response | Change
 FD_RESERVE = 64  # descriptors kept for the store, logs and handlers
 FDS_PER_THREAD = 4  # each serving thread's SQLite connection: database, WAL, shared memory
-
-
-class _Undo(Exception):
-    def __init__(self, reply: Pending) -> None:
-        self.reply = reply
-
-
-class _Unencodable(Exception):
-    """Raised inside the transaction when the reply cannot be written as JSON,
-    so the request's writes roll back instead of being answered by a 500."""
-
-    def __init__(self, response: Response) -> None:
-        self.response = response
 
 
 class Service:
@@ -86,6 +87,7 @@ class Service:
         self.metrics = metrics or Metrics()
         self.on_change = on_change
         self.web = web  # the dashboard and the event stream (jobsched.web), if served
+        self.writes = GroupCommit(ctx, on_change)
 
     # -- entry ----------------------------------------------------------------
 
@@ -102,12 +104,27 @@ class Service:
         auth: str | None,
         body: bytes,
         headers: Mapping[str, str] | None = None,
-    ) -> Response:
+        later: Answer | None = None,
+    ) -> Response | None:
+        """The request's response; or, given ``later``, None for a write, which
+        is committed in a group and answered through ``later`` after its commit
+        (from the writer's thread; this thread is free meanwhile)."""
+        out = self._serve(method, target, auth, body, headers or {})
+        if isinstance(out, Response):
+            return out
+        if later is None:
+            return self.writes.run(out.text, out.created)
+        self.writes.submit(Write(out.text, out.created, later))
+        return None
+
+    def _serve(
+        self, method: str, target: str, auth: str | None, body: bytes, headers: Mapping[str, str]
+    ) -> Reply:
         url = urlsplit(target)
         path = url.path.rstrip("/") or "/"
         if path == "/healthz" and method == "GET":
             return self.healthz()
-        web, headers = self.web, headers or {}
+        web = self.web
         if web is not None and (page := web.public(method, path, body, headers)) is not None:
             return page
         # A dashboard session (cookie) stands in for the token; a browser's
@@ -125,12 +142,12 @@ class Service:
         try:
             if web is not None and (answer := web.route(method, path, url.query, headers)):
                 return answer
-            return self._route(method, path, parse_qs(url.query), body)
+            return self._route(method, path, url.query, body)
         except Exception:  # never let a bug take the connection down without an answer
             log.exception("crash serving %s %s", method, path)
             return error(500, 13, f"internal error serving {method} {path}")
 
-    def _route(self, method: str, path: str, query: dict[str, list[str]], body: bytes) -> Response:
+    def _route(self, method: str, path: str, query: str, body: bytes) -> Reply:
         if path == "/metrics":
             return self._only(method, "GET") or self.render_metrics()
         if path == "/v1/messages":
@@ -141,7 +158,7 @@ class Service:
             return self._only(method, "GET") or _openapi()
         if path == "/v1/jobs":
             if method == "GET":
-                return self.call(_listing(query))
+                return self.call(_listing(parse_qs(query)))  # parsed only here
             return self._only(method, "GET, POST") or self.schedule(body)
         if m := _ACTION.fullmatch(path):
             kind = ACTIONS.get(m.group(2))
@@ -157,7 +174,7 @@ class Service:
             return self._only(method, "GET") or self.healthz()
         return self._queues(method, path, body)
 
-    def _queues(self, method: str, path: str, body: bytes) -> Response:
+    def _queues(self, method: str, path: str, body: bytes) -> Reply:
         """The queue routes (docs/queues.md): list_queues, configure_queue; the
         last of the routes, so a path none of them takes is a 404 here."""
         if path == "/v1/queues":
@@ -177,7 +194,7 @@ class Service:
 
     # -- routes -----------------------------------------------------------------
 
-    def message(self, body: bytes) -> Response:
+    def message(self, body: bytes) -> Reply:
         """Any protocol message (bare body or envelope) in; its reply out."""
         try:
             text = body.decode("utf-8")
@@ -185,13 +202,13 @@ class Service:
             return error(400, 12, "body: is not UTF-8")
         return self._answer(text, _peek(text))
 
-    def schedule(self, body: bytes) -> Response:
+    def schedule(self, body: bytes) -> Reply:
         fields = _json_object(body)
         if isinstance(fields, Response):
             return fields
         return self.call({**fields, "type": "schedule_job"}, created=True)
 
-    def schedule_batch(self, body: bytes) -> Response:
+    def schedule_batch(self, body: bytes) -> Reply:
         """A JSON array of schedule_job specs, or {"jobs": [...]}: all or nothing."""
         try:
             value = loads(body.decode("utf-8") if body else "null")
@@ -202,13 +219,13 @@ class Service:
             return error(400, 12, 'body: must be a JSON array of jobs, or {"jobs": [...]}')
         return self.call({**fields, "type": "schedule_jobs"}, created=True)
 
-    def action(self, kind: str, job_id: str, body: bytes) -> Response:
+    def action(self, kind: str, job_id: str, body: bytes) -> Reply:
         fields = _json_object(body) if body.strip() else {}
         if isinstance(fields, Response):
             return fields
         return self.call({**fields, "type": kind, "job_id": job_id})
 
-    def call(self, fields: dict[str, Any], created: bool = False) -> Response:
+    def call(self, fields: dict[str, Any], created: bool = False) -> Reply:
         fields.pop("msg_id", None)
         try:
             line = dumps(fields)
@@ -229,63 +246,19 @@ class Service:
         nodes = self.ctx.engine.nodes(self.ctx.clock())
         if nodes is not None:
             text += render_nodes(nodes)
+        text += render_writes(self.writes.groups, self.writes.writes)
         return Response(200, text.encode(), PROM)
 
     # -- plumbing -----------------------------------------------------------------
 
-    def _answer(self, text: str, kind: str | None, created: bool = False) -> Response:
+    def _answer(self, text: str, kind: str | None, created: bool = False) -> Reply:
         if kind not in READ_ONLY and kind not in RUNS_USER_CODE:
-            return self._in_transaction(text, created)
+            return Change(text, created)  # committed in a group (server_commit)
         # Reads need no transaction, and user code must not run inside one.
         reply = handle(self.ctx, text)
         if reply is not None and reply.changes and self.on_change is not None:
             self.on_change()
-        try:
-            return _encode(reply, created)
-        except _Unencodable as exc:
-            return exc.response
-
-    def _in_transaction(self, text: str, created: bool) -> Response:
-        store = self.ctx.engine.store
-        reply: Pending | None = None
-        try:
-            with store.transaction():
-                try:
-                    with store.transaction():  # a savepoint: an error undoes only its writes
-                        reply = handle(self.ctx, text)
-                        if reply is not None and reply.reply_type == "error":
-                            raise _Undo(reply)
-                except _Undo as undo:
-                    reply = undo.reply
-                response = _encode(reply, created)  # before the commit: failing rolls back
-        except _Unencodable as exc:
-            return exc.response
-        except JobschedError as exc:
-            # Begin or commit failed: nothing is durable, so nothing may be acknowledged.
-            why = f"storage unavailable, nothing changed: {exc.text}"
-            if reply is None:
-                reply = unavailable(self.ctx, text, why)
-            else:
-                reply.fail_unavailable(why)
-            return _encode(reply, created)
-        if reply is not None and reply.changes and self.on_change is not None:
-            self.on_change()
-        return response
-
-
-def _encode(reply: Pending | None, created: bool) -> Response:
-    if reply is None:
-        return error(400, 12, "body: is empty")
-    status = 201 if created else 200
-    if reply.reply_type == "error":
-        status = STATUS.get(int(reply.fields.get("code", 13)), 500)
-    try:
-        return Response(status, reply.encode().encode())
-    except (ValueError, TypeError) as exc:
-        log.error("a %s reply could not be encoded: %s", reply.reply_type, exc)
-        raise _Unencodable(
-            error(500, 13, "internal error: the reply could not be encoded")
-        ) from exc
+        return encoded(reply, created)
 
 
 def _peek(text: str) -> str | None:
@@ -327,44 +300,6 @@ def _listing(query: dict[str, list[str]]) -> dict[str, Any]:
     return fields
 
 
-def render_metrics(counts: dict[str, int], m: Metrics) -> str:
-    """The Prometheus text exposition format (version 0.0.4)."""
-    out: list[str] = []
-
-    def family(name: str, kind: str, help_text: str) -> None:
-        out.append(f"# HELP {name} {help_text}")
-        out.append(f"# TYPE {name} {kind}")
-
-    family("jobsched_jobs", "gauge", "Jobs in the store, by state.")
-    out.extend(f'jobsched_jobs{{state="{s}"}} {n}' for s, n in counts.items())
-    with m.lock:
-        runs, retries, skipped = dict(m.runs), m.retries, m.skipped
-        buckets, total, count = list(m.buckets), m.lateness_sum, m.lateness_count
-    family("jobsched_runs_total", "counter", "Real-time runs of this process, by outcome.")
-    out.extend(f'jobsched_runs_total{{outcome="{k}"}} {v}' for k, v in sorted(runs.items()))
-    family("jobsched_run_failures_total", "counter", "Real-time runs that failed (any cause).")
-    out.append(f"jobsched_run_failures_total {sum(v for k, v in runs.items() if k != 'succeeded')}")
-    family("jobsched_retries_total", "counter", "Failed runs that scheduled a retry.")
-    out.append(f"jobsched_retries_total {retries}")
-    family(
-        "jobsched_skipped_occurrences_total", "counter", "Occurrences skipped by overlap/misfire."
-    )
-    out.append(f"jobsched_skipped_occurrences_total {skipped}")
-    family(
-        "jobsched_dispatch_lateness_seconds",
-        "histogram",
-        "Handler start minus due time, real-time runs.",
-    )
-    cumulative = 0
-    for bound, n in zip(LATENESS_BUCKETS, buckets, strict=True):
-        cumulative += n
-        out.append(f'jobsched_dispatch_lateness_seconds_bucket{{le="{bound}"}} {cumulative}')
-    out.append(f'jobsched_dispatch_lateness_seconds_bucket{{le="+Inf"}} {count}')
-    out.append(f"jobsched_dispatch_lateness_seconds_sum {total}")
-    out.append(f"jobsched_dispatch_lateness_seconds_count {count}")
-    return "\n".join(out) + "\n"
-
-
 def make_server(service: Service, host: str, port: int, limits: Limits | None = None) -> HttpServer:
     """The service on a listening socket; ``serve_forever`` runs it."""
     limits = dataclasses.replace(limits or Limits(), max_body=service.max_body)
@@ -402,18 +337,3 @@ def fd_budget(wanted: int, threads: int) -> int:
     if soft == resource.RLIM_INFINITY:
         return wanted
     return max(1, min(wanted, soft - reserve))
-
-
-def render_nodes(nodes: list[tuple[str, int, int]]) -> str:
-    """Cluster nodes seen in the last minute, and the jobs each holds."""
-    out = [
-        "# HELP jobsched_nodes Nodes whose heartbeat was seen in the last minute.",
-        "# TYPE jobsched_nodes gauge",
-        f"jobsched_nodes {len(nodes)}",
-        "# HELP jobsched_node_jobs_held Running jobs each node holds a lease on.",
-        "# TYPE jobsched_node_jobs_held gauge",
-    ]
-    for node_id, _, held in nodes:
-        node = node_id.replace("\\", "\\\\").replace('"', '\\"')
-        out.append(f'jobsched_node_jobs_held{{node="{node}"}} {held}')
-    return "\n".join(out) + "\n"
