@@ -218,6 +218,7 @@ def test_a_cron_job_created_through_the_form(page: Page, svc: Service, tmp_path:
     expect(page.get_by_text("At 09:00, Monday through Friday, Europe/London")).to_be_visible()
     page.get_by_label("Queue", exact=True).fill("reports")
     page.get_by_label("Priority").fill("2")
+    page.evaluate("window.scrollTo(0, 0)")
     shot(page, "new-job", tmp_path)
     page.get_by_role("button", name="Schedule").click()
     expect(page.locator(".job-head .badge")).to_have_text("scheduled")
@@ -338,7 +339,10 @@ def test_every_page_fits_a_phone_and_screenshots(
 ) -> None:
     schedule(svc, task="ok", cron="*/20 * * * *", timezone="America/New_York")
     job_id = schedule(svc, task="ok", interval_ms=900_000, payload={"report": "daily"})
-    for size, pages in ((DESKTOP, ("overview", "upcoming")), (PHONE, ("overview", "jobs", "job"))):
+    for size, pages in (
+        (DESKTOP, ("overview", "upcoming")),
+        (PHONE, ("overview", "jobs", "job", "queues")),
+    ):
         context = browser.new_context(viewport=size, base_url=svc.url, storage_state=session)
         page = context.new_page()
         watch = Watch(page)

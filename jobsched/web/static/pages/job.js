@@ -67,7 +67,7 @@ export async function render(root, ctx) {
       fact("Task", job.task),
       fact("State", job.state + (job.locked_by ? ` (held by ${job.locked_by})` : "")),
       fact("Queue", h("a", { href: `#/jobs${query({ queue: job.queue })}` }, job.queue)),
-      fact("Priority", `${job.priority} (0 runs first)`),
+      fact("Priority", `${job.priority} (of 0-9, 0 runs first)`),
       fact("Unique key", uniqueText(job)),
       fact("Due", job.due_at ? `${localTime(job.due_at)} (${relative(job.due_at)})` : "—"),
       fact("Attempts", `${job.attempts} of ${job.max_attempts} (backoff from ${duration(job.base_ms)})`),
