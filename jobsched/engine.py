@@ -14,7 +14,7 @@ from jobsched import transitions
 from jobsched.cron import CronExpr
 from jobsched.errors import JobExists, JobNotFound, Malformed, PreconditionFailed
 from jobsched.execution import ExecConfig, Execution
-from jobsched.ids import uuid7
+from jobsched.ids import uuid7, uuid7_many
 from jobsched.jobs import (
     ALL_STATES,
     ONCE,
@@ -151,6 +151,8 @@ class Engine(Execution):
             raise Malformed("jobs", f"at most {MAX_BATCH} jobs per batch, not {len(specs)}")
         named = _caller_ids(specs)
         existing = self.store.get_many(named) if named else {}
+        # The generated ids of the batch, made together (in spec order).
+        made = iter(uuid7_many(len(specs) - len(named)))
         out: list[Job] = []
         fresh: list[int] = []  # indexes of the jobs to insert
         for i, spec in enumerate(specs):
@@ -159,19 +161,19 @@ class Engine(Execution):
                 out.append(_same_spec_at(i, found, spec))
                 continue
             try:
-                out.append(self._new_job(spec, now))
+                out.append(self._new_job(spec, now, spec.job_id or next(made)))
             except Malformed as exc:
                 raise _at(i, exc) from None
             fresh.append(i)
         self._insert_fresh(out, fresh, specs)
         return out
 
-    def _new_job(self, spec: ScheduleSpec, now: int) -> Job:
+    def _new_job(self, spec: ScheduleSpec, now: int, job_id: str | None = None) -> Job:
         if not self.registry.knows(spec.task):
             raise Malformed("task", f"no handler is registered for task {spec.task!r}")
         schedule, due = _first_due(spec, now)
         return Job(
-            job_id=spec.job_id or uuid7(),
+            job_id=job_id or spec.job_id or uuid7(),
             task=spec.task,
             payload_json=spec.payload_json,
             schedule=schedule,

@@ -1,7 +1,8 @@
 """The stdio node: lines in on stdin, replies out on stdout, one batch at a time.
 
 Group commit: every complete line already waiting on stdin is handled inside
-one store transaction (each request in its own savepoint), the batch is
+one store transaction (each request in its own savepoint, but for the fast
+path's, whose one write is its last step: ``wire.fast``), the batch is
 committed once, and only then are its replies written and flushed. A durable
 store thus never acknowledges a change it has not committed, and a pipelining
 client pays one fsync per batch, not per request.
@@ -31,7 +32,7 @@ from jobsched.errors import JobschedError
 from jobsched.jsonfast import loads
 from jobsched.maintenance import Maintenance
 from jobsched.messages import RUNS_USER_CODE, Context
-from jobsched.wire import Pending, handle, malformed_line, unavailable
+from jobsched.wire import Pending, decode, dispatch, fast, handle, malformed_line, unavailable
 
 log = logging.getLogger("jobsched.node")
 READ_SIZE = 1 << 16
@@ -195,10 +196,17 @@ class StdioNode:
     def _one(self, line: bytes) -> Pending | None:
         if len(line) > MAX_LINE:
             return malformed_line(f"a line may be at most {MAX_LINE} bytes")
+        decoded = decode(self.ctx, line)
+        if decoded is None or isinstance(decoded, Pending):
+            return decoded
+        # The fast path writes at most once, as its last step: no savepoint.
+        reply = fast(self.ctx, *decoded)
+        if reply is not None:
+            return reply
         try:
             with self.ctx.engine.store.transaction():
-                reply = handle(self.ctx, line)
-                if reply is not None and reply.reply_type == "error":
+                reply = dispatch(self.ctx, *decoded)
+                if reply.reply_type == "error":
                     raise _Undo(reply)  # roll this request back to its savepoint
         except _Undo as undo:
             return undo.reply

@@ -205,6 +205,35 @@ def schedule_spec(
     )
 
 
+# The commonest schedule_job: a one-time job of a task with a payload, due now,
+# after delay_ms or at run_at, with every other setting at its default.
+_ONCE_KEYS = frozenset(("type", "msg_id", "current_time", "task", "payload", "delay_ms", "run_at"))
+
+
+def once_spec(body: dict[str, Any], max_payload: int = DEFAULT_MAX_PAYLOAD) -> ScheduleSpec | None:
+    """``schedule_spec(body, max_payload)`` for the commonest request, in one
+    pass; None for any other shape, and for a body schedule_spec refuses (it
+    then names the error, in its own order). Built from the same readers, so
+    the rules cannot differ; the stdio fast path's differential tests
+    (tests/test_engine_equivalence.py, tests/test_node_fuzz.py) hold the two
+    to the same answers."""
+    if not _ONCE_KEYS.issuperset(body):
+        return None
+    delay, run_at = body.get("delay_ms"), body.get("run_at")
+    try:
+        task = text(body.get("task"), "task")
+        payload_json = _payload_json(body.get("payload", {}), max_payload)
+        if delay is not None:
+            if run_at is not None:
+                return None
+            delay = when_value("delay_ms", delay)
+        elif run_at is not None:
+            run_at = when_value("run_at", run_at)
+    except Malformed:
+        return None
+    return ScheduleSpec(task, payload_json, delay, run_at)
+
+
 _NO_PLACING: dict[str, Any] = {
     "queue": DEFAULT_QUEUE,
     "priority": 0,
@@ -314,18 +343,23 @@ def _payload_json(payload: Any, max_payload: int) -> str:
 
 
 def _when(name: str, value: Any, tz: str) -> dict[str, Any]:
+    return {name: when_value(name, value, tz)}
+
+
+def when_value(name: str, value: Any, tz: str = "UTC") -> Any:
+    """The value of the "when" field ``name`` (one of WHEN_FIELDS), read."""
     if name == "delay_ms":
-        return {"delay_ms": integer(value, name, 0, SPAN_MS)}
+        return integer(value, name, 0, SPAN_MS)
     if name == "interval_ms":
-        return {"interval_ms": integer(value, name, 1, SPAN_MS)}
+        return integer(value, name, 1, SPAN_MS)
     if name == "run_at":
-        return {"run_at": parse_timestamp(value, name)}
+        return parse_timestamp(value, name)
     if not isinstance(value, str) or not value.strip():
         raise Malformed("cron", f"must be a cron expression string, not {_kind(value)}")
     if len(value) > MAX_CRON_LEN:
         raise Malformed("cron", f"must be at most {MAX_CRON_LEN} characters, not {len(value)}")
     CronExpr.parse(value, tz)  # raises CronError naming the bad field
-    return {"cron": value}
+    return value
 
 
 def _retry(body: dict[str, Any]) -> RetryPolicy:

@@ -19,9 +19,15 @@ HUGE = "1" + "0" * 400  # 10**400 as a JSON integer literal
 CENTURY_MS = 100 * 365 * 24 * 3600 * 1000
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> list[str]:
-    return [] if request.param == "memory" else ["--db", str(tmp_path / "jobs.db")]
+@pytest.fixture(params=["memory", "memory-general", "sqlite"])
+def db(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> list[str]:
+    """The node's store; "memory-general": with its fast path turned off
+    (JOBSCHED_FAST_PATH=0), so that every line here runs through both paths."""
+    if request.param == "memory-general":
+        monkeypatch.setenv("JOBSCHED_FAST_PATH", "0")
+    return ["--db", str(tmp_path / "jobs.db")] if request.param == "sqlite" else []
 
 
 def run(lines: list[str], db: list[str]) -> list[dict[str, Any]]:
@@ -122,15 +128,21 @@ def test_payload_nesting_is_bounded_at_64_levels(db: list[str]) -> None:
         '{"src": "c", "dest": "s", "body": {"type": "schedule_job", "msg_id": 4, "task": "a",'
         f' "job_id": "x3", "payload": {nested(500)}}}}}',
         req("stats", 5),
+        # The fast path's shape (no job_id): the same bounds.
+        f'{{"type": "schedule_job", "msg_id": 6, "task": "a", "payload": {nested(64)}}}',
+        f'{{"type": "schedule_job", "msg_id": 7, "task": "a", "payload": {nested(65)}}}',
+        f'{{"type": "schedule_job", "msg_id": 8, "task": "a", "delay_ms": 1, "payload": {nested(900)}}}',
+        req("stats", 9),
     ]
     got, (job,) = run_and_read(lines, db, ["ok"])
     replies = [body(r) for r in got]
-    assert replies[0]["type"] == "job_scheduled"
-    for msg_id, reply in enumerate(replies[1:4], start=2):
+    assert replies[0]["type"] == replies[5]["type"] == "job_scheduled"
+    for msg_id, reply in [*enumerate(replies[1:4], start=2), (7, replies[6]), (8, replies[7])]:
         assert reply["type"] == "error" and reply["code"] == 12, reply
         assert reply["in_reply_to"] == msg_id
         assert reply["text"].startswith("payload:") and "64" in reply["text"], reply
     assert replies[4]["total"] == 1
+    assert replies[8]["total"] == 2
     assert json.dumps(job["payload"], separators=(",", ":")) == nested(64)
 
 
@@ -287,12 +299,23 @@ def test_durations_that_can_never_be_valid_are_refused(db: list[str]) -> None:
 
 def test_msg_id_of_any_json_value_round_trips(db: list[str]) -> None:
     ids = [HUGE, "-" + HUGE, "1e308", "-0.0", "1.5", '"5"', "true", "null", '{"a": [1, "b"]}']
+    ids += ['"\u00e9\\"\\ud800"', "[]", "-7", "0"]
     lines = [f'{{"type": "stats", "msg_id": {i}}}' for i in ids]
+    # schedule_job of the fast path's shape, bare and enveloped: its reply is written directly.
+    lines += [f'{{"type": "schedule_job", "msg_id": {i}, "task": "t"}}' for i in ids]
+    lines += [
+        f'{{"src": {i}, "dest": "\u00e9", "body": {{"type": "schedule_job", "msg_id": {i}, "task": "t"}}}}'
+        for i in ids
+    ]
     replies = run(lines, db)
-    for msg_id, reply in zip(ids, replies, strict=True):
+    for msg_id, reply in zip(ids * 3, replies, strict=True):
+        reply = body(reply)
+        assert reply["type"] in ("stats", "job_scheduled"), reply
         assert reply["in_reply_to"] == json.loads(msg_id)
         if msg_id.lstrip("-").isdigit():
             assert json.dumps(reply["in_reply_to"]) == msg_id
+    for msg_id, reply in zip(ids, replies[-len(ids) :], strict=True):
+        assert (reply["src"], reply["dest"]) == ("\u00e9", json.loads(msg_id))
 
 
 def test_job_id_of_the_wrong_type_is_12(db: list[str]) -> None:

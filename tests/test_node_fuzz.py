@@ -6,14 +6,18 @@ from __future__ import annotations
 import json
 import random
 import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.harness import NodeProcess, Wire
+from jobsched import engine as engine_module
+from jobsched.wire import fast
+from tests.harness import T0, Clock, NodeProcess, Wire
+
+# The stores main.py runs on here: memory (both paths) and SQLite.
+from tests.test_input_bounds import db  # noqa: F401
 
 TYPES = [
     "schedule_job",
@@ -272,6 +276,8 @@ def _hostile_line(kind: str, values: dict[str, str], enveloped: bool) -> str:
         "msg_id": 1,
         **json.loads(json.dumps(ALMOST_VALID.get(kind, {}))),
     }
+    if kind == "schedule_job" and not enveloped:
+        del body["job_id"]  # the fast path's shape (a generated id), unless a value names one
     outer: dict[str, Any] = {"src": "c", "dest": "s"}
     for i, name in enumerate(values):
         target = outer if name in ("src", "dest") and enveloped else body
@@ -324,12 +330,7 @@ def _read_all(node: NodeProcess, keep: list[str]) -> list[dict[str, Any]]:
         after = page["next"]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> list[str]:
-    return [] if request.param == "memory" else ["--db", str(tmp_path / "jobs.db")]
-
-
-def test_hostile_values_in_every_field_through_main_py(db: list[str]) -> None:
+def test_hostile_values_in_every_field_through_main_py(db: list[str]) -> None:  # noqa: F811
     node = NodeProcess(*db)
     try:
         keep = [f"keep-{i}" for i in range(3)]
@@ -372,3 +373,77 @@ def _pipelined(node: NodeProcess, lines: list[str]) -> None:
         body = body.get("body", body)
         assert body.get("code") != 13, (line[:200], body, node.stderr())
     writer.join()
+
+
+# -- the fast path against the general one ---------------------------------------------
+#
+# schedule_job bodies near the fast path's shape (wire.fast): every field it
+# reads, with valid values, edge values and anything at all, and now and then
+# a field that is not its business. Both paths must write the same reply,
+# byte for byte, and store the same job.
+
+edge_ints = st.sampled_from([0, 1, -1, 2.0, 2.5, -0.0, 10**20, 315_537_897_599_999, True])
+once_bodies = st.fixed_dictionaries(
+    {"type": st.just("schedule_job")},
+    optional={
+        "task": st.sampled_from(["t", "", "x" * 256, "a\x00", "\ud800", "é"]) | json_values,
+        "payload": json_values,
+        "delay_ms": edge_ints | json_values,
+        "run_at": st.sampled_from(["2024-01-15T09:00:00Z", "9999-12-31T23:59:59.999Z", "x"])
+        | edge_ints
+        | json_values,
+        "current_time": st.sampled_from([T0, "2024-01-15T09:00:00Z", "9999-12-31T23:59:59Z"])
+        | json_values,
+        "msg_id": json_values,
+        "job_id": st.sampled_from(["given-1"]),
+        "max_attempts": st.sampled_from([1, 0]),
+    },
+)
+
+
+class _Counted:
+    """Generated job ids from a counter, so that both paths' replies compare as text."""
+
+    def __init__(self) -> None:
+        self.made = 0
+
+    def __call__(self) -> str:
+        self.made += 1
+        return f"01900000-0000-7000-8000-{self.made:012x}"
+
+
+def _both(body: dict[str, Any], envelope: bool, tiny_payloads: bool) -> list[str]:
+    out = []
+    for on in (True, False):
+        w = Wire(clock=Clock(T0))
+        w.ctx.fast_path = on
+        if tiny_payloads:
+            w.ctx.max_payload = 8
+        line = json.dumps({"src": "c", "dest": "s", "body": body} if envelope else body)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(engine_module, "uuid7", _Counted())
+            reply = w.raw(line)
+        stored = w.raw(json.dumps({"type": "list_jobs", "limit": 10}))
+        out.append(reply + "\n" + stored)
+    return out
+
+
+@settings(max_examples=600, deadline=None)
+@given(body=once_bodies, envelope=st.booleans(), tiny_payloads=st.booleans())
+def test_the_fast_path_answers_and_stores_as_the_general_path(
+    body: dict[str, Any], envelope: bool, tiny_payloads: bool
+) -> None:
+    fast, general = _both(body, envelope, tiny_payloads)
+    assert fast == general
+
+
+def test_the_fast_path_takes_its_requests() -> None:
+    """The comparison above is not between two general paths: the shape it
+    is about is answered by wire.fast, anything else is left to dispatch."""
+    ctx = Wire().ctx
+    taken = fast(ctx, {"type": "schedule_job", "task": "t", "delay_ms": 5}, None)
+    assert taken is not None and taken.text is not None and taken.reply_type == "job_scheduled"
+    for other in ({"type": "schedule_job", "task": "t", "job_id": "j"}, {"type": "stats"}):
+        assert fast(ctx, other, None) is None
+    ctx.fast_path = False
+    assert fast(ctx, {"type": "schedule_job", "task": "t"}, None) is None
