@@ -276,6 +276,9 @@ def test_jobs_by_queue_and_the_queues_settings_now_with_counts_cached(svc: Servi
     for bad in ("queue=" + "q" * 256, "queue=%07", "state=sleeping", "limit=0", "limit=x"):
         assert call(svc, "GET", f"/v1/dashboard/jobs?{bad}", **auth)[0] == 400, bad
     assert call(svc, "GET", f"/v1/dashboard/jobs?queue={q}")[0] == 401
+    unknown = "after=no-such-job&limit=5"  # answered as GET /v1/jobs answers it
+    mirror = call(svc, "GET", f"/v1/jobs?{unknown}", **auth)
+    assert call(svc, "GET", f"/v1/dashboard/jobs?{unknown}", **auth)[::2] == mirror[::2]
 
     status, _, page = call(svc, "GET", "/v1/dashboard/queues", **auth)
     assert status == 200 and page["counted_s_ago"] >= 0

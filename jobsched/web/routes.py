@@ -25,7 +25,7 @@ from importlib.resources.abc import Traversable
 from typing import Any
 from urllib.parse import parse_qs
 
-from jobsched.errors import JobschedError, Unavailable
+from jobsched.errors import JobschedError
 from jobsched.http_conn import JSON, Response, error
 from jobsched.messages import Context, list_jobs
 from jobsched.web.cronwords import explain
@@ -208,9 +208,8 @@ class Web:
             fields["limit"] = int(_number(q, "limit", 100, 1, 1000))
         try:
             kind, reply = list_jobs(Context(self.queries.engine, self.clock), fields)
-        except JobschedError as exc:
-            status = 503 if isinstance(exc, Unavailable) else 400
-            return error(status, exc.code, exc.text)
+        except JobschedError as exc:  # as the API answers: 11 unavailable, 20 no such job
+            return error({11: 503, 20: 404}.get(exc.code, 400), exc.code, exc.text)
         return _json(200, {"type": kind, **reply})
 
 
