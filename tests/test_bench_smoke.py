@@ -37,6 +37,7 @@ SCRIPTS = {
     "dispatch_bench.py": ("--smoke", ("apscheduler", "sqlalchemy")),  # --quick: ~10 s
     "postgres_bench.py": ("--smoke", ("procrastinate",)),  # --quick: 10-30 s
     "dashboard_bench.py": ("--quick", ()),  # no peer: once is enough
+    "http_bench.py": ("--smoke", ()),  # no peer (ab is optional); --quick: ~20 s
 }
 PEERS = ("apscheduler", "sqlalchemy", "procrastinate", "croniter", "cronsim")
 
