@@ -43,36 +43,46 @@ from jobsched.stores.sql_tx import Block, Transactions, TxState, joined
 log = logging.getLogger("jobsched.postgres")
 
 
+_XID = b"SELECT pg_current_xact_id_if_assigned()::text"
+
+
 class PgConn(psycopg.Connection[tuple[Any, ...]]):
     """A connection that sends a transaction's BEGIN with its first statement.
 
     ``begin_pending``: a BEGIN is owed (set by the pool when a transaction
-    starts). The next statement goes in one psycopg pipeline after it: one
-    round trip where there were two. A cursor asked for meanwhile (COPY,
-    executemany) gets the BEGIN sent first, on its own; a transaction that
-    ends before any statement never sends it (nor COMMIT or ROLLBACK).
+    starts). The next statement goes in one psycopg pipeline after it, and
+    with them the read of the transaction's id (``tx_id``: set once that
+    statement wrote), which the commit needs: one round trip where there were
+    three. A cursor asked for meanwhile (COPY, executemany) gets the BEGIN sent
+    first, on its own; a transaction that ends before any statement never sends
+    it (nor COMMIT or ROLLBACK).
     """
 
     begin_pending = False
+    tx_id: str | None = None
 
     def execute(
         self, query: Any, params: Any = None, *, prepare: bool | None = None, binary: bool = False
     ) -> psycopg.Cursor[tuple[Any, ...]]:
         if not self.begin_pending:
             return super().execute(query, params, prepare=prepare, binary=binary)
-        self.begin_pending = False
-        with super().pipeline():
-            super().execute(b"BEGIN")
+        with self.pipeline():
             cur = super().execute(query, params, prepare=prepare, binary=binary)
         return cur  # the pipeline has ended: its answers are read
 
     @contextmanager
     def pipeline(self) -> Iterator[Any]:
+        began, xid = self.begin_pending, None
         with super().pipeline() as pipe:
-            if self.begin_pending:
+            if began:
                 self.begin_pending = False
                 super().execute(b"BEGIN")
             yield pipe
+            if began:
+                xid = super().execute(_XID)
+        row = None if xid is None else xid.fetchone()
+        if row is not None:
+            self.tx_id = row[0]
 
     def cursor(self, *args: Any, **kwargs: Any) -> Any:
         if self.begin_pending:
@@ -264,6 +274,7 @@ class Pool(Transactions[_Conn]):
                 conn.doomed = exc.text
                 return
         conn.pg.begin_pending = True  # sent with the first statement
+        conn.pg.tx_id = None
 
     def _tx_commit(self, conn: _Conn) -> None:
         conn.xid = None
@@ -274,9 +285,12 @@ class Pool(Transactions[_Conn]):
         if conn.due is not None:
             conn.pg.execute(NOTIFY_SQL, (self.channel, str(conn.due), conn.due))
         # The transaction's id (None if it wrote nothing), to learn the outcome
-        # of a COMMIT whose answer is lost.
-        row = conn.pg.execute("SELECT pg_current_xact_id_if_assigned()::text").fetchone()
-        conn.xid = None if row is None else row[0]
+        # of a COMMIT whose answer is lost: read with the first statement if
+        # that one wrote, else now.
+        conn.xid = conn.pg.tx_id
+        if conn.xid is None:
+            row = conn.pg.execute(_XID).fetchone()
+            conn.xid = None if row is None else row[0]
         conn.pg.execute("COMMIT")
 
     def _tx_committed_anyway(self, conn: _Conn, exc: Exception) -> bool:
