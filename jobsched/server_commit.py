@@ -146,12 +146,16 @@ class GroupCommit:
     def _drain(self) -> None:
         while True:
             with self._lock:
-                if not self._queue:
+                queue = self._queue
+                if not queue:
                     self._writing = False
                     return
-                n = min(len(self._queue), self.max_group)
-                group = [self._queue.popleft() for _ in range(n)]
-                self.groups, self.writes = self.groups + 1, self.writes + n
+                if len(queue) <= self.max_group:
+                    group = list(queue)
+                    queue.clear()
+                else:
+                    group = [queue.popleft() for _ in range(self.max_group)]
+                self.groups, self.writes = self.groups + 1, self.writes + len(group)
             try:
                 changed = self._commit(group)
             except BaseException:
