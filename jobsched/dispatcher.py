@@ -160,11 +160,7 @@ class Dispatcher:
         """Do everything due at ``now``; return when to look again (ms), or None."""
         self._collect(now)
         self._expire(now)
-        if self._blocked:
-            # The last claim found full queues: the outcomes to write are what
-            # frees their slots, so write them before claiming again.
-            self._flush(now)
-        # Claims first otherwise: they are what lateness is made of; writing outcomes can wait.
+        # Claims first: they are what lateness is made of; writing outcomes can wait.
         with self._claim_lock:
             full = not self._stopping and self._claim(now)
         self._flush(now)
@@ -224,14 +220,18 @@ class Dispatcher:
     def _flush(self, now: int) -> None:
         """Write the decided outcomes in one transaction; on a storage fault keep
         them and try again next round (the jobs stay running under our lease)."""
-        s = self._s
-        if not s.pending:
-            return
-        batch = s.pending
-        results = self.engine.finish_all(
+        if self._s.pending:
+            self._finished(self._finish(self._s.pending))
+
+    def _finish(self, batch: list[tuple[Run, Outcome, int]]) -> list[Finished]:
+        return self.engine.finish_all(
             [(run.job, outcome, ended, run.start_ms()) for run, outcome, ended in batch]
         )
-        s.pending = []
+
+    def _finished(self, results: list[Finished]) -> None:
+        """The pending outcomes are written (``results``): report them."""
+        s = self._s
+        batch, s.pending = s.pending, []
         # Finished runs may have made jobs due (a retry, overlap=allow) or freed a
         # queue's slot: whatever blocked the last claim, look again at once.
         self._blocked = False
@@ -266,14 +266,23 @@ class Dispatcher:
             s.next_renew = now + self.lease_ms // 3
 
     def _claim(self, now: int) -> bool:
-        """Claim up to the free workers' worth of due jobs; True if that filled them."""
+        """Claim up to the free workers' worth of due jobs; True if that filled them.
+
+        After a claim that left due jobs (full queues), the outcomes waiting
+        are what frees slots: they are written first, in the claim's
+        transaction (one commit, not two, and no claim that finds the slots
+        still taken)."""
         s = self._s
         free = self.runner.workers - s.busy
         if free <= 0:
             return False
-        decisions = self.engine.claim(
-            now, free, self.owner, now + self.lease_ms, queues=self.queues
-        )
+        if self._blocked and s.pending:
+            with self.store.transaction():
+                results = self._finish(s.pending)
+                decisions = self._take(now, free)
+            self._finished(results)
+        else:
+            decisions = self._take(now, free)
         self._blocked = len(decisions) < free
         self._windows.claimed([d.job for d in decisions], now)
         if decisions and not s.active:
@@ -284,6 +293,9 @@ class Dispatcher:
             if decision.run:
                 self._start(decision, now)
         return len(decisions) == free
+
+    def _take(self, now: int, n: int) -> list[policies.Claim]:
+        return self.engine.claim(now, n, self.owner, now + self.lease_ms, queues=self.queues)
 
     def _start(self, decision: policies.Claim, now: int) -> None:
         job = decision.job
