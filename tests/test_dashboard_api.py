@@ -16,7 +16,14 @@ from urllib.parse import quote
 
 import pytest
 
+from jobsched.cli import open_store
+from jobsched.engine import Engine
+from jobsched.jobs import FINAL_STATES, ONCE, Job, JobState
 from jobsched.web.cache import Cheapest
+from jobsched.web.events import EventHub
+from jobsched.web.queries import Queries
+from jobsched.web.sqlread import open_reader
+from tests.backend_postgres import base_dsn, fresh_schema, with_schema
 from tests.test_server_http import TOKEN, Service, wait_state
 
 CSP = (
@@ -322,3 +329,43 @@ def test_counts_are_taken_the_way_measured_fastest_and_the_other_is_measured_aga
     delay["index"] = 0.04
     assert [cheapest() for _ in range(5)] == ["index", "scan", "scan", "scan", "index"]
     assert [cheapest() for _ in range(3)] == ["scan", "scan", "scan"]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_each_way_of_counting_agrees_with_the_store(tmp_path: Path, kind: str) -> None:
+    """Counts by state and by queue and state, each way, against the store's own."""
+    with fresh_schema() as schema:
+        db = str(tmp_path / "c.db") if kind == "sqlite" else with_schema(base_dsn(), schema)
+        store = open_store(db)
+        jobs = [
+            Job(
+                job_id=f"j{i}",
+                task="t",
+                payload_json="{}",
+                schedule=ONCE,
+                state=state,
+                due_at=None if state in FINAL_STATES else 1000,
+                created_at=0,
+                updated_at=0,
+                queue=f"q{i % 3}",
+                paused_from=JobState.SCHEDULED if state is JobState.PAUSED else None,
+                locked_by="n" if state is JobState.RUNNING else None,
+                locked_until=5000 if state is JobState.RUNNING else None,
+            )
+            for i, state in enumerate([*JobState] * 5 + [JobState.COMPLETED] * 7)
+        ]
+        store.insert_many(jobs)
+        engine = Engine(store)
+        readers = [open_reader(db), open_reader(db)]
+        queries = Queries(engine, readers[0], EventHub(), readers[1])
+        try:
+            by_state = {k: v for k, v in engine.stats().items() if v}
+            assert queries._count_by_index() == queries._count_by_scan() == by_state
+            by_queue = {r.settings.name: dict(r.counts) for r in engine.queues()}
+            assert by_queue["q0"][JobState.COMPLETED] == 3  # i = 18, 36, 39
+            assert queries._queues_by_index() == queries._queues_by_scan() == by_queue
+        finally:
+            for reader in readers:
+                assert reader is not None
+                reader.close()
+            store.close()
