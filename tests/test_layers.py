@@ -59,6 +59,10 @@ RANKS = {
     "stores.sql_tx": 3,
     "stores.sql_queues": 3,
     "stores.memory_queues": 3,
+    "stores.postgres_sql": 3,
+    "stores.postgres_cluster": 3,
+    "stores.postgres_dsn": 3,
+    "stores.sqlite_sql": 3,
     # 4: transports
     "validate": 4,
     "messages": 4,

@@ -121,11 +121,11 @@ def plan(store: SQLiteStore, sql: str, *args: object) -> str:
 
 
 def test_the_hot_queries_use_their_indexes(path: str) -> None:
-    from jobsched.stores.sqlite import _CLAIM
+    from jobsched.stores.sqlite_sql import CLAIM
 
     store = SQLiteStore(path)
     for limits in (False, True):
-        claim = plan(store, _CLAIM[limits], "me", T0, T0, T0, 10)
+        claim = plan(store, CLAIM[limits], "me", T0, T0, T0, 10)
         assert "jobs_due" in claim and "TEMP B-TREE" not in claim, claim
     store.next_due()  # fails to prepare if its INDEXED BY cannot be honoured
     assert "job_id=?" in plan(store, "SELECT seq FROM jobs WHERE job_id = ?", "x")

@@ -13,8 +13,9 @@ change is guarded (``WHERE state = expected [AND locked_by = owner]``) and
 its row count checked. Connections, transactions and faults: see
 ``postgres_conn``.
 
-Beyond the Store interface it has every optional capability of ``base``, for
-the real-time dispatcher and the service:
+Its SQL text is ``postgres_sql``. Beyond the Store interface it has every
+optional capability of ``base`` (the ``postgres_cluster`` mixin), for the
+real-time dispatcher and the service:
 
 - ``ClusterClock``: ``db_now()``, the database's clock in epoch ms;
 - ``WakeupListener``: ``wait_for_wakeup(timeout_s)`` sleeps until a write makes
@@ -29,28 +30,26 @@ transaction on its psycopg connection (see ``postgres_caller``).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
-from jobsched.errors import JobExists, JobschedError, Malformed, Unavailable
+from jobsched.errors import JobExists, JobschedError, Unavailable
 from jobsched.jobs import RUNNABLE_STATES, Job, JobState
 from jobsched.queues import QueueChange, QueueReport, QueueSettings
+from jobsched.stores import postgres_sql as q
 from jobsched.stores import sql_queues as sq
 from jobsched.stores.base import (
     RECENT_RUNS,
-    ClusterClock,
     DuplicateKey,
-    Membership,
     Replacement,
     RunRecord,
     Store,
-    WakeupListener,
     first_taken,
 )
-from jobsched.stores.sqlite_schema import COLUMNS, SELECT, job_from_row, job_to_row, list_query
+from jobsched.stores.postgres_cluster import PgCluster
+from jobsched.stores.sqlite_schema import SELECT, job_from_row, list_query
 
 if TYPE_CHECKING:
     from jobsched.stores.postgres_conn import PgConn, Pool
@@ -59,56 +58,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("jobsched.postgres")
 
 INSTALL_HINT = "pip install 'jobsched[postgres]'"
-# The database clock is read again after this long; in between, db_now adds
-# the measured offset to the local clock (no round trip per call).
-CLOCK_REFRESH_S = 5.0
 # How long a starting node waits for an unreachable or restarting database.
 START_PATIENCE_S = 5.0
-
-_QSELECT = ", ".join(f"jobs.{c}" for c in SELECT.split(", "))
-_INSERT = (
-    f"INSERT INTO jobs ({', '.join(COLUMNS)}, touched_ms) "
-    f"VALUES ({', '.join(['%s'] * (len(COLUMNS) + 1))}) "
-    "ON CONFLICT (job_id) DO NOTHING RETURNING seq"
-)
-# COPY, not INSERT: a batch of 10,000 jobs goes about three times as fast.
-_COPY = f"COPY jobs ({', '.join(COLUMNS)}, touched_ms) FROM STDIN"
-_SEQS = "SELECT job_id, seq FROM jobs WHERE job_id = ANY(%s)"
-_UPDATE = ", ".join(f"{c} = %s" for c in COLUMNS[1:])
-_REPLACE = f"UPDATE jobs SET {_UPDATE}, touched_ms = %s WHERE job_id = %s AND state = %s"
-_CLAIM_SQL = (
-    "WITH c AS (SELECT seq FROM jobs WHERE state IN ('scheduled', 'retrying') "
-    f"AND priority IN {sq.PRIORITIES} AND due_at <= %s AND {{free}} "
-    "ORDER BY priority, due_at, seq LIMIT %s FOR UPDATE SKIP LOCKED) "
-    "UPDATE jobs SET state = 'running', locked_by = %s, locked_until = %s, touched_ms = %s "
-    f"FROM c WHERE jobs.seq = c.seq RETURNING {_QSELECT}"
-)
-# By whether limits apply: the claim of a store with no restricting queue settings.
-_CLAIM = {limits: _CLAIM_SQL.format(free=sq.no_restriction(limits)) for limits in (False, True)}
-_INSERT_RUN = (
-    "INSERT INTO runs (job_id, started_at, finished_at, outcome, error, node, recorded_ms) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s)"
-)
-_FINAL = "('completed', 'dead', 'cancelled')"
-_D = sq.Dialect("%s", SELECT, True)
-_PRUNE_JOBS = (
-    f"WITH old AS (SELECT seq, job_id FROM jobs WHERE state IN {_FINAL} AND touched_ms < %s "
-    "ORDER BY touched_ms LIMIT %s), "
-    "r AS (DELETE FROM runs WHERE job_id IN (SELECT job_id FROM old) RETURNING 1), "
-    "j AS (DELETE FROM jobs WHERE seq IN (SELECT seq FROM old) RETURNING 1) "
-    "SELECT (SELECT count(*) FROM r) + (SELECT count(*) FROM j)"
-)
-_PRUNE_RUNS = (
-    "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE recorded_ms < %s "
-    "ORDER BY recorded_ms LIMIT %s)"
-)
-_NODES_SEEN = (
-    "SELECT n.node_id, n.last_seen, (SELECT count(*) FROM jobs j "
-    "WHERE j.state = 'running' AND j.locked_by = n.node_id) "
-    "FROM nodes n WHERE n.last_seen >= %s ORDER BY n.node_id"
-)
-# Heartbeat rows of nodes gone this long are dropped by the next heartbeat.
-NODE_FORGET_MS = 7 * 24 * 3600 * 1000
 
 
 def _require_psycopg() -> None:
@@ -120,47 +71,7 @@ def _require_psycopg() -> None:
         ) from exc
 
 
-def _row(job: Job) -> tuple[Any, ...]:
-    """The job's row for PostgreSQL, whose text cannot hold NUL."""
-    if "\x00" in job.task:
-        raise Malformed("task", "must not contain NUL characters")
-    row = job_to_row(job)
-    return (*row[:23], _nul_free(row[23]), *row[24:])  # last_error
-
-
-def _runner(pg: Any) -> sq.Run:
-    """``run(sql, args) -> rows`` on this connection (no rows for a plain write)."""
-
-    def run(sql: str, args: Sequence[Any]) -> list[Any]:
-        cur = pg.execute(sql, args)
-        return cur.fetchall() if cur.description is not None else []
-
-    return run
-
-
-def _replacement(
-    job: Job, expect_state: JobState, expect_owner: str | None, stamp: int
-) -> tuple[str, tuple[Any, ...]]:
-    """The guarded UPDATE that writes ``job`` (see ``Store.replace``), and its values."""
-    row = job_to_row(job)
-    values: tuple[Any, ...] = (*row[1:23], _nul_free(row[23]), *row[24:])
-    values = (*values, stamp, job.job_id, expect_state.value)
-    if expect_owner is None:
-        return _REPLACE + " RETURNING seq", values
-    return _REPLACE + " AND locked_by = %s RETURNING seq", (*values, expect_owner)
-
-
-def _run_row(run: RunRecord, stamp: int) -> tuple[Any, ...]:
-    error = _nul_free(run.error)
-    return (run.job_id, run.started_at, run.finished_at, run.outcome, error, run.node, stamp)
-
-
-def _nul_free(text: str | None) -> str | None:
-    # PostgreSQL text cannot hold NUL; an error message with one keeps a visible mark.
-    return text.replace("\x00", "\\x00") if text is not None and "\x00" in text else text
-
-
-class PostgresStore(Store, ClusterClock, WakeupListener, Membership):
+class PostgresStore(Store, PgCluster):
     def __init__(self, dsn: str) -> None:
         _require_psycopg()
         from jobsched.stores.postgres_conn import Pool
@@ -169,9 +80,7 @@ class PostgresStore(Store, ClusterClock, WakeupListener, Membership):
         self._pool: Pool = Pool(dsn)
         self.schema = self._pool.schema
         self._listener: Listener = Listener(self._pool)
-        self._offset_ms: int | None = None
-        self._offset_at = 0.0
-        self._clock_lock = threading.Lock()
+        self._init_cluster()
         # The concurrency-limited queues as this node's latest claim read them:
         # a run of one of them ending frees a slot other nodes may be waiting on.
         self._capped: frozenset[str] = frozenset()
@@ -233,7 +142,7 @@ class PostgresStore(Store, ClusterClock, WakeupListener, Membership):
         if job.unique_key is not None:
             return self._insert_unique(job, job.unique_key)
         with self._use() as pg:
-            found = pg.execute(_INSERT, (*_row(job), self.clock())).fetchone()
+            found = pg.execute(q.INSERT, (*q.row(job), self.clock())).fetchone()
         if found is None:
             raise JobExists(job.job_id)
         job.seq = found[0]
@@ -248,13 +157,13 @@ class PostgresStore(Store, ClusterClock, WakeupListener, Membership):
 
         try:
             with self.transaction(), self._use() as pg:
-                holder = sq.take_key(_runner(pg), _D, job)
+                holder = sq.take_key(q.runner(pg), q.D, job)
                 if holder is not None:
                     raise DuplicateKey(holder)
-                found = pg.execute(_INSERT, (*_row(job), self.clock())).fetchone()
+                found = pg.execute(q.INSERT, (*q.row(job), self.clock())).fetchone()
         except UniqueViolation as exc:
             with self._use() as pg:
-                live = sq.live_holder(_runner(pg), _D, key)
+                live = sq.live_holder(q.runner(pg), q.D, key)
             raise DuplicateKey(live or job.job_id) from exc
         if found is None:
             raise JobExists(job.job_id)
@@ -268,15 +177,15 @@ class PostgresStore(Store, ClusterClock, WakeupListener, Membership):
         if not jobs:
             return []
         stamp = self.clock()
-        rows = [(*_row(job), stamp) for job in jobs]
+        rows = [(*q.row(job), stamp) for job in jobs]
         ids = [job.job_id for job in jobs]
         try:
             # A block of its own (a savepoint inside the caller's): a taken id undoes the rest.
             with self.transaction(), self._use() as pg, pg.cursor() as cur:
-                with cur.copy(_COPY) as copy:
+                with cur.copy(q.COPY) as copy:
                     for row in rows:
                         copy.write_row(row)
-                seqs = dict(cur.execute(_SEQS, (ids,)).fetchall())
+                seqs = dict(cur.execute(q.SEQS, (ids,)).fetchall())
         except UniqueViolation:
             taken = first_taken(jobs, set(self.get_many(ids)))
             if taken is None:
@@ -300,7 +209,7 @@ class PostgresStore(Store, ClusterClock, WakeupListener, Membership):
             return {job.job_id: job for job in map(job_from_row, rows.fetchall())}
 
     def replace(self, job: Job, expect_state: JobState, expect_owner: str | None = None) -> bool:
-        sql, values = _replacement(job, expect_state, expect_owner, self.clock())
+        sql, values = q.replacement(job, expect_state, expect_owner, self.clock())
         with self._use() as pg:
             found = pg.execute(sql, values).fetchone()
         return self._replaced(job, expect_state, found)
@@ -312,17 +221,17 @@ class PostgresStore(Store, ClusterClock, WakeupListener, Membership):
         # One round trip for them all: psycopg's pipeline mode sends every
         # statement, then reads every answer.
         stamp = self.clock()
-        updates = [_replacement(job, state, owner, stamp) for job, state, owner in writes]
-        inserts = [_run_row(run, stamp) for run in runs]
+        updates = [q.replacement(job, state, owner, stamp) for job, state, owner in writes]
+        inserts = [q.run_row(run, stamp) for run in runs]
         with self._use() as pg:
             if len(updates) + len(inserts) == 1:  # one statement: no pipeline needed
-                sql, values = updates[0] if updates else (_INSERT_RUN, inserts[0])
+                sql, values = updates[0] if updates else (q.INSERT_RUN, inserts[0])
                 cursors = [pg.execute(sql, values)]
             else:
                 with pg.pipeline():
                     cursors = [pg.execute(sql, values) for sql, values in updates]
                     if inserts:
-                        pg.cursor().executemany(_INSERT_RUN, inserts)
+                        pg.cursor().executemany(q.INSERT_RUN, inserts)
             found = [cur.fetchone() for cur in cursors[: len(updates)]]
         return [self._replaced(j, s, f) for (j, s, _), f in zip(writes, found, strict=True)]
 
@@ -353,16 +262,16 @@ class PostgresStore(Store, ClusterClock, WakeupListener, Membership):
         # One transaction: the limited queues' settings rows stay locked until
         # it commits, so two nodes never both count the same free slot.
         with self._pool.joined(), self._use() as pg:
-            run = _runner(pg)
+            run = q.runner(pg)
             jobs: list[Job] = []
             if queues is None:  # no queue settings restrict it: one statement
                 args = (now, limit, owner, lease_until, self.clock())
-                jobs = [job_from_row(r) for r in run(_CLAIM[limits], args)]
+                jobs = [job_from_row(r) for r in run(q.CLAIM[limits], args)]
             rules: list[QueueSettings] = []
             if not jobs:
                 lease = (owner, lease_until, self.clock())
                 jobs, rules = sq.claim_restricted(
-                    run, _D, job_from_row, now, limit, lease, queues, limits
+                    run, q.D, job_from_row, now, limit, lease, queues, limits
                 )
             if limits:
                 self._capped = frozenset(q.name for q in rules if q.concurrency is not None)
@@ -372,11 +281,11 @@ class PostgresStore(Store, ClusterClock, WakeupListener, Membership):
 
     def configure_queue(self, name: str, change: QueueChange) -> QueueSettings:
         with self.transaction(), self._use() as pg:
-            return sq.configure(_runner(pg), _D, name, change)
+            return sq.configure(q.runner(pg), q.D, name, change)
 
     def queue_report(self) -> list[QueueReport]:
         with self._use() as pg:
-            return sq.report(_runner(pg))
+            return sq.report(q.runner(pg))
 
     def next_due(self) -> int | None:
         with self._use() as pg:
@@ -446,72 +355,8 @@ class PostgresStore(Store, ClusterClock, WakeupListener, Membership):
 
     def prune(self, finished_before: int, batch: int) -> int:
         with self.transaction(), self._use() as pg:
-            row = pg.execute(_PRUNE_JOBS, (finished_before, batch)).fetchone()
+            row = pg.execute(q.PRUNE_JOBS, (finished_before, batch)).fetchone()
             jobs = int(row[0]) if row else 0
-            runs = pg.execute(_PRUNE_RUNS, (finished_before, batch)).rowcount
-            keys = sq.prune_keys(_runner(pg), _D, finished_before, batch)
+            runs = pg.execute(q.PRUNE_RUNS, (finished_before, batch)).rowcount
+            keys = sq.prune_keys(q.runner(pg), q.D, finished_before, batch)
         return jobs + runs + keys
-
-    # -- cluster: clock, wake-ups, membership -------------------------------
-
-    def db_now(self) -> int:
-        """The database's clock (``clock_timestamp()``) in epoch ms: the cluster's
-        clock, so that nodes with skewed clocks agree on what is due.
-
-        Measured with a round trip every few seconds (the offset from the local
-        clock, taken at the round trip's midpoint); in between, and while the
-        database is unreachable, the last offset is applied to the local clock.
-        Never raises: before any measurement it is the local clock.
-        """
-        mono = time.monotonic()
-        with self._clock_lock:
-            if self._offset_ms is None or mono - self._offset_at >= CLOCK_REFRESH_S:
-                self._offset_at = mono
-                self._measure_offset()
-            offset = self._offset_ms or 0
-        return int(time.time() * 1000) + offset
-
-    def _measure_offset(self) -> None:
-        try:
-            before = time.time()
-            with self._use() as pg:
-                row = pg.execute(
-                    "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
-                ).fetchone()
-            after = time.time()
-        except Unavailable as exc:
-            log.warning("cannot read the database clock, using the last offset: %s", exc.text)
-            return
-        assert row is not None
-        self._offset_ms = int(row[0]) - int((before + after) * 500)
-
-    def wait_for_wakeup(self, timeout_s: float) -> bool:
-        """Block until a write (on any node) makes a job due sooner than every
-        other, ``wake()`` is called, or ``timeout_s`` passes; True if woken.
-        Uses a dedicated LISTEN connection, opened at the first call: call
-        ``wait_for_wakeup(0)`` once before the first ``next_due`` read so that
-        no wake-up is missed. If the database is unreachable it just waits
-        (polling stays the fallback). Never raises."""
-        return self._listener.wait(timeout_s)
-
-    def wake(self) -> None:
-        """End a ``wait_for_wakeup`` in another thread now (e.g. on shutdown)."""
-        self._listener.wake()
-
-    def heartbeat(self, owner: str, now: int) -> None:
-        """Record that ``owner`` is alive at ``now`` (cluster clock); rows of
-        nodes silent for NODE_FORGET_MS go."""
-        with self._use() as pg:
-            pg.execute(
-                "WITH gone AS (DELETE FROM nodes WHERE last_seen < %s AND node_id <> %s) "
-                "INSERT INTO nodes (node_id, first_seen, last_seen) VALUES (%s, %s, %s) "
-                "ON CONFLICT (node_id) DO UPDATE SET last_seen = EXCLUDED.last_seen",
-                (now - NODE_FORGET_MS, owner, owner, now, now),
-            )
-
-    def nodes_seen(self, since: int) -> list[tuple[str, int, int]]:
-        """Nodes whose last heartbeat is at or after ``since``, by id:
-        ``(node_id, last_seen, jobs_held)``, jobs_held = running jobs it leases."""
-        with self._use() as pg:
-            rows = pg.execute(_NODES_SEEN, (since,)).fetchall()
-        return [(str(n), int(t), int(k)) for n, t, k in rows]

@@ -23,21 +23,21 @@ checking that psycopg is installed, so the node can say what to install.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
-from psycopg import conninfo as pg_conninfo
 from psycopg import errors as pg_errors
 
-from jobsched.errors import JobschedError, Unavailable
+from jobsched.errors import Unavailable
 from jobsched.stores import migrate
+from jobsched.stores.postgres_dsn import describe as describe
+from jobsched.stores.postgres_dsn import parse_dsn as parse_dsn
+from jobsched.stores.postgres_dsn import safe_target as safe_target
 from jobsched.stores.sql_tx import Block, Transactions, TxState, joined
 
 log = logging.getLogger("jobsched.postgres")
@@ -93,17 +93,6 @@ class PgConn(psycopg.Connection[tuple[Any, ...]]):
 
 MIN_DELAY_S = 0.05
 MAX_DELAY_S = 2.0
-_SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-# Connection settings a node wants unless the DSN says otherwise: fail fast
-# when the server is down, and notice a dead peer on an idle socket.
-_DEFAULTS = {
-    "connect_timeout": "5",
-    "keepalives": "1",
-    "keepalives_idle": "10",
-    "keepalives_interval": "5",
-    "keepalives_count": "3",
-    "application_name": "jobsched",
-}
 # Errors that say "the database cannot do this now", not "this request is wrong".
 _FAULTS: tuple[type[Exception], ...] = (
     psycopg.OperationalError,  # connection errors, shutdowns, deadlocks, disk full, timeouts
@@ -120,48 +109,6 @@ NOTIFY_SQL = (
     "SELECT pg_notify(%s, %s) WHERE %s <= (SELECT min(due_at) FROM jobs "
     "WHERE state IN ('scheduled', 'retrying'))"
 )
-
-
-def parse_dsn(dsn: str) -> tuple[str, str | None]:
-    """The libpq conninfo and the schema a ``?schema=name`` query parameter names.
-
-    libpq refuses unknown URI parameters, so ``schema`` is taken out here and
-    applied as the connection's ``search_path``.
-    """
-    schema: str | None = None
-    if dsn.startswith(("postgresql://", "postgres://")):
-        parts = urlsplit(dsn)
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        schema = next((v for k, v in query if k == "schema"), None)
-        rest = urlencode([(k, v) for k, v in query if k != "schema"])
-        dsn = urlunsplit(parts._replace(query=rest))
-    if schema is not None and not _SCHEMA.match(schema):
-        raise JobschedError(
-            f"schema {schema!r}: must be a plain identifier ([A-Za-z_][A-Za-z0-9_]*)"
-        )
-    try:
-        params = pg_conninfo.conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError as exc:
-        raise JobschedError(f"invalid PostgreSQL DSN: {exc}") from exc
-    for key, value in _DEFAULTS.items():
-        params.setdefault(key, value)
-    if schema is not None:
-        options = str(params.get("options") or "")
-        params["options"] = f"{options} -c search_path={schema}".strip()
-    return pg_conninfo.make_conninfo("", **params), schema
-
-
-def describe(exc: BaseException) -> str:
-    """The first line of a psycopg error: what an operator needs to read."""
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-def safe_target(conninfo: str) -> str:
-    """Where the store points, for messages: host, port, database; no password."""
-    params = pg_conninfo.conninfo_to_dict(conninfo)
-    host = params.get("host") or params.get("hostaddr") or "localhost"
-    return f"{host}:{params.get('port') or 5432}/{params.get('dbname') or ''}"
 
 
 @dataclass(slots=True)

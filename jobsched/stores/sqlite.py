@@ -26,13 +26,13 @@ import sqlite3
 import threading
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from functools import lru_cache
 from typing import NoReturn
 
 from jobsched.errors import JobExists, JobschedError, Unavailable
 from jobsched.jobs import Job, JobState
 from jobsched.queues import QueueChange, QueueReport, QueueSettings
 from jobsched.stores import sql_queues as sq
+from jobsched.stores import sqlite_sql as q
 from jobsched.stores.base import RECENT_RUNS, DuplicateKey, RunRecord, Store, first_taken
 from jobsched.stores.sql_tx import Block, Transactions, joined
 from jobsched.stores.sqlite_conn import Conn as _Conn
@@ -40,7 +40,6 @@ from jobsched.stores.sqlite_conn import DataVersionWakeups, borrowed, describe, 
 from jobsched.stores.sqlite_conn import Use as _Use
 from jobsched.stores.sqlite_conn import is_fault as _is_fault
 from jobsched.stores.sqlite_schema import (
-    COLUMNS,
     SELECT,
     check_header,
     ensure_schema,
@@ -61,49 +60,6 @@ sqlite3.register_adapter(type(None), lambda value: value)
 
 DEFAULT_BUSY_TIMEOUT_MS = 5000
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
-
-_UPDATE = ", ".join(f"{c} = ?" for c in COLUMNS[1:])
-_ROW = f"({', '.join('?' * (len(COLUMNS) + 1))})"
-_INSERT = f"INSERT INTO jobs ({', '.join(COLUMNS)}, touched_ms) VALUES {_ROW}"
-# insert_many writes this many rows per statement: one multi-row INSERT costs
-# ~40% less per row than executemany of _INSERT, which runs a statement (and
-# updates AUTOINCREMENT's sqlite_sequence row) per job. 200 rows bind 6,400
-# parameters, within SQLite's limit (32,766 by default).
-_BULK_ROWS = 200
-_REPLACE = f"UPDATE jobs SET {_UPDATE}, touched_ms = ? WHERE job_id = ? AND state = ?"
-_CLAIM_SQL = (
-    "UPDATE jobs SET state = 'running', locked_by = ?, locked_until = ?, touched_ms = ? "
-    # INDEXED BY: without statistics the planner prefers jobs_state, then sorts
-    # every scheduled job to find the first few; jobs_due is already in order
-    # (one due range per priority, see sql_queues.PRIORITIES).
-    "WHERE seq IN (SELECT seq FROM jobs INDEXED BY jobs_due "
-    f"WHERE state IN ('scheduled', 'retrying') AND priority IN {sq.PRIORITIES} "
-    "AND due_at <= ? AND {free} ORDER BY priority, due_at, seq LIMIT ?) "
-    f"RETURNING {SELECT}"
-)
-# By whether limits apply: the claim of a store with no restricting queue settings.
-_CLAIM = {
-    limits: _CLAIM_SQL.replace("{free}", sq.no_restriction(limits)) for limits in (False, True)
-}
-_INSERT_RUN = (
-    "INSERT INTO runs (job_id, started_at, finished_at, outcome, error, node, recorded_ms) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-_D = sq.Dialect(
-    "?", SELECT, False, due_index="INDEXED BY jobs_due", queue_index="INDEXED BY jobs_queue_due"
-)
-_FINAL = "('completed', 'dead', 'cancelled')"
-# The earliest due time: the first of each priority's range of jobs_due.
-_NEXT_DUE = (
-    "SELECT min(d) FROM ("
-    + " UNION ALL ".join(
-        f"SELECT * FROM (SELECT due_at AS d FROM jobs INDEXED BY jobs_due "
-        f"WHERE state IN ('scheduled', 'retrying') AND priority = {p} "
-        "AND due_at IS NOT NULL ORDER BY due_at LIMIT 1)"
-        for p in range(10)
-    )
-    + ")"
-)
 
 
 class SQLiteStore(Store, Transactions[_Conn], DataVersionWakeups):
@@ -256,7 +212,7 @@ class SQLiteStore(Store, Transactions[_Conn], DataVersionWakeups):
         with self._use(True) as db:
             try:
                 # seq is the rowid: lastrowid is it, and far cheaper than RETURNING.
-                seq = db.execute(_INSERT, (*job_to_row(job), self.clock())).lastrowid
+                seq = db.execute(q.INSERT, (*job_to_row(job), self.clock())).lastrowid
             except sqlite3.IntegrityError as exc:
                 raise JobExists(job.job_id) from exc
         assert seq is not None
@@ -267,15 +223,15 @@ class SQLiteStore(Store, Transactions[_Conn], DataVersionWakeups):
         """Insert a job with a unique_key: the key row and the job, or neither."""
         try:
             with self.transaction(), self._use(True) as db:
-                holder = sq.take_key(lambda sql, a: db.execute(sql, a).fetchall(), _D, job)
+                holder = sq.take_key(lambda sql, a: db.execute(sql, a).fetchall(), q.D, job)
                 if holder is not None:
                     raise DuplicateKey(holder)
-                seq = db.execute(_INSERT, (*job_to_row(job), self.clock())).lastrowid
+                seq = db.execute(q.INSERT, (*job_to_row(job), self.clock())).lastrowid
         except sqlite3.IntegrityError as exc:
             if "jobs.job_id" in str(exc):
                 raise JobExists(job.job_id) from exc
             with self._use(False) as db:
-                live = sq.live_holder(lambda sql, a: db.execute(sql, a).fetchall(), _D, key)
+                live = sq.live_holder(lambda sql, a: db.execute(sql, a).fetchall(), q.D, key)
             raise DuplicateKey(live or job.job_id) from exc
         assert seq is not None
         job.seq = seq
@@ -289,9 +245,9 @@ class SQLiteStore(Store, Transactions[_Conn], DataVersionWakeups):
         try:
             # A block of its own (a savepoint inside the caller's): a taken id undoes the rest.
             with self.transaction(), self._use(True) as db:
-                for at in range(0, len(rows), _BULK_ROWS):
-                    part = rows[at : at + _BULK_ROWS]
-                    db.execute(_bulk_insert(len(part)), [v for row in part for v in row])
+                for at in range(0, len(rows), q.BULK_ROWS):
+                    part = rows[at : at + q.BULK_ROWS]
+                    db.execute(q.bulk_insert(len(part)), [v for row in part for v in row])
                 # The write lock is held and seq is AUTOINCREMENT: the batch's
                 # seqs are consecutive, ending at the last rowid.
                 last = db.execute("SELECT last_insert_rowid()").fetchone()[0]
@@ -312,12 +268,12 @@ class SQLiteStore(Store, Transactions[_Conn], DataVersionWakeups):
 
     def get_many(self, job_ids: Sequence[str]) -> dict[str, Job]:
         with self._use(False) as db:
-            rows = _in_chunks(db, f"SELECT {SELECT} FROM jobs", job_ids)
+            rows = q.in_chunks(db, f"SELECT {SELECT} FROM jobs", job_ids)
         return {job.job_id: job for job in map(job_from_row, rows)}
 
     def replace(self, job: Job, expect_state: JobState, expect_owner: str | None = None) -> bool:
         values = (*job_to_row(job)[1:], self.clock(), job.job_id, expect_state.value)
-        sql = _REPLACE
+        sql = q.REPLACE
         if expect_owner is not None:
             sql, values = sql + " AND locked_by = ?", (*values, expect_owner)
         with self._use(True) as db:
@@ -340,11 +296,11 @@ class SQLiteStore(Store, Transactions[_Conn], DataVersionWakeups):
             jobs: list[Job] = []
             if queues is None:  # no queue settings restrict it: one statement
                 args = (owner, lease_until, self.clock(), now, limit)
-                jobs = [job_from_row(r) for r in db.execute(_CLAIM[limits], args)]
+                jobs = [job_from_row(r) for r in db.execute(q.CLAIM[limits], args)]
             if not jobs:
                 lease = (owner, lease_until, self.clock())
                 jobs, _ = sq.claim_restricted(
-                    run, _D, job_from_row, now, limit, lease, queues, limits
+                    run, q.D, job_from_row, now, limit, lease, queues, limits
                 )
         # RETURNING gives rows in no promised order; the claim order is (priority, due_at, seq).
         jobs.sort(key=lambda j: (j.priority, j.due_at or 0, j.seq))
@@ -352,7 +308,7 @@ class SQLiteStore(Store, Transactions[_Conn], DataVersionWakeups):
 
     def configure_queue(self, name: str, change: QueueChange) -> QueueSettings:
         with self.transaction(), self._use(True) as db:
-            return sq.configure(lambda sql, a: db.execute(sql, a).fetchall(), _D, name, change)
+            return sq.configure(lambda sql, a: db.execute(sql, a).fetchall(), q.D, name, change)
 
     def queue_report(self) -> list[QueueReport]:
         with self._use(False) as db:
@@ -360,7 +316,7 @@ class SQLiteStore(Store, Transactions[_Conn], DataVersionWakeups):
 
     def next_due(self) -> int | None:
         with self._use(False) as db:
-            row = db.execute(_NEXT_DUE).fetchone()
+            row = db.execute(q.NEXT_DUE).fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
     def list_jobs(
@@ -414,7 +370,7 @@ class SQLiteStore(Store, Transactions[_Conn], DataVersionWakeups):
         stamp = self.clock()
         with self._use(True) as db:
             db.executemany(
-                _INSERT_RUN,
+                q.INSERT_RUN,
                 [(r.job_id, r.started_at, r.finished_at, r.outcome, r.error, r.node, stamp)
                  for r in runs],
             )  # fmt: skip
@@ -432,7 +388,7 @@ class SQLiteStore(Store, Transactions[_Conn], DataVersionWakeups):
         with self.transaction(), self._use(True) as db:
             before = db.total_changes
             old = db.execute(
-                f"SELECT seq, job_id FROM jobs WHERE state IN {_FINAL} AND touched_ms < ? "
+                f"SELECT seq, job_id FROM jobs WHERE state IN {q.FINAL} AND touched_ms < ? "
                 "ORDER BY touched_ms LIMIT ?",
                 (finished_before, batch),
             ).fetchall()
@@ -443,25 +399,5 @@ class SQLiteStore(Store, Transactions[_Conn], DataVersionWakeups):
                 "ORDER BY recorded_ms LIMIT ?)",
                 (finished_before, batch),
             )
-            sq.prune_keys(lambda sql, a: db.execute(sql, a).fetchall(), _D, finished_before, batch)
+            sq.prune_keys(lambda sql, a: db.execute(sql, a).fetchall(), q.D, finished_before, batch)
             return db.total_changes - before
-
-
-# Bound parameters per statement: far below SQLite's limit (32,766).
-_CHUNK = 500
-
-
-@lru_cache(maxsize=8)
-def _bulk_insert(rows: int) -> str:
-    """_INSERT for ``rows`` rows (a batch's last statement is shorter)."""
-    return _INSERT + f", {_ROW}" * (rows - 1)
-
-
-def _in_chunks(db: sqlite3.Connection, select: str, ids: Sequence[str]) -> list[tuple[object, ...]]:
-    """The rows of ``select ... WHERE job_id IN (ids)``, a chunk of ids at a time."""
-    rows: list[tuple[object, ...]] = []
-    for at in range(0, len(ids), _CHUNK):
-        part = ids[at : at + _CHUNK]
-        sql = f"{select} WHERE job_id IN ({', '.join('?' * len(part))})"
-        rows.extend(db.execute(sql, part).fetchall())
-    return rows
