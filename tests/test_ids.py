@@ -70,7 +70,7 @@ def test_random_bits_differ(clock: list[int]) -> None:
     now = clock
     starts = set()
     for _ in range(50):
-        now[0] += 1_000_000
+        now[0] += 1_000_000_000  # past any millisecond the batch above borrowed
         starts.add(int(uuid7()[15:18], 16))
     assert len(starts) > 10 and max(starts) < 2048
 
