@@ -110,13 +110,13 @@ def schedule_once(ctx: Context, body: Fields) -> Job | None:
     spec = v.once_spec(body, ctx.max_payload)
     if spec is None:
         return None
-    return ctx.engine.schedule(spec, ctx.now(body))
+    return ctx.engine.place(spec, ctx.now(body))[0]
 
 
 def schedule_jobs(ctx: Context, body: Fields) -> Reply:
     """A batch of schedule_job specs, all scheduled or none (docs/protocol.md)."""
     now = ctx.now(body)
-    specs = v.batch_specs(body.get("jobs"), ctx.max_payload, now)
+    specs = v.batch_specs(body.get("jobs"), ctx.max_payload, now, ctx.fast_path)
     jobs, duplicates = ctx.engine.schedule_batch(specs, now)
     # The jobs of a batch mostly share a few due times: each is formatted once.
     texts: dict[int | None, str | None] = {}
