@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from jobsched.errors import JobschedError
 from jobsched.http_conn import Response, error
 from jobsched.messages import Context
-from jobsched.wire import Pending, handle, unavailable
+from jobsched.wire import Pending, decode, dispatch, fast, unavailable
 
 log = logging.getLogger("jobsched.server")
 
@@ -194,11 +194,20 @@ class GroupCommit:
     def _one(self, w: Write) -> None:
         """One request in its savepoint: an error, or a reply that cannot be
         encoded, undoes its writes and no one else's."""
-        store = self.ctx.engine.store
+        decoded = decode(self.ctx, w.text)
+        if decoded is None or isinstance(decoded, Pending):
+            w.reply, w.response = decoded, encoded(decoded, w.created)  # nothing to run
+            return
+        # As in the stdio node: the fast path writes at most once, as its last
+        # step, and its reply text is made before that: no savepoint.
+        w.reply = fast(self.ctx, *decoded)
+        if w.reply is not None:
+            w.response = encoded(w.reply, w.created)
+            return
         try:
-            with store.transaction():
-                w.reply = handle(self.ctx, w.text)
-                if w.reply is not None and w.reply.reply_type == "error":
+            with self.ctx.engine.store.transaction():
+                w.reply = dispatch(self.ctx, *decoded)
+                if w.reply.reply_type == "error":
                     raise _Undo
                 w.response = encode(w.reply, w.created)  # inside: failing rolls it back
         except _Undo:
