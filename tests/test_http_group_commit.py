@@ -173,12 +173,14 @@ def test_a_bad_request_in_a_group_answers_its_error_and_the_others_commit(quiet:
         metric(svc, "jobsched_http_writes_total"),
     )
     good = [("/v1/jobs", job(f"good-{i}")) for i in range(6)]
+    fresh = ("/v1/jobs", {"task": "ok", "delay_ms": 3_600_000})  # the fast path: no savepoint
     bad = [
         ("/v1/jobs", job("taken", task="other")),  # id taken with a different spec: 409
         ("/v1/jobs/batch", [job("batch-1"), job("taken", task="other")]),  # 409, batch-1 undone
         ("/v1/jobs", {**job("bad-cron"), "cron": "61 * * * *"}),  # 400
     ]
-    mixed = [good[0], good[1], bad[0], good[2], bad[1], good[3], bad[2], good[4], good[5]]
+    mixed = [good[0], fresh, bad[0], good[1], good[2], bad[1], fresh, good[3], bad[2], good[4]]
+    mixed += [good[5]]
     with write_lock(svc.db) as lock:
         opener = Burst(svc, [("/v1/jobs", job("opener"))])  # the writer: waits for the lock
         time.sleep(0.3)
@@ -197,14 +199,17 @@ def test_a_bad_request_in_a_group_answers_its_error_and_the_others_commit(quiet:
         assert svc.request("GET", f"/v1/jobs/good-{i}")[0] == 200
     assert statuses["taken"][0] == 409 and statuses["taken"][1]["code"] == 21
     assert statuses["bad-cron"][0] == 400 and statuses["bad-cron"][1]["code"] == 12
-    batch_status, batch_reply = answers[4]
+    batch_status, batch_reply = answers[5]
     assert batch_status == 409 and batch_reply["code"] == 21, batch_reply
+    for status, reply in (answers[1], answers[6]):
+        assert status == 201, reply
+        assert svc.request("GET", f"/v1/jobs/{reply['job_id']}")[0] == 200
     assert svc.request("GET", "/v1/jobs/batch-1")[0] == 404  # undone with its request
     assert svc.request("GET", "/v1/jobs/taken")[1]["job"]["task"] == "ok"
-    # The opener alone, then the nine that queued behind it in one transaction.
+    # The opener alone, then the eleven that queued behind it in one transaction.
     groups = metric(svc, "jobsched_http_write_groups_total") - groups0
     writes = metric(svc, "jobsched_http_writes_total") - writes0
-    assert (groups, writes) == (2, 10)
+    assert (groups, writes) == (2, 12)
 
 
 def test_a_group_the_store_cannot_commit_acknowledges_nothing(
