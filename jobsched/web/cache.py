@@ -111,7 +111,6 @@ class Cheapest(Generic[T]):
         self.cost: dict[str, float] = {}
         self._when: dict[str, int] = {}  # name -> the call that last measured it
         self._calls = 0
-        self.last = ""
 
     def __call__(self) -> T:
         self._calls += 1
@@ -124,5 +123,5 @@ class Cheapest(Generic[T]):
             name = min(self.ways, key=lambda n: self.cost[n])
         start = time.monotonic()
         value = self.ways[name]()
-        self.cost[name], self._when[name], self.last = time.monotonic() - start, self._calls, name
+        self.cost[name], self._when[name] = time.monotonic() - start, self._calls
         return value
