@@ -15,7 +15,7 @@ may add jobs it is not told of). Wake-ups (``Sleeper``):
 **Blocked**: due jobs are left that a claim could not take (a full, paused or
 rate-limited queue, or one outside ``--queues``). The dispatcher does not poll
 for them: it sleeps until a wake-up above, or until a rate-limit window opens
-(``RateWindows``), and otherwise at most ``poll_ms``, the fallback for what
+(``QueueLimits``), and otherwise at most ``poll_ms``, the fallback for what
 nobody announces (a slot freed by a dead node's lease running out, a queue
 unpaused by another process on a SQLite file, a run ending on a store
 without notifications). docs/queues.md has the user's side of this.
@@ -83,8 +83,10 @@ def timeout_s(at: int | None, clock: Callable[[], int], poll_ms: int, grace: flo
     return min(max((at - now) / 1000, 0.0), limit)
 
 
-class RateWindows:
-    """When this node's rate-limited queues open a window again.
+class QueueLimits:
+    """What this node knows of the queues' limits: which queues have a
+    concurrency limit (``capped``), and when its rate-limited queues open a
+    window again (``opens_at``).
 
     A window of ``max`` starts per ``per_ms`` opens when its oldest start
     leaves it. A node knows only its own starts (those it claimed), so it
@@ -103,6 +105,7 @@ class RateWindows:
     def __init__(self, read: Callable[[], list[QueueReport]]) -> None:
         self._read = read
         self._rated: dict[str, QueueSettings] = {}
+        self.capped: frozenset[str] = frozenset()
         self._read_at: float | None = None  # monotonic s of the last read
         self._starts: dict[str, deque[int]] = {}  # of rated queues, at most max each
         self._others: deque[tuple[int, str]] = deque(maxlen=OTHERS)
@@ -137,6 +140,7 @@ class RateWindows:
             log.info("cannot read the queue settings: %s", exc.text)
             return
         self._rated = {r.settings.name: r.settings for r in reports if r.settings.rate_max}
+        self.capped = frozenset(r.settings.name for r in reports if r.settings.concurrency)
         known = [(at, name) for name, starts in self._starts.items() for at in starts]
         self._starts, others = {}, self._others
         self._others = deque(maxlen=OTHERS)

@@ -39,7 +39,7 @@ from typing import Any
 
 from jobsched import policies
 from jobsched.dispatch_runs import Event, Run, State, run_event
-from jobsched.dispatch_wait import RateWindows, Sleeper, timeout_s
+from jobsched.dispatch_wait import QueueLimits, Sleeper, timeout_s
 from jobsched.engine import Engine
 from jobsched.errors import JobschedError
 from jobsched.execution import Finished, Rescued
@@ -88,7 +88,7 @@ class Dispatcher:
         # Stores that can be woken by other processes' writes (PostgreSQL's
         # LISTEN/NOTIFY, SQLite's data_version) are slept on; others through a plain Event.
         self._sleeper = Sleeper(self.store if isinstance(self.store, WakeupListener) else None)
-        self._windows = RateWindows(engine.queues)
+        self._limits = QueueLimits(engine.queues)
         self.maintenance = Maintenance(engine, self.owner, self._on_rescued, heartbeat=True)
         self._s = State()
         self._done: queue.SimpleQueue[tuple[Run, Outcome, float, float]] = queue.SimpleQueue()
@@ -268,15 +268,16 @@ class Dispatcher:
     def _claim(self, now: int) -> bool:
         """Claim up to the free workers' worth of due jobs; True if that filled them.
 
-        After a claim that left due jobs (full queues), the outcomes waiting
-        are what frees slots: they are written first, in the claim's
-        transaction (one commit, not two, and no claim that finds the slots
-        still taken)."""
+        Outcomes waiting that free slots (after a claim that left due jobs,
+        or of runs in a queue with a concurrency limit) are written first, in
+        the claim's transaction: one commit, not two, and no claim that finds
+        the slots its own ended runs hold still taken."""
         s = self._s
         free = self.runner.workers - s.busy
         if free <= 0:
             return False
-        if self._blocked and s.pending:
+        capped = self._limits.capped
+        if s.pending and (self._blocked or any(r.job.queue in capped for r, _, _ in s.pending)):
             with self.store.transaction():
                 results = self._finish(s.pending)
                 decisions = self._take(now, free)
@@ -284,7 +285,7 @@ class Dispatcher:
         else:
             decisions = self._take(now, free)
         self._blocked = len(decisions) < free
-        self._windows.claimed([d.job for d in decisions], now)
+        self._limits.claimed([d.job for d in decisions], now)
         if decisions and not s.active:
             s.next_renew = now + self.lease_ms // 3
         for decision in decisions:
@@ -358,7 +359,7 @@ class Dispatcher:
                 due = self.engine.next_due()
                 if due is not None and due <= now and self._blocked:
                     # Left to wake-ups and the poll, unless a rate window opens first.
-                    due = self._windows.opens_at(now)
+                    due = self._limits.opens_at(now)
                 if due is not None:
                     times.append(due)
         if s.pending:
