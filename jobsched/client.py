@@ -120,10 +120,10 @@ class Client:
         jobs: builtins.list[Mapping[str, Any]] = []
         for i, spec in enumerate(specs):
             try:
-                if isinstance(spec, JobSpec):
-                    jobs.append(spec.to_body())
-                elif isinstance(spec, Mapping):
+                if type(spec) is dict or isinstance(spec, Mapping):
                     jobs.append(spec_body(spec))
+                elif isinstance(spec, JobSpec):
+                    jobs.append(spec.to_body())
                 else:
                     kind = type(spec).__name__
                     raise InvalidArgument("", f"must be a JobSpec or a mapping, not {kind}")
