@@ -5,9 +5,9 @@ and in its --smoke mode (tiny sizes: it only proves the script runs) where --qui
 takes longer; and, if it compares with a peer library, once more in --smoke mode with
 the peers made unimportable, as in CI, where only the `test` extra is installed
 (croniter and cronsim, but not APScheduler, SQLAlchemy or Procrastinate). Timing figures are
-printed by the scripts, never asserted here. postgres_bench needs the server: when
-it is unreachable the script exits 2 and the test fails (PostgreSQL tests never
-skip); the databases it creates must be gone afterwards.
+printed by the scripts, never asserted here. postgres_bench and queues_bench need the
+server: when it is unreachable the script exits 2 and the test fails (PostgreSQL
+tests never skip); the databases they create must be gone afterwards.
 """
 
 from __future__ import annotations
@@ -38,7 +38,10 @@ SCRIPTS = {
     "postgres_bench.py": ("--smoke", ("procrastinate",)),  # --quick: 10-30 s
     "dashboard_bench.py": ("--quick", ()),  # no peer: once is enough
     "http_bench.py": ("--smoke", ()),  # no peer (ab is optional); --quick: ~20 s
+    "queues_bench.py": ("--smoke", ()),  # no peer; --quick: 20-60 s
 }
+# The scripts that create databases on the PostgreSQL server (all must be gone after).
+ON_POSTGRES = ("postgres_bench.py", "queues_bench.py")
 PEERS = ("apscheduler", "sqlalchemy", "procrastinate", "croniter", "cronsim")
 
 # Runs a script (argv[1]) as __main__ with the peers unimportable.
@@ -114,7 +117,7 @@ def test_runs_with_the_peers_installed(script: str, tmp_path: Path) -> None:
         assert "peer skipped" not in out, out
     else:  # CI: the scripts say what is missing and measure ours
         assert "peer skipped" in out, out
-    if script == "postgres_bench.py":
+    if script in ON_POSTGRES:
         assert_databases_gone(pid)
 
 
@@ -125,7 +128,7 @@ def test_runs_without_the_peers(script: str, tmp_path: Path) -> None:
     assert lines, out
     assert all("install" in line and "pip install" in line for line in lines), lines
     assert "Traceback" not in out, out
-    if script == "postgres_bench.py":
+    if script in ON_POSTGRES:
         assert_databases_gone(pid)
 
 

@@ -1,0 +1,171 @@
+"""Queue benchmarks: what a concurrency limit and unique keys cost.
+
+    .venv/bin/python bench/queues_bench.py [--jobs 5000] [--inserts 10000] [--workers 8]
+    .venv/bin/python bench/queues_bench.py --quick   # 1,000 jobs, 2,000 inserts: 10-20 s
+    .venv/bin/python bench/queues_bench.py --smoke   # 50 and 50, one node of 2 workers: proves it runs
+
+1. Jobs completed per second on PostgreSQL with two nodes
+   (``main.py --realtime --workers W``, the real-time dispatcher), no-op
+   handlers: N jobs due now in one queue, drained once without settings and
+   once with ``configure_queue {concurrency: 8}`` (the issue's target: the
+   limited run at least 0.7x the unlimited one). With W = --workers (8: the
+   limit holds the two nodes to half their workers) and with W = 4 (as many
+   workers as the limit: what its bookkeeping costs). Rates from the
+   database's run records, jobs / (last finish - first start), as
+   bench/postgres_bench.py measures them; each run on a schema of its own.
+2. Durable schedule_job per second, pipelined into ``main.py --db`` (replies
+   after their batch's COMMIT), on a SQLite file and on PostgreSQL: plain
+   jobs, jobs with a distinct ``unique_key`` each (the partial unique index),
+   and with ``unique_key`` and ``unique_for_ms`` (the key table's upsert too);
+   the ratio of each to the plain inserts.
+
+The PostgreSQL helpers are bench/postgres_bench.py's: one database
+(``jobsched_bench_<pid>``) created on the server and dropped at the end, after
+an error or Ctrl-C too, the nodes stopped first. The SQLite files live in a
+TemporaryDirectory. An unreachable server is an error (exit status 2).
+Server: $JOBSCHED_BENCH_PG (default postgresql://postgres@127.0.0.1:5432/test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import psycopg
+from peers import positive
+from postgres_bench import (
+    BASE,
+    OURS_DB,
+    admin,
+    databases,
+    dsn_for,
+    node,
+    pipelined,
+    rate,
+    ratio,
+    wait_until,
+)
+
+QUEUE = "bench"
+LIMIT = 8  # the issue's concurrency limit
+TARGET = 0.7  # limited / unlimited, the issue's bar
+
+
+def drain(schema: str, n: int, nodes_n: int, workers: int, concurrency: int | None) -> float:
+    """Jobs completed per second by ``nodes_n`` nodes draining ``n`` due jobs of QUEUE."""
+    dsn = dsn_for(OURS_DB) + f"?schema={schema}"
+    bodies: list[dict[str, object]] = []
+    if concurrency is not None:
+        bodies.append({"type": "configure_queue", "queue": QUEUE, "concurrency": concurrency})
+    bodies += [{"type": "schedule_job", "task": "noop", "queue": QUEUE} for _ in range(n)]
+    pipelined(dsn, bodies)
+    nodes = [node(dsn, "--realtime", "--workers", str(workers)) for _ in range(nodes_n)]
+    jobs, runs = f'"{schema}".jobs', f'"{schema}".runs'
+    with psycopg.connect(dsn_for(OURS_DB), autocommit=True) as db:
+
+        def finished() -> bool:
+            if any(p.poll() is not None for p in nodes):
+                raise SystemExit("a jobsched node exited before running every job")
+            row = db.execute(f"SELECT count(*) FROM {jobs} WHERE state = 'completed'").fetchone()
+            return row is not None and row[0] == n
+
+        wait_until(finished, f"{n} jobs of queue {QUEUE!r}")
+        span = db.execute(f"SELECT min(started_at), max(finished_at) FROM {runs}").fetchone()
+    for p in nodes:
+        assert p.stdin is not None
+        p.stdin.close()
+        p.wait()
+    first, last = span if span is not None else (0, 0)
+    return rate(n, (int(last) - int(first)) / 1000)
+
+
+def limits_part(n: int, nodes_n: int, workers: tuple[int, ...]) -> None:
+    """The same jobs drained without limits, then with concurrency LIMIT, for
+    each number of workers per node."""
+    print(f"\njobs completed per second, PostgreSQL, {nodes_n} node(s), {n:,} no-op jobs")
+    for w in workers:
+        free = drain(f"free_{w}", n, nodes_n, w, None)
+        capped = drain(f"capped_{w}", n, nodes_n, w, LIMIT)
+        verdict = "meets" if capped >= TARGET * free else "misses"
+        print(
+            f"{w} workers a node: no limits {free:,.0f}/s, concurrency {LIMIT} {capped:,.0f}/s, "
+            f"ratio {ratio(capped, free)} ({verdict} the {TARGET}x target)",
+            flush=True,
+        )
+
+
+def inserts(target: str, n: int, unique: str | None) -> float:
+    """schedule_job per second, pipelined; ``unique``: None, "key" or "key+window"."""
+    bodies: list[dict[str, object]] = []
+    for i in range(n):
+        body: dict[str, object] = {"type": "schedule_job", "task": "noop", "delay_ms": 3_600_000}
+        if unique is not None:
+            body["unique_key"] = f"sync-{i}"
+        if unique == "key+window":
+            body["unique_for_ms"] = 60_000
+        bodies.append(body)
+    return n / pipelined(target, bodies)
+
+
+def unique_part(n: int, sqlite_dir: Path) -> None:
+    print(f"\ndurable schedule_job per second, pipelined, {n:,} jobs")
+    targets = {
+        "SQLite": lambda kind: str(sqlite_dir / f"{kind}.db"),
+        "PostgreSQL": lambda kind: dsn_for(OURS_DB) + f"?schema=ins_{kind.replace('+', '_')}",
+    }
+    for store, where in targets.items():
+        plain = inserts(where("plain"), n, None)
+        line = f"{store}: plain {plain:,.0f}/s"
+        for kind in ("key", "key+window"):
+            rated = inserts(where(kind), n, kind)
+            line += f"; unique_key{'' if kind == 'key' else ' + unique_for_ms'} "
+            line += f"{rated:,.0f}/s (ratio {ratio(rated, plain)})"
+        print(line, flush=True)
+
+
+# (jobs, inserts, workers) of the short modes; None keeps the argument's value.
+MODES = {"quick": (1000, 2000, None), "smoke": (50, 50, 2)}
+
+
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    for flag, default in (("--jobs", 5000), ("--inserts", 10_000), ("--workers", 8)):
+        parser.add_argument(flag, type=positive, default=default)
+    parser.add_argument("--quick", action="store_true", help="1,000 jobs, 2,000 inserts")
+    parser.add_argument("--smoke", action="store_true", help="50 and 50, one node: proves it runs")
+    args = parser.parse_args()
+    for mode, sizes in MODES.items():
+        if getattr(args, mode):
+            for name, size in zip(("jobs", "inserts", "workers"), sizes, strict=True):
+                if size is not None:
+                    setattr(args, name, min(getattr(args, name), size))
+    return args
+
+
+def server_version() -> str:
+    """The server's version; an unreachable server ends the script with status 2."""
+    try:
+        with admin() as conn:
+            return str((conn.execute("SHOW server_version").fetchone() or ("?",))[0])
+    except psycopg.OperationalError as exc:
+        print(f"PostgreSQL is unreachable at {BASE} (set JOBSCHED_BENCH_PG): {exc}")
+        sys.exit(2)
+
+
+def main() -> None:
+    args = arguments()
+    print(f"PostgreSQL {server_version()}, SQLite via main.py --db FILE")
+    with tempfile.TemporaryDirectory(prefix="queues_bench_") as tmp, databases(OURS_DB):
+        # Also with as many workers in all as the limit: only its bookkeeping costs.
+        workers = (args.workers,) if args.smoke else (args.workers, max(LIMIT // 2, 1))
+        limits_part(args.jobs, 1 if args.smoke else 2, workers)
+        unique_part(args.inserts, Path(tmp))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:  # the database is already dropped: no traceback
+        sys.exit(130)
