@@ -37,6 +37,7 @@ SCRIPTS = {
     "dispatch_bench.py": ("--smoke", ("apscheduler", "sqlalchemy")),  # --quick: ~10 s
     "postgres_bench.py": ("--smoke", ("procrastinate",)),  # --quick: 10-30 s
     "dashboard_bench.py": ("--quick", ()),  # no peer: once is enough
+    "client_bench.py": ("--smoke", ("apscheduler", "sqlalchemy")),  # --quick: ~15 s
     "http_bench.py": ("--smoke", ()),  # no peer (ab is optional); --quick: ~20 s
     "queues_bench.py": ("--smoke", ()),  # no peer; --quick: 20-60 s
 }
