@@ -18,8 +18,10 @@ import pytest
 from jobsched.errors import JobExists, JobschedError
 from jobsched.jobs import FINAL_STATES, ONCE, RUNNABLE_STATES, Job, JobState
 from jobsched.node import StdioNode
+from jobsched.queues import QueueChange, QueueSettings
 from jobsched.stores.base import RunRecord
 from jobsched.stores.memory import RUNS_KEPT, MemoryStore
+from jobsched.stores.memory_compact import seq_of
 from tests.harness import Clock, Wire
 
 S = JobState
@@ -29,13 +31,25 @@ STATES = [S.SCHEDULED, S.RETRYING, S.RUNNING, S.PAUSED, S.COMPLETED, S.DEAD, S.C
 
 
 def _job(job_id: str, state: JobState, due: int | None) -> Job:
-    return Job(job_id, "t", "{}", ONCE, state, due, T0, T0)
+    # Two queues: claims meet the rate limits and pauses the random writes set.
+    return Job(job_id, "t", "{}", ONCE, state, due, T0, T0, queue=f"q{len(job_id) % 2}")
 
 
 def _random_op(rng: random.Random, names: list[str]) -> Op:
     """One write of any kind, applied the same way to whichever store it is given."""
     name, t = rng.choice(names), T0 + rng.randrange(50)
-    kind = rng.randrange(7)
+    kind = rng.randrange(8)
+    if kind == 7:
+        change = rng.choice(
+            [
+                QueueChange(rate_max=rng.randrange(1, 3), rate_per_ms=rng.randrange(1, 20)),
+                QueueChange(concurrency=rng.randrange(1, 3)),
+                QueueChange(paused=rng.random() < 0.5),
+                QueueChange(clear_rate=True, clear_concurrency=True),
+            ]
+        )
+        queue = rng.choice(["q0", "q1"])
+        return lambda s: s.configure_queue(queue, change)
     if kind == 0:
         state = rng.choice([S.SCHEDULED, S.RETRYING, S.COMPLETED, S.PAUSED])
         due = None if state in FINAL_STATES else t
@@ -70,24 +84,35 @@ def _random_op(rng: random.Random, names: list[str]) -> Op:
 def _seen(s: MemoryStore) -> tuple[object, ...]:
     jobs = list(s.iter_all())
     runs = {n: s.recent_runs(n, RUNS_KEPT) for n in sorted(s._runs)}
-    return jobs, runs, s.counts(), s.next_due(), s.expired_leases(T0 + 10**6, 1000)
+    starts = {q: list(d) for q, d in s._starts.items() if d}  # what the rate limits count
+    leases = s.expired_leases(T0 + 10**6, 1000)
+    return jobs, runs, s.counts(), s.next_due(), leases, s.queue_report(), starts
 
 
 def _check_books(s: MemoryStore) -> None:
     """The derived structures agree with the jobs (what no reader sees directly)."""
-    jobs = list(s._jobs.values())
+    items = list(s._jobs.values())
+    jobs = [s.get(i) for i in s._jobs]
     assert s._undo == [] and s._marks == []
-    assert [j for j in s._by_seq if j is not None] == sorted(jobs, key=lambda j: j.seq)
-    assert s._runnable == sum(j.state in RUNNABLE_STATES and j.due_at is not None for j in jobs)
-    assert {k: v for k, v in s._counts.items() if v} == {
-        st: n for st in STATES if (n := sum(j.state is st for j in jobs))
+    assert [j for j in s._by_seq if j is not None] == sorted(items, key=seq_of)
+    # A job is a compact record exactly when it is pending with a due time.
+    for item, j in zip(items, jobs, strict=True):
+        assert j is not None
+        pending = j.state in RUNNABLE_STATES and j.due_at is not None
+        assert isinstance(item, tuple) is pending
+        if pending:
+            assert item in s._heaps[j.priority]  # the record is its own heap entry
+    pending = [
+        sum(isinstance(i, tuple) and s.get(i[1]).state is st for i in items)  # type: ignore[union-attr]
+        for st in (S.SCHEDULED, S.RETRYING)
+    ]
+    assert s._pending == pending
+    assert s.counts() == {
+        st: n for st in STATES if (n := sum(j is not None and j.state is st for j in jobs))
     }
-    assert set(s._running) == {j.job_id for j in jobs if j.state is S.RUNNING}
-    assert set(s._final_at) == {j.job_id for j in jobs if j.state in FINAL_STATES}
+    assert set(s._running) == {j.job_id for j in jobs if j and j.state is S.RUNNING}
+    assert set(s._final_at) == {j.job_id for j in jobs if j and j.state in FINAL_STATES}
     assert set(s._final_at.items()) <= set((i, t) for t, i in s._final_heap)
-    for j in jobs:
-        if j.state in RUNNABLE_STATES and j.due_at is not None:
-            assert (j.due_at, j.seq, j.job_id) in s._heaps[j.priority]
     assert s._live_runs == sum(len(q) for q in s._runs.values())
     assert all(s._runs.values())  # no empty tails
     entries = set(s._run_heap)
@@ -128,7 +153,7 @@ class _nothing:
 @pytest.mark.parametrize("seed", range(6))
 def test_blocks_that_raise_leave_the_store_as_if_they_never_ran(seed: int) -> None:
     rng = random.Random(seed)
-    names = [f"j{i}" for i in range(12)]
+    names = [f"j{i}" for i in range(6)] + [f"jj{i}" for i in range(6)]
     a, b = MemoryStore(), MemoryStore()
     a.clock = b.clock = clock = Clock(1_000)
     for step in range(150):
@@ -211,3 +236,42 @@ def test_a_write_from_another_thread_waits_for_the_block_and_is_not_undone() -> 
     thread.join(10)
     assert [j.job_id for j in store.iter_all()] == ["theirs"]
     _check_books(store)
+
+
+def test_a_rolled_back_claim_gives_its_rate_limit_start_back() -> None:
+    store = MemoryStore()
+    store.configure_queue("r", QueueChange(rate_max=1, rate_per_ms=1000))
+    for i in range(3):
+        store.insert(Job(f"r{i}", "t", "{}", ONCE, S.SCHEDULED, T0, T0, T0, queue="r"))
+    with pytest.raises(KeyError), store.transaction():
+        assert [j.job_id for j in store.claim_due(T0, 10, "a", T0 + 100)] == ["r0"]
+        raise KeyError
+    # The claim never happened: the one start the window allows is still free.
+    assert [j.job_id for j in store.claim_due(T0, 10, "a", T0 + 100)] == ["r0"]
+    assert store.claim_due(T0 + 999, 10, "a", T0 + 100) == []
+
+
+def test_a_rolled_back_claim_brings_back_the_starts_it_found_expired() -> None:
+    store = MemoryStore()
+    store.configure_queue("r", QueueChange(rate_max=1, rate_per_ms=1000))
+    for i in range(3):
+        store.insert(Job(f"r{i}", "t", "{}", ONCE, S.SCHEDULED, T0, T0, T0, queue="r"))
+    assert len(store.claim_due(T0, 10, "a", T0 + 100)) == 1  # a start at T0, committed
+    with pytest.raises(KeyError), store.transaction():
+        # At T0 + 1000 the start at T0 has left the window: this claim lets it go.
+        assert len(store.claim_due(T0 + 1000, 10, "a", T0 + 100)) == 1
+        raise KeyError
+    # A caller's clock may go back (logical times): the start at T0 still counts,
+    # and the rolled-back one does not.
+    assert store.claim_due(T0 + 500, 10, "a", T0 + 100) == []
+    assert len(store.claim_due(T0 + 1000, 10, "a", T0 + 100)) == 1
+
+
+def test_a_rolled_back_block_restores_the_queue_settings_it_changed() -> None:
+    store = MemoryStore()
+    store.configure_queue("r", QueueChange(concurrency=2))
+    with pytest.raises(KeyError), store.transaction():
+        store.configure_queue("r", QueueChange(paused=True, rate_max=1, rate_per_ms=10))
+        store.configure_queue("new", QueueChange(paused=True))
+        raise KeyError
+    assert [r.settings for r in store.queue_report()] == [QueueSettings("r", concurrency=2)]
