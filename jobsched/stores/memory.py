@@ -34,8 +34,8 @@ from jobsched.stores.memory_compact import (
     STATE,
     TASK,
     Item,
+    Packer,
     Record,
-    Shapes,
     seq_of,
     state_of,
     unique_key_of,
@@ -56,7 +56,7 @@ class MemoryStore(MemoryRuns, MemoryQueues, UndoLog, Store):
         self._by_seq: list[Item | None] = []  # index = seq - 1; None once pruned
         # One due heap of records per priority: a claim walks them in priority order.
         self._heaps: list[list[Record]] = [[] for _ in range(MAX_PRIORITY + 1)]
-        self._shapes = Shapes()
+        self._packer = Packer()
         # Pending records (scheduled, retrying): counted apart from the other
         # jobs' states, as an enum's hash is Python code and these are most calls.
         self._pending = [0, 0]
@@ -80,7 +80,7 @@ class MemoryStore(MemoryRuns, MemoryQueues, UndoLog, Store):
                     raise DuplicateKey(holder)
                 self._take_window(job.unique_key, job)
             job.seq = len(self._by_seq) + 1
-            item = self._shapes.pack(job)
+            item = self._packer.pack(job)
             self._by_seq.append(item)
             self._jobs[job_id] = item
             if not isinstance(item, tuple) or job.unique_key is not None:
@@ -112,7 +112,7 @@ class MemoryStore(MemoryRuns, MemoryQueues, UndoLog, Store):
             if expect_owner is not None and _locked_by(old) != expect_owner:
                 return False
             job.seq = seq_of(old)
-            new = self._shapes.pack(job)
+            new = self._packer.pack(job)
             self._put(job.job_id, new)
             self._track(old, old_state, new, job)
             return True
