@@ -165,10 +165,10 @@ class GroupCommit:
                 for w in group:
                     w.response = error(500, 13, "internal error: nothing was changed")
                 changed = False
+            if changed and self.on_change is not None:
+                self.on_change()  # first: a job due now starts as its client hears of it
             for w in group:
                 _answer(w)
-            if changed and self.on_change is not None:
-                self.on_change()
 
     def _commit(self, group: list[Write]) -> bool:
         """Handle the group in one transaction; True if a committed reply changed something."""

@@ -185,7 +185,7 @@ def test_a_bad_request_in_a_group_answers_its_error_and_the_others_commit(quiet:
         opener = Burst(svc, [("/v1/jobs", job("opener"))])  # the writer: waits for the lock
         time.sleep(0.3)
         burst = Burst(svc, mixed)  # queued behind it
-        time.sleep(1.0)  # every request read, routed and queued (the busy timeout is 5 s)
+        time.sleep(1.5)  # every request read, routed and queued (the busy timeout is 5 s)
         lock.execute("COMMIT")
     assert opener.join()[0][0] == 201
     answers = burst.join()
