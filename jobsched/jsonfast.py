@@ -76,6 +76,7 @@ dumps_compact_ascii = _encoder(",", ":", True)
 _decoder = json.JSONDecoder(parse_constant=_no_constants, parse_float=_finite_float)
 _scan: Any = _make_scanner(_decoder) if _make_encoder is not None else None  # type: ignore[arg-type]
 _WS = " \t\n\r"
+_WS_FIRST = frozenset(_WS)
 
 
 def loads(text: str) -> Any:
@@ -84,7 +85,8 @@ def loads(text: str) -> Any:
     deeply for the interpreter's stack to decode."""
     if _scan is None:  # pragma: no cover
         return _decoder.decode(text)
-    start = len(text) - len(text.lstrip(_WS))
+    # Most lines start with "{": only then is the text's start worth a copy.
+    start = len(text) - len(text.lstrip(_WS)) if text[:1] in _WS_FIRST else 0
     try:
         obj, end = _scan(text, start)
     except StopIteration as exc:
