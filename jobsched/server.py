@@ -32,12 +32,11 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from jobsched.errors import JobschedError
 from jobsched.http_conn import JSON, Limits, Response, error
 from jobsched.http_server import HttpServer
-from jobsched.jsonfast import dumps, loads
+from jobsched.jsonfast import MAX_DEPTH, dumps, loads, may_be_too_deep
 from jobsched.messages import READ_ONLY, RUNS_USER_CODE, Context
 from jobsched.metrics import Metrics
-from jobsched.server_commit import STATUS, Answer, Change, GroupCommit, Write, encoded
+from jobsched.server_commit import STATUS, Answer, Change, GroupCommit, Write, encoded, run
 from jobsched.server_metrics import PROM, render_metrics, render_nodes, render_writes
-from jobsched.wire import handle
 
 if TYPE_CHECKING:
     from jobsched.web.routes import Web
@@ -113,8 +112,8 @@ class Service:
         if isinstance(out, Response):
             return out
         if later is None:
-            return self.writes.run(out.text, out.created)
-        self.writes.submit(Write(out.text, out.created, later))
+            return self.writes.run(out)
+        self.writes.submit(Write(out, later))
         return None
 
     def _serve(
@@ -183,7 +182,8 @@ class Service:
             fields = self._only(method, "PUT") or _json_object(body)
             if isinstance(fields, Response):
                 return fields
-            return self.call({**fields, "type": "configure_queue", "queue": unquote(m.group(1))})
+            change = {**fields, "type": "configure_queue", "queue": unquote(m.group(1))}
+            return self.call(change, False, body)
         return error(404, 10, f"no route for {path}")
 
     @staticmethod
@@ -200,13 +200,13 @@ class Service:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             return error(400, 12, "body: is not UTF-8")
-        return self._answer(text, _peek(text))
+        return self._answer(Change(text), _peek(text))
 
     def schedule(self, body: bytes) -> Reply:
         fields = _json_object(body)
         if isinstance(fields, Response):
             return fields
-        return self.call({**fields, "type": "schedule_job"}, created=True)
+        return self.call({**fields, "type": "schedule_job"}, True, body)
 
     def schedule_batch(self, body: bytes) -> Reply:
         """A JSON array of schedule_job specs, or {"jobs": [...]}: all or nothing."""
@@ -217,21 +217,29 @@ class Service:
         fields = {"jobs": value} if isinstance(value, list) else value
         if not isinstance(fields, dict):
             return error(400, 12, 'body: must be a JSON array of jobs, or {"jobs": [...]}')
-        return self.call({**fields, "type": "schedule_jobs"}, created=True)
+        return self.call({**fields, "type": "schedule_jobs"}, True, body)
 
     def action(self, kind: str, job_id: str, body: bytes) -> Reply:
         fields = _json_object(body) if body.strip() else {}
         if isinstance(fields, Response):
             return fields
-        return self.call({**fields, "type": kind, "job_id": job_id})
+        return self.call({**fields, "type": kind, "job_id": job_id}, False, body)
 
-    def call(self, fields: dict[str, Any], created: bool = False) -> Reply:
+    def call(self, fields: dict[str, Any], created: bool = False, raw: bytes = b"") -> Reply:
+        """The protocol message ``fields``, decoded from the body ``raw``."""
         fields.pop("msg_id", None)
+        kind = str(fields["type"])
+        # Too shallow for wire.decode's depth check to matter (one level spared
+        # for the {"jobs": [...]} a route wraps around a body), and no "body"
+        # that would make it an envelope: handed over as it is, not encoded
+        # and decoded again.
+        if "body" not in fields and not may_be_too_deep(raw.decode("latin-1"), MAX_DEPTH - 1):
+            return self._answer(Change("", created, fields), kind)
         try:
             line = dumps(fields)
         except (ValueError, RecursionError) as exc:  # too deep to re-encode
             return error(400, 12, f"body: cannot be read: {exc}"[:300])
-        return self._answer(line, str(fields["type"]), created)
+        return self._answer(Change(line, created), kind)
 
     def healthz(self) -> Response:
         try:
@@ -251,14 +259,14 @@ class Service:
 
     # -- plumbing -----------------------------------------------------------------
 
-    def _answer(self, text: str, kind: str | None, created: bool = False) -> Reply:
+    def _answer(self, change: Change, kind: str | None) -> Reply:
         if kind not in READ_ONLY and kind not in RUNS_USER_CODE:
-            return Change(text, created)  # committed in a group (server_commit)
+            return change  # committed in a group (server_commit)
         # Reads need no transaction, and user code must not run inside one.
-        reply = handle(self.ctx, text)
+        reply = run(self.ctx, change)
         if reply is not None and reply.changes and self.on_change is not None:
             self.on_change()
-        return encoded(reply, created)
+        return encoded(reply, change.created)
 
 
 def _peek(text: str) -> str | None:

@@ -32,8 +32,9 @@ from dataclasses import dataclass
 
 from jobsched.errors import JobschedError
 from jobsched.http_conn import Response, error
+from jobsched.jsonfast import dumps
 from jobsched.messages import Context
-from jobsched.wire import Pending, decode, dispatch, fast, unavailable
+from jobsched.wire import Body, Envelope, Pending, decode, dispatch, fast, unavailable
 
 log = logging.getLogger("jobsched.server")
 
@@ -79,19 +80,38 @@ def encoded(reply: Pending | None, created: bool) -> Response:
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """A request that may change something, to be committed: its protocol line,
-    and whether success is 201 (a route that creates)."""
+    """A protocol request: its line, or its body when the route decoded it
+    already (and found it too shallow for ``wire.decode``'s depth check to
+    matter: it is not encoded and decoded again); and whether success is 201
+    (a route that creates)."""
 
     text: str
     created: bool = False
+    body: Body | None = None
+
+    def line(self) -> str:
+        return self.text if self.body is None else dumps(self.body)
+
+
+def request(ctx: Context, change: Change) -> Pending | tuple[Body, Envelope] | None:
+    """The change as ``wire.decode`` gives it: the request, or the reply to a line
+    that is none (None for a blank one)."""
+    return decode(ctx, change.text) if change.body is None else (change.body, None)
+
+
+def run(ctx: Context, change: Change) -> Pending | None:
+    """``wire.handle`` for a change: its reply, in whatever transaction is open."""
+    decoded = request(ctx, change)
+    if decoded is None or isinstance(decoded, Pending):
+        return decoded
+    return fast(ctx, *decoded) or dispatch(ctx, *decoded)
 
 
 @dataclass(slots=True, eq=False)
 class Write:
-    """One request of a group: its protocol line in, its response out."""
+    """One request of a group: its change in, its response out."""
 
-    text: str
-    created: bool  # 201 on success (a route that creates)
+    change: Change
     answer: Answer
     reply: Pending | None = None
     response: Response | None = None
@@ -130,7 +150,7 @@ class GroupCommit:
             self._writing = True
         self._drain()
 
-    def run(self, text: str, created: bool) -> Response:
+    def run(self, change: Change) -> Response:
         """Submit and wait for the answer (for a caller that cannot be called back)."""
         got: list[Response] = []
         done = threading.Event()
@@ -139,7 +159,7 @@ class GroupCommit:
             got.append(response)
             done.set()
 
-        self.submit(Write(text, created, answer))
+        self.submit(Write(change, answer))
         done.wait()
         return got[0]
 
@@ -184,34 +204,35 @@ class GroupCommit:
             log.error("%d write(s) not committed: %s", len(group), exc.text)
             for w in group:
                 if w.reply is None:
-                    w.reply = unavailable(self.ctx, w.text, why)
+                    w.reply = unavailable(self.ctx, w.change.line(), why)
                 else:
                     w.reply.fail_unavailable(why)
-                w.response = encoded(w.reply, w.created)
+                w.response = encoded(w.reply, w.change.created)
             return False
         return any(w.reply is not None and w.reply.changes for w in group)
 
     def _one(self, w: Write) -> None:
         """One request in its savepoint: an error, or a reply that cannot be
         encoded, undoes its writes and no one else's."""
-        decoded = decode(self.ctx, w.text)
+        created = w.change.created
+        decoded = request(self.ctx, w.change)
         if decoded is None or isinstance(decoded, Pending):
-            w.reply, w.response = decoded, encoded(decoded, w.created)  # nothing to run
+            w.reply, w.response = decoded, encoded(decoded, created)  # nothing to run
             return
         # As in the stdio node: the fast path writes at most once, as its last
         # step, and its reply text is made before that: no savepoint.
         w.reply = fast(self.ctx, *decoded)
         if w.reply is not None:
-            w.response = encoded(w.reply, w.created)
+            w.response = encoded(w.reply, created)
             return
         try:
             with self.ctx.engine.store.transaction():
                 w.reply = dispatch(self.ctx, *decoded)
                 if w.reply.reply_type == "error":
                     raise _Undo
-                w.response = encode(w.reply, w.created)  # inside: failing rolls it back
+                w.response = encode(w.reply, created)  # inside: failing rolls it back
         except _Undo:
-            w.response = encoded(w.reply, w.created)
+            w.response = encoded(w.reply, created)
         except Unencodable as exc:
             w.response = exc.response
 
