@@ -379,3 +379,56 @@ def test_a_body_the_protocol_cannot_hold_is_400_and_stores_nothing(
     assert status == 400 and reply["code"] == 12, (status, reply)
     _, after = svc.request("POST", "/v1/messages", {"type": "stats"})
     assert after["total"] == before["total"]
+
+
+# -- a decoded body handed over as it is ----------------------------------------------
+
+NEST = [b"[" * n + b"]" * n for n in (62, 63, 64, 65)]
+ROUTED = [
+    *[("POST", "/v1/jobs", b'{"task": "t", "payload": ' + deep + b"}") for deep in NEST],
+    *[("POST", "/v1/jobs/batch", b'[{"task": "t", "payload": ' + deep + b"}]") for deep in NEST],
+    ("POST", "/v1/jobs/batch", b'{"jobs": [{"task": "t", "payload": ' + NEST[1] + b"}]}"),
+    ("POST", "/v1/jobs", b'{"task": "t", "job_id": "a", "delay_ms": 1000, "msg_id": 5}'),
+    ("POST", "/v1/jobs", b'{"task": "t", "job_id": "a", "delay_ms": 2000}'),
+    ("POST", "/v1/jobs", b'{"task": "t", "body": {"type": "get_job", "job_id": "a"}}'),
+    ("POST", "/v1/jobs", b'{"task": "t", "type": "cancel_job", "payload": "[[{{\\ud800"}'),
+    ("POST", "/v1/jobs", b'{"task": "t", "cron": "61 * * * *"}'),
+    ("POST", "/v1/jobs/a/pause", b'{"x": ' + b"[" * 70 + b"]" * 70 + b"}"),
+    ("POST", "/v1/jobs/a/resume", b""),
+    ("GET", "/v1/jobs/a", b""),
+    ("GET", "/v1/jobs?state=paused&limit=x", b""),
+    ("PUT", "/v1/queues/q1", b'{"concurrency": 2}'),
+    ("DELETE", "/v1/jobs/a", b""),
+]
+
+
+def _routed(fields_as_line: bool, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, Any]]:
+    from jobsched import server
+    from jobsched.engine import Engine
+    from jobsched.messages import Context
+    from jobsched.registry import TaskRegistry
+    from jobsched.stores.memory import MemoryStore
+
+    if fields_as_line:  # every body takes the line: encoded and decoded again
+        monkeypatch.setattr(server, "may_be_too_deep", lambda text, limit: True)
+    clock = lambda: 1_705_309_200_000  # noqa: E731 (one instant: the answers compare whole)
+    service = server.Service(Context(Engine(MemoryStore(), TaskRegistry()), clock))
+    out = []
+    for method, target, body in ROUTED:
+        response = service.handle(method, target, None, body)
+        assert response is not None
+        reply = json.loads(response.body)
+        for key in ("job_id", "scheduled_at", "jobs", "job"):  # generated, or timed
+            if isinstance(reply, dict) and key in reply:
+                reply[key] = type(reply[key]).__name__
+        out.append((response.status, reply))
+    return out
+
+
+def test_a_decoded_body_answers_as_its_line_would(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Routes hand a body they decoded to the protocol as it is, unless it may
+    be deep enough for the depth check or carries "body": the same answers."""
+    direct = _routed(False, monkeypatch)
+    assert direct == _routed(True, monkeypatch)
+    assert [status for status, _ in direct[:4]] == [201, 201, 201, 400]  # 65 deep: refused
+    assert [status for status, _ in direct[4:8]] == [201, 400, 400, 400]  # wrapped: one more
