@@ -55,6 +55,8 @@ _LIMITS = {
 
 def integer(value: Any, field: str, minimum: int, maximum: int = MAX_MS) -> int:
     """A JSON integer (an integral float like 5.0 too); booleans and strings are not."""
+    if type(value) is int and minimum <= value <= maximum:
+        return value  # the common case, answered before the checks below
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise Malformed(field, f"must be an integer, not {_kind(value)}")
     if isinstance(value, float):
