@@ -20,7 +20,9 @@ import pytest
 
 from jobsched.dispatcher import Dispatcher
 from jobsched.engine import Engine
+from jobsched.errors import Unavailable
 from jobsched.isolation import SUCCESS
+from jobsched.jobs import JobState
 from jobsched.queues import QueueChange
 from jobsched.runner import Runner, TaskRegistry
 from jobsched.spec import ScheduleSpec
@@ -181,3 +183,50 @@ def test_a_rate_limited_node_looks_again_when_its_window_opens(make_store: Facto
 
 def _now(store: Store) -> int:
     return store.db_now() if isinstance(store, ClusterClock) else now_ms()
+
+
+class Failing(Counting):
+    """Its claim raises while ``fail`` is set, as a storage fault would."""
+
+    fail = False
+
+    def claim(self, now: int, *args: Any, **kwargs: Any) -> Any:
+        if self.fail:
+            raise Unavailable("storage unavailable (injected)")
+        return super().claim(now, *args, **kwargs)
+
+
+def test_outcomes_written_in_a_failed_claim_s_transaction_are_kept_and_written_later(
+    tmp_path: Path,
+) -> None:
+    """An ended run of a full queue is written in the next claim's
+    transaction: when that claim fails, its write is undone with it, the
+    outcome stays to be written, and the run is recorded once."""
+    starts = Starts()
+    reg = TaskRegistry()
+    reg.register("work", starts)
+    store = SQLiteStore(str(tmp_path / "j.db"))
+    engine = Failing(store, reg)
+    engine.configure_queue("one", QueueChange(concurrency=1))
+    jobs(engine, "one", '{"id": "a"}', '{"id": "b"}')
+    runner = Runner(reg, 4)
+    runner.start()
+    d = Dispatcher(engine, runner, poll_ms=POLL_MS)
+    try:
+        now = now_ms()
+        d.step(now)  # a starts; b is due and its queue is full: blocked
+        deadline = time.monotonic() + 10
+        while d._done.empty() and time.monotonic() < deadline:  # a's handler has not ended
+            time.sleep(0.005)
+        engine.fail = True
+        with pytest.raises(Unavailable):
+            d.step(now + 1)  # a's outcome, then the claim that fails
+        assert store.get("one0").state is JobState.RUNNING  # undone with the claim
+        engine.fail = False
+        d.run_until_idle(now + 2)
+    finally:
+        runner.stop()
+        store.close()
+    assert [name for name, _ in starts.at] == ["a", "b"]
+    assert [r.outcome for r in store.recent_runs("one0")] == ["succeeded"]
+    assert store.get("one1").state is JobState.COMPLETED
