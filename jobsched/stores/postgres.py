@@ -84,6 +84,8 @@ class PostgresStore(Store, PgCluster):
         # The concurrency-limited queues as this node's latest claim read them:
         # a run of one of them ending frees a slot other nodes may be waiting on.
         self._capped: frozenset[str] = frozenset()
+        # Whether the last settings read found claims restricted, by ``limits``.
+        self._restricted = {False: False, True: False}
         try:
             self._start()
         except BaseException:
@@ -264,17 +266,19 @@ class PostgresStore(Store, PgCluster):
         with self._pool.joined(), self._use() as pg:
             run = q.runner(pg)
             jobs: list[Job] = []
-            if queues is None:  # no queue settings restrict it: one statement
+            plain = queues is None and not self._restricted[limits]
+            if plain:  # no queue setting restricts it: one statement
                 args = (now, limit, owner, lease_until, self.clock())
                 jobs = [job_from_row(r) for r in run(q.CLAIM[limits], args)]
             rules: list[QueueSettings] = []
             if not jobs:
                 lease = (owner, lease_until, self.clock())
                 jobs, rules = sq.claim_restricted(
-                    run, q.D, job_from_row, now, limit, lease, queues, limits
+                    run, q.D, job_from_row, now, limit, lease, queues, limits, plain
                 )
+                self._restricted[limits] = sq.restricts(rules, limits)
             if limits:
-                self._capped = frozenset(q.name for q in rules if q.concurrency is not None)
+                self._capped = frozenset(r.name for r in rules if r.concurrency is not None)
         # RETURNING gives rows in no promised order; the claim order is (priority, due_at, seq).
         jobs.sort(key=lambda j: (j.priority, j.due_at or 0, j.seq))
         return jobs

@@ -140,6 +140,13 @@ def claim_seqs(
     return seqs, rated
 
 
+def restricts(rules: list[QueueSettings], limits: bool) -> bool:
+    """Whether these settings restrict claims: a store that read them goes the
+    long way first at its next claim, rather than spend the one-statement claim
+    that would take nothing (it goes back once a read finds none)."""
+    return any(r.paused or (limits and r.limited) for r in rules)
+
+
 def claim_restricted(
     run: Run,
     d: Dialect,
@@ -149,12 +156,14 @@ def claim_restricted(
     lease: tuple[str, int, int],
     only: frozenset[str] | None,
     limits: bool,
+    tried_plain: bool,
 ) -> tuple[list[Job], list[QueueSettings]]:
-    """The long way of a claim (see the module docstring), for when the
-    one-statement claim took nothing: the jobs taken (``lease``: owner, lease
-    end, stamp), and the restricting settings read."""
+    """The long way of a claim (see the module docstring): the jobs taken
+    (``lease``: owner, lease end, stamp), and the restricting settings read.
+    ``tried_plain``: the one-statement claim was just made and took nothing,
+    so without restrictions there is nothing to take."""
     rules = restricting(run, d, limits)
-    if not rules and only is None:
+    if tried_plain and not rules and only is None:
         return [], rules
     seqs, rated = claim_seqs(run, d, now, limit, rules, only, limits)
     jobs = [parse(row) for row in take(run, d, seqs, *lease)]

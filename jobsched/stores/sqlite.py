@@ -83,6 +83,8 @@ class SQLiteStore(Store, Transactions[_Conn], DataVersionWakeups):
         self._tls = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
+        # Whether the last settings read found claims restricted, by ``limits``.
+        self._restricted = {False: False, True: False}
         self._init_wakeups()
         check_header(path)
         try:
@@ -294,14 +296,16 @@ class SQLiteStore(Store, Transactions[_Conn], DataVersionWakeups):
         with joined(self, self._local()), self._use(True) as db:
             run = lambda sql, args: db.execute(sql, args).fetchall()  # noqa: E731
             jobs: list[Job] = []
-            if queues is None:  # no queue settings restrict it: one statement
+            plain = queues is None and not self._restricted[limits]
+            if plain:  # no queue setting restricts it: one statement
                 args = (owner, lease_until, self.clock(), now, limit)
                 jobs = [job_from_row(r) for r in db.execute(q.CLAIM[limits], args)]
             if not jobs:
                 lease = (owner, lease_until, self.clock())
-                jobs, _ = sq.claim_restricted(
-                    run, q.D, job_from_row, now, limit, lease, queues, limits
+                jobs, rules = sq.claim_restricted(
+                    run, q.D, job_from_row, now, limit, lease, queues, limits, plain
                 )
+                self._restricted[limits] = sq.restricts(rules, limits)
         # RETURNING gives rows in no promised order; the claim order is (priority, due_at, seq).
         jobs.sort(key=lambda j: (j.priority, j.due_at or 0, j.seq))
         return jobs
