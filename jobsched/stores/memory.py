@@ -111,9 +111,9 @@ class MemoryStore(MemoryRuns, MemoryQueues, UndoLog, Store):
                 return False
             if expect_owner is not None and _locked_by(old) != expect_owner:
                 return False
-            job.seq = seq_of(old)
+            seq = job.seq = seq_of(old)
             new = self._packer.pack(job)
-            self._put(job.job_id, new)
+            self._jobs[job.job_id] = self._by_seq[seq - 1] = new
             self._track(old, old_state, new, job)
             return True
 
