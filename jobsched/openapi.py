@@ -170,8 +170,11 @@ def _action(summary: str) -> Schema:
                         parameters=[JOB_ID])}  # fmt: skip
 
 
+_TEXT_PARAMS = {"expr", "tz", "state", "task", "queue", "after"}
+
+
 def _dashboard(summary: str, *params: str) -> Schema:
-    query = [_query(p, "integer" if p != "expr" and p != "tz" else "string") for p in params]
+    query = [_query(p, "string" if p in _TEXT_PARAMS else "integer") for p in params]
     ok = {"200": _json(_ref("Object"), summary)}
     return {"get": _op(summary, ok, 400, parameters=query)}
 
@@ -189,8 +192,8 @@ def _paths() -> dict[str, Schema]:
                                      503, requestBody=_body(_ref("Object")))},
         "/v1/jobs": {
             "get": _op("list jobs", {"200": _json(_ref("JobList"), "a page of jobs")}, 400,
-                       parameters=[_query("state"), _query("task"), _query("after"),
-                                   _query("limit", "integer")]),
+                       parameters=[_query("state"), _query("task"), _query("queue"),
+                                   _query("after"), _query("limit", "integer")]),
             "post": _op("schedule a job (schedule_job)",
                         {"201": _json(_ref("Scheduled"), "scheduled")}, 400, 409, 503,
                         requestBody=_body(_ref("JobSpec"))),
@@ -224,6 +227,9 @@ def _paths() -> dict[str, Schema]:
         "/v1/dashboard/overview": _dashboard("counts and recent activity"),
         "/v1/dashboard/upcoming": _dashboard("jobs due soon", "hours", "limit"),
         "/v1/dashboard/failures": _dashboard("failed and dead jobs", "limit"),
+        "/v1/dashboard/queues": _dashboard("queues: settings, runs in flight, jobs by state"),
+        "/v1/dashboard/jobs": _dashboard("a page of jobs (list_jobs), filtered by queue too",
+                                         "state", "task", "queue", "after", "limit"),
         "/v1/cron/explain": _dashboard("the next occurrences of a cron expression", "expr",
                                        "tz", "n"),
         "/v1/session": {

@@ -299,7 +299,7 @@ def _openapi() -> Response:
 
 def _listing(query: dict[str, list[str]]) -> dict[str, Any]:
     fields: dict[str, Any] = {"type": "list_jobs"}
-    for key in ("state", "task", "after", "limit"):
+    for key in ("state", "task", "queue", "after", "limit"):
         if key in query:
             value: Any = query[key][-1]
             if key == "limit" and value.isdigit():

@@ -97,6 +97,16 @@ def test_list_queues_counts_jobs_and_unique_keys_answer_the_holder(client: Clien
     assert _queue(client, f"{q}-plain").config == QueueConfig(f"{q}-plain", None, None, False)
 
 
+def test_get_jobs_filters_by_queue(svc: Service, q: str) -> None:
+    with Client(svc.url, token=TOKEN) as client:
+        mine = [client.schedule("ok", run_at=LATER, queue=q).job_id for _ in range(3)]
+        client.schedule("ok", run_at=LATER, queue=f"{q}-other")
+    status, reply = svc.request("GET", f"/v1/jobs?queue={q}&limit=2")
+    assert status == 200 and [j["job_id"] for j in reply["jobs"]] == mine[:2]
+    status, reply = svc.request("GET", f"/v1/jobs?queue={q}&after={mine[1]}")
+    assert status == 200 and [j["job_id"] for j in reply["jobs"]] == mine[2:]
+
+
 def test_async_client_has_the_queue_methods(svc: Service, q: str) -> None:
     async def run() -> tuple[QueueConfig, list[QueueInfo]]:
         async with AsyncClient(svc.url, token=TOKEN) as client:
