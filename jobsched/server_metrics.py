@@ -4,47 +4,18 @@
 
 from __future__ import annotations
 
-from jobsched.metrics import LATENESS_BUCKETS, Metrics
+from jobsched.metrics import Metrics
 
 PROM = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def render_metrics(counts: dict[str, int], m: Metrics) -> str:
-    """The Prometheus text exposition format (version 0.0.4)."""
-    out: list[str] = []
-
-    def family(name: str, kind: str, help_text: str) -> None:
-        out.append(f"# HELP {name} {help_text}")
-        out.append(f"# TYPE {name} {kind}")
-
-    family("jobsched_jobs", "gauge", "Jobs in the store, by state.")
+    """The Prometheus text exposition format (version 0.0.4): the store's jobs
+    by state, then this process's run families, a sample per queue
+    (``Metrics.render``; docs/queues.md bounds the queue labels)."""
+    out = ["# HELP jobsched_jobs Jobs in the store, by state.", "# TYPE jobsched_jobs gauge"]
     out.extend(f'jobsched_jobs{{state="{s}"}} {n}' for s, n in counts.items())
-    with m.lock:
-        runs, retries, skipped = dict(m.runs), m.retries, m.skipped
-        buckets, total, count = list(m.buckets), m.lateness_sum, m.lateness_count
-    family("jobsched_runs_total", "counter", "Real-time runs of this process, by outcome.")
-    out.extend(f'jobsched_runs_total{{outcome="{k}"}} {v}' for k, v in sorted(runs.items()))
-    family("jobsched_run_failures_total", "counter", "Real-time runs that failed (any cause).")
-    out.append(f"jobsched_run_failures_total {sum(v for k, v in runs.items() if k != 'succeeded')}")
-    family("jobsched_retries_total", "counter", "Failed runs that scheduled a retry.")
-    out.append(f"jobsched_retries_total {retries}")
-    family(
-        "jobsched_skipped_occurrences_total", "counter", "Occurrences skipped by overlap/misfire."
-    )
-    out.append(f"jobsched_skipped_occurrences_total {skipped}")
-    family(
-        "jobsched_dispatch_lateness_seconds",
-        "histogram",
-        "Handler start minus due time, real-time runs.",
-    )
-    cumulative = 0
-    for bound, n in zip(LATENESS_BUCKETS, buckets, strict=True):
-        cumulative += n
-        out.append(f'jobsched_dispatch_lateness_seconds_bucket{{le="{bound}"}} {cumulative}')
-    out.append(f'jobsched_dispatch_lateness_seconds_bucket{{le="+Inf"}} {count}')
-    out.append(f"jobsched_dispatch_lateness_seconds_sum {total}")
-    out.append(f"jobsched_dispatch_lateness_seconds_count {count}")
-    return "\n".join(out) + "\n"
+    return "\n".join(out) + "\n" + m.render()
 
 
 def render_nodes(nodes: list[tuple[str, int, int]]) -> str:

@@ -297,14 +297,18 @@ def test_due_jobs_run_by_themselves_and_metrics_count_them(svc: Service) -> None
     wait_state(svc, "now", "completed")
     wait_state(svc, "soon", "completed")
     m = _metrics(svc)
-    assert m["jobsched_runs_total"][(("outcome", "succeeded"),)] >= 2
-    assert m["jobsched_run_failures_total"][()] >= 1
-    assert m["jobsched_retries_total"][()] >= 1
+    q = ("queue", "default")  # every run family has a sample per queue (docs/queues.md)
+    assert m["jobsched_runs_total"][(("outcome", "succeeded"), q)] >= 2
+    assert m["jobsched_run_failures_total"][(q,)] >= 1
+    assert m["jobsched_retries_total"][(q,)] >= 1
     assert m["jobsched_jobs"][(("state", "completed"),)] >= 2
     assert set(dict(k)["state"] for k in m["jobsched_jobs"]) >= {"scheduled", "running", "dead"}
-    assert "jobsched_skipped_occurrences_total" in m
-    count = m["jobsched_dispatch_lateness_seconds_count"][()]
-    assert count >= 3 and m["jobsched_dispatch_lateness_seconds_bucket"][(("le", "+Inf"),)] == count
+    assert (q,) in m["jobsched_skipped_occurrences_total"]
+    assert (q,) in m["jobsched_running"]
+    count = m["jobsched_dispatch_lateness_seconds_count"][(q,)]
+    assert (
+        count >= 3 and m["jobsched_dispatch_lateness_seconds_bucket"][(("le", "+Inf"), q)] == count
+    )
 
 
 def test_sigterm_mid_run_then_restart_runs_the_job_again(tmp_path: Path) -> None:
