@@ -354,7 +354,7 @@ def test_serve_base_exceptions_fail_the_run_and_keep_every_worker(
             svc.request("POST", "/v1/jobs", schedule(task))
             svc.wait_state(task, "completed")
         metrics = svc.request("GET", "/metrics")
-        assert 'jobsched_runs_total{outcome="failed"} 5' in metrics, metrics
+        assert 'jobsched_runs_total{outcome="failed",queue="default"} 5' in metrics, metrics
     finally:
         rc, log = svc.stop()
     assert rc == 0, log
