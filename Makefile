@@ -3,6 +3,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Test processes: one per core (pytest-xdist). PYTEST_ARGS=-n0 runs them in one.
+PYTEST_ARGS ?= -n auto
 
 .PHONY: test lint typecheck unit bench bench-deps clean screenshots
 
@@ -22,7 +24,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck unit
 
