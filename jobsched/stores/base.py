@@ -143,7 +143,10 @@ class Store(ABC):
     def replace(self, job: Job, expect_state: JobState, expect_owner: str | None = None) -> bool:
         """Overwrite the stored job with ``job`` (same id) if its stored state is
         ``expect_state`` (and its ``locked_by`` is ``expect_owner`` when given).
-        Returns whether it was written."""
+        Returns whether it was written. Only what a job's life changes is
+        written (state, due time, counters, last run and error, lease: the SQL
+        stores' ``RUN_TIME`` columns); the rest is fixed at insert, and callers
+        evolve only those fields."""
 
     def replace_many(self, writes: Sequence[Replacement]) -> list[bool]:
         """``replace`` for each ``(job, expect_state, expect_owner)``, in order;

@@ -16,7 +16,7 @@ from jobsched.errors import Malformed
 from jobsched.jobs import Job, JobState
 from jobsched.stores import sql_queues as sq
 from jobsched.stores.base import RunRecord
-from jobsched.stores.sqlite_schema import COLUMNS, SELECT, job_to_row
+from jobsched.stores.sqlite_schema import COLUMNS, RUN_TIME, SELECT, job_to_row, run_time_values
 
 QSELECT = ", ".join(f"jobs.{c}" for c in SELECT.split(", "))
 INSERT = (
@@ -27,8 +27,11 @@ INSERT = (
 # COPY, not INSERT: a batch of 10,000 jobs goes about three times as fast.
 COPY = f"COPY jobs ({', '.join(COLUMNS)}, touched_ms) FROM STDIN"
 SEQS = "SELECT job_id, seq FROM jobs WHERE job_id = ANY(%s)"
-UPDATE = ", ".join(f"{c} = %s" for c in COLUMNS[1:])
-REPLACE = f"UPDATE jobs SET {UPDATE}, touched_ms = %s WHERE job_id = %s AND state = %s"
+# Store.replace writes the run-time columns only (sqlite_schema.RUN_TIME).
+REPLACE = (
+    f"UPDATE jobs SET {', '.join(f'{c} = %s' for c in RUN_TIME)}, touched_ms = %s "
+    "WHERE job_id = %s AND state = %s"
+)
 CLAIM_SQL = (
     "WITH c AS (SELECT seq FROM jobs WHERE state IN ('scheduled', 'retrying') "
     f"AND priority IN {sq.PRIORITIES} AND due_at <= %s AND {{free}} "
@@ -79,8 +82,8 @@ def replacement(
     job: Job, expect_state: JobState, expect_owner: str | None, stamp: int
 ) -> tuple[str, tuple[Any, ...]]:
     """The guarded UPDATE that writes ``job`` (see ``Store.replace``), and its values."""
-    row = job_to_row(job)
-    values: tuple[Any, ...] = (*row[1:23], nul_free(row[23]), *row[24:])
+    row = run_time_values(job)
+    values: tuple[Any, ...] = (*row[:6], nul_free(row[6]), *row[7:])  # last_error
     values = (*values, stamp, job.job_id, expect_state.value)
     if expect_owner is None:
         return REPLACE + " RETURNING seq", values

@@ -47,6 +47,7 @@ from jobsched.stores.sqlite_schema import (
     job_to_row,
     list_query,
     probe,
+    run_time_values,
 )
 
 log = logging.getLogger("jobsched.sqlite")
@@ -274,7 +275,7 @@ class SQLiteStore(Store, Transactions[_Conn], DataVersionWakeups):
         return {job.job_id: job for job in map(job_from_row, rows)}
 
     def replace(self, job: Job, expect_state: JobState, expect_owner: str | None = None) -> bool:
-        values = (*job_to_row(job)[1:], self.clock(), job.job_id, expect_state.value)
+        values = (*run_time_values(job), self.clock(), job.job_id, expect_state.value)
         sql = q.REPLACE
         if expect_owner is not None:
             sql, values = sql + " AND locked_by = ?", (*values, expect_owner)

@@ -67,6 +67,25 @@ def job_to_row(job: Job) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+# The columns a job's life changes after its insert: what ``Store.replace``
+# writes. The rest (task, payload, schedule, policies, queue, priority,
+# unique key, ...) are fixed at insert; an UPDATE that leaves them out also
+# leaves alone the indexes built on them alone (task, queue, job_id).
+RUN_TIME = (
+    "state", "due_at", "updated_at", "attempts", "runs", "last_run_at", "last_error",
+    "paused_from", "skipped", "locked_by", "locked_until",
+)  # fmt: skip
+
+
+def run_time_values(job: Job) -> tuple[Any, ...]:
+    """The job's RUN_TIME values, in order."""
+    return (
+        job.state.value, job.due_at, job.updated_at, job.attempts, job.runs, job.last_run_at,
+        job.last_error, None if job.paused_from is None else job.paused_from.value,
+        job.skipped, job.locked_by, job.locked_until,
+    )  # fmt: skip
+
+
 def list_query(
     run: Any,
     mark: str,

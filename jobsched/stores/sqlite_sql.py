@@ -13,9 +13,8 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 from jobsched.stores import sql_queues as sq
-from jobsched.stores.sqlite_schema import COLUMNS, SELECT
+from jobsched.stores.sqlite_schema import COLUMNS, RUN_TIME, SELECT
 
-UPDATE = ", ".join(f"{c} = ?" for c in COLUMNS[1:])
 ROW = f"({', '.join('?' * (len(COLUMNS) + 1))})"
 INSERT = f"INSERT INTO jobs ({', '.join(COLUMNS)}, touched_ms) VALUES {ROW}"
 # insert_many writes this many rows per statement: one multi-row INSERT costs
@@ -23,7 +22,11 @@ INSERT = f"INSERT INTO jobs ({', '.join(COLUMNS)}, touched_ms) VALUES {ROW}"
 # updates AUTOINCREMENT's sqlite_sequence row) per job. 200 rows bind 6,400
 # parameters, within SQLite's limit (32,766 by default).
 BULK_ROWS = 200
-REPLACE = f"UPDATE jobs SET {UPDATE}, touched_ms = ? WHERE job_id = ? AND state = ?"
+# Store.replace writes the run-time columns only (sqlite_schema.RUN_TIME).
+REPLACE = (
+    f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in RUN_TIME)}, touched_ms = ? "
+    "WHERE job_id = ? AND state = ?"
+)
 CLAIM_SQL = (
     "UPDATE jobs SET state = 'running', locked_by = ?, locked_until = ?, touched_ms = ? "
     # INDEXED BY: without statistics the planner prefers jobs_state, then sorts
