@@ -1,16 +1,23 @@
-"""Reading request fields: each reader names the field and what is wrong with it."""
+"""Reading requests: whole schedule specs, batches and queue settings, from
+the single-field readers of ``fields`` (re-exported here: callers read every
+field through this module)."""
 
 from __future__ import annotations
 
-import re
-import sys
-from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from jobsched.cron import CronExpr
 from jobsched.engine import MAX_BATCH
 from jobsched.errors import Malformed
+from jobsched.fields import JOB_ID as JOB_ID
+from jobsched.fields import boolean as boolean
+from jobsched.fields import integer as integer
+from jobsched.fields import job_id as job_id
+from jobsched.fields import kind
+from jobsched.fields import optional_job_id as optional_job_id
+from jobsched.fields import state as state
+from jobsched.fields import text as text
+from jobsched.fields import timezone as timezone
 from jobsched.jobs import (
     DEFAULT_OPTIONS,
     DEFAULT_QUEUE,
@@ -18,7 +25,6 @@ from jobsched.jobs import (
     MAX_BACKOFF_MS,
     MAX_PRIORITY,
     JobOptions,
-    JobState,
     RetryPolicy,
 )
 from jobsched.jsonfast import MAX_DEPTH, may_be_too_deep, too_deep
@@ -28,11 +34,9 @@ from jobsched.queues import QueueChange
 from jobsched.spec import ScheduleSpec
 from jobsched.timefmt import MAX_MS, SPAN_MS, parse_timestamp
 
-JOB_ID = re.compile(r"[A-Za-z0-9._:-]{1,200}")
 WHEN_FIELDS = ("delay_ms", "run_at", "cron", "interval_ms")
 RETRY_FIELDS = ("max_attempts", "base_ms", "max_backoff_ms", "jitter")
 DEFAULT_MAX_PAYLOAD = 65_536
-_STATES = {s.value: s for s in JobState}
 _RETRY_KEYS = frozenset((*RETRY_FIELDS, "retry"))
 _OPTION_KEYS = frozenset(("timeout_ms", "catchup_window_ms", "overlap", "misfire"))
 _QUEUE_KEYS = frozenset(("queue", "priority", "unique_key", "unique_for_ms"))
@@ -51,120 +55,6 @@ _LIMITS = {
     "max_backoff_ms": MAX_BACKOFF_MS,
     "max_attempts": MAX_MS,
 }
-
-
-def integer(value: Any, field: str, minimum: int, maximum: int = MAX_MS) -> int:
-    """A JSON integer (an integral float like 5.0 too); booleans and strings are not."""
-    if type(value) is int and minimum <= value <= maximum:
-        return value  # the common case, answered before the checks below
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise Malformed(field, f"must be an integer, not {_kind(value)}")
-    if isinstance(value, float):
-        if not value.is_integer():
-            raise Malformed(field, f"must be a whole number, not {value!r}")
-        value = int(value)
-    if value < minimum:
-        raise Malformed(field, f"must be at least {minimum}, not {_number(value)}")
-    if value > maximum:
-        raise Malformed(field, f"must be at most {maximum}, not {_number(value)}")
-    return int(value)
-
-
-def _number(value: int | float) -> str:
-    """A number for an error text: a 400-digit one is not repeated whole."""
-    shown = repr(value)
-    if len(shown) <= 24:
-        return shown
-    return f"{shown[:12]}... ({len(shown.lstrip('-'))} digits)"
-
-
-def boolean(value: Any, field: str) -> bool:
-    if not isinstance(value, bool):
-        raise Malformed(field, f"must be true or false, not {_kind(value)}")
-    return value
-
-
-def job_id(body: dict[str, Any], field: str = "job_id") -> str:
-    value = body.get(field)
-    if value is None:
-        raise Malformed(field, "is required")
-    if not isinstance(value, str) or not JOB_ID.fullmatch(value):
-        raise Malformed(field, "must be 1-200 characters of A-Z a-z 0-9 . _ : -")
-    return value
-
-
-def optional_job_id(body: dict[str, Any], field: str) -> str | None:
-    return None if body.get(field) is None else job_id(body, field)
-
-
-def state(value: Any) -> JobState | None:
-    if value is None:
-        return None
-    found = _STATES.get(value) if isinstance(value, str) else None
-    if found is None:
-        raise Malformed("state", f"must be one of {', '.join(_STATES)}")
-    return found
-
-
-# Control characters and lone surrogates: no store can keep them in a name
-# (PostgreSQL refuses NUL, UTF-8 has no surrogates), and no task needs them.
-_BAD_TEXT = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
-
-
-def text(value: Any, field: str, max_len: int = 255) -> str:
-    if max_len == 255 and type(value) is str:
-        known = _names.get(value)
-        if known is not None:
-            return known
-    if not isinstance(value, str) or not value:
-        raise Malformed(field, f"must be a non-empty string, not {_kind(value)}")
-    if len(value) > max_len:
-        raise Malformed(field, f"must be at most {max_len} characters, not {len(value)}")
-    if _BAD_TEXT.search(value):
-        raise Malformed(field, "must not contain control characters or lone surrogates")
-    # Interned: one string per task name, however many jobs carry it.
-    name = sys.intern(value)
-    if max_len == 255:
-        if len(_names) >= 1024:
-            _names.clear()
-        _names[name] = name
-    return name
-
-
-# Names (up to 255 characters) already read and found good: most requests name
-# one of a few tasks and queues, so reading one is a dict lookup.
-_names: dict[str, str] = {}
-
-
-@lru_cache(maxsize=256)
-def _zone_ok(name: str) -> bool:
-    try:
-        ZoneInfo(name)
-    except Exception:  # ValueError for bad keys, ZoneInfoNotFoundError, OSError
-        return False
-    return True
-
-
-def timezone(value: Any) -> str:
-    if value is None:
-        return "UTC"
-    if not isinstance(value, str):
-        raise Malformed("timezone", f"must be an IANA time zone name, not {_kind(value)}")
-    if not value or len(value) > 64 or not _zone_ok(value):
-        raise Malformed("timezone", f"unknown time zone {value[:64]!r}")
-    return value
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, int | float):
-        return _number(value)
-    return "an array" if isinstance(value, list) else "an object"
 
 
 def schedule_spec(
@@ -317,7 +207,7 @@ def batch_specs(
     if value is None:
         raise Malformed("jobs", "is required: an array of schedule_job specs")
     if not isinstance(value, list):
-        raise Malformed("jobs", f"must be an array of schedule_job specs, not {_kind(value)}")
+        raise Malformed("jobs", f"must be an array of schedule_job specs, not {kind(value)}")
     if len(value) > MAX_BATCH:
         raise Malformed("jobs", f"at most {MAX_BATCH} jobs per batch, not {len(value)}")
     specs = []
@@ -328,7 +218,7 @@ def batch_specs(
                 specs.append(spec)
                 continue
         if not isinstance(item, dict):
-            raise Malformed(f"jobs[{i}]", f"must be a schedule_job spec object, not {_kind(item)}")
+            raise Malformed(f"jobs[{i}]", f"must be a schedule_job spec object, not {kind(item)}")
         for name in _BATCH_ONLY:
             if item.get(name) is not None:
                 raise Malformed(f"jobs[{i}].{name}", "belongs to the batch, not to one of its jobs")
@@ -377,7 +267,7 @@ def when_value(name: str, value: Any, tz: str = "UTC") -> Any:
     if name == "run_at":
         return parse_timestamp(value, name)
     if not isinstance(value, str) or not value.strip():
-        raise Malformed("cron", f"must be a cron expression string, not {_kind(value)}")
+        raise Malformed("cron", f"must be a cron expression string, not {kind(value)}")
     if len(value) > MAX_CRON_LEN:
         raise Malformed("cron", f"must be at most {MAX_CRON_LEN} characters, not {len(value)}")
     CronExpr.parse(value, tz)  # raises CronError naming the bad field
@@ -389,7 +279,7 @@ def _retry(body: dict[str, Any]) -> RetryPolicy:
     if nested is None:
         nested = {}
     elif not isinstance(nested, dict):
-        raise Malformed("retry", f"must be an object, not {_kind(nested)}")
+        raise Malformed("retry", f"must be an object, not {kind(nested)}")
     for key in nested:
         if key not in RETRY_FIELDS:
             raise Malformed(

@@ -69,6 +69,7 @@ RANKS = {
     "stores.sqlite_sql": 3,
     # 4: transports
     "validate": 4,
+    "fields": 4,
     "messages": 4,
     "wire": 4,
     "node": 4,
@@ -99,6 +100,7 @@ RANKS = {
     "client_transports": 4,
     "client_async": 4,
     "cli": 5,
+    "cli_args": 5,
     "embedded": 5,
     "__main__": 5,
     "__init__": 5,
