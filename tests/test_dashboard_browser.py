@@ -266,6 +266,33 @@ def test_queues_pause_and_resume_and_jobs_by_queue(
     expect(page.locator(".facts-list dd").nth(2)).to_have_text("mail")
 
 
+def test_a_queue_s_limits_are_set_and_removed_from_the_queues_page(
+    page: Page, svc: Service
+) -> None:
+    page.goto("/#/queues")
+    page.get_by_label("Queue name").fill("nightly")  # a queue with no settings and no jobs yet
+    page.get_by_label("Concurrency (runs at once, all nodes)").fill("3")
+    page.get_by_label("Rate limit: starts").fill("10")
+    page.get_by_label("per (ms)").fill("60000")
+    page.get_by_role("button", name="Save limits").click()
+    expect(page.get_by_text("Limits of queue nightly saved.")).to_be_visible()
+    row = page.locator('tr[data-queue="nightly"]')
+    expect(row.locator("td").nth(2)).to_have_text("3")
+    expect(row).to_contain_text("10 per 1 min")
+    saved = _queue(svc, "nightly")
+    assert (saved["concurrency"], saved["rate_limit"]) == (3, {"max": 10, "per_ms": 60_000})
+    row.get_by_role("button", name="Edit limits of queue nightly").click()
+    expect(page.get_by_label("Queue name")).to_have_value("nightly")
+    expect(page.get_by_label("Rate limit: starts")).to_have_value("10")
+    page.get_by_label("Concurrency (runs at once, all nodes)").fill("")
+    page.get_by_label("Rate limit: starts").fill("")
+    page.get_by_role("button", name="Save limits").click()
+    expect(row.locator("td").nth(2)).to_have_text("none")
+    expect(row.locator("td").nth(3)).to_have_text("none")
+    cleared = _queue(svc, "nightly")
+    assert (cleared["concurrency"], cleared["rate_limit"]) == (None, None)
+
+
 def _queue(svc: Service, name: str) -> dict[str, Any]:
     status, reply = svc.request("GET", "/v1/queues")
     assert status == 200
@@ -317,6 +344,7 @@ def test_read_only_mode_hides_and_refuses_every_action(
         page.goto("/#/queues")
         expect(page.locator('tr[data-queue="default"]')).to_be_visible()
         expect(page.locator("main button")).to_have_count(0)
+        expect(page.locator("form.queue-limits")).to_have_count(0)
         status = page.evaluate(
             """async () => (await fetch("/v1/queues/default", {method: "PUT",
                 headers: {"Content-Type": "application/json"}, body: '{"paused": true}'})).status"""
