@@ -27,26 +27,19 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import random
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from peers import installed, peer, positive
+from peers import in_child, installed, peer, positive, rss_self
 
 ROOT = Path(__file__).resolve().parent.parent
 T = 1_705_309_200_000  # 2024-01-15T09:00:00Z
 MONTH_MS = 30 * 86_400_000
 CHUNK = 10_000
 FULL, QUICK, SMOKE = 1_000_000, 100_000, 3_000
-
-
-def rss_self() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def due_times(n: int) -> list[int]:
@@ -111,17 +104,6 @@ def child_aps(n: int) -> dict[str, Any]:
     return result
 
 
-def in_child(kind: str, n: int) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", kind, str(n)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help=f"{QUICK:,} jobs")
@@ -139,11 +121,11 @@ def main() -> None:
     peer_version = f"APScheduler {installed('apscheduler')}" if aps else "no APScheduler"
     print(f"Python {py}; {peer_version}")
     print(f"{n:,} pending one-time jobs per side, RSS growth of a fresh process / jobs\n")
-    ours = in_child("ours", n)
+    ours = in_child(__file__, "ours", n)
     print(f"jobsched MemoryStore:         {ours['bytes_per_job']:6.0f} B/job", end="")
     print(f"  ({ours['us_per_add']:.2f} µs per schedule)")
     if aps:
-        theirs = in_child("aps", n)
+        theirs = in_child(__file__, "aps", n)
         print(f"APScheduler 3 MemoryJobStore: {theirs['bytes_per_job']:6.0f} B/job", end="")
         print(f"  ({theirs['us_per_add']:.2f} µs per add_job)")
         ratio = theirs["bytes_per_job"] / max(ours["bytes_per_job"], 1.0)

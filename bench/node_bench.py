@@ -47,7 +47,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from peers import installed, peer
+from peers import in_child, installed, peer, rss_self
 
 ROOT = Path(__file__).resolve().parent.parent
 T = 1_705_309_200_000  # 2024-01-15T09:00:00Z
@@ -170,11 +170,6 @@ def due_times(n: int, seed: int) -> list[int]:
     return times
 
 
-def rss_self() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def chunks(seq: list[int], size: int = 10_000) -> Iterator[list[int]]:
     for i in range(0, len(seq), size):
         yield seq[i : i + size]
@@ -257,17 +252,6 @@ def child_aps(n: int) -> dict[str, Any]:
 
 def _ms(runs: list[float]) -> float:
     return statistics.median(runs) * 1000
-
-
-def in_child(kind: str, n: int) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", kind, str(n)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
 
 
 # -- report -------------------------------------------------------------------
@@ -387,10 +371,10 @@ def main() -> None:
     print(f"Python {py}; {peer_version}; {os.cpu_count()} cores\n")
     pipe = pipe_bench(s.pipe, s.reps)
     report_pipe(s, pipe)
-    ours = {n: in_child("ours", n) for n in s.pending}
+    ours = {n: in_child(__file__, "ours", n) for n in s.pending}
     report_execute(s, ours)
     if aps:
-        theirs = {n: in_child("aps", n) for n in s.pending if n <= s.aps_max}
+        theirs = {n: in_child(__file__, "aps", n) for n in s.pending if n <= s.aps_max}
         if theirs:
             report_peer(s, ours, theirs, pipe["median"]["node"])
     print(f"(whole run: {time.perf_counter() - began:.0f} s)")

@@ -6,15 +6,22 @@ peers are the `bench` extra of pyproject.toml; CI installs only `test` (which ha
 croniter and cronsim), so the smoke test (tests/test_bench_smoke.py) runs without
 APScheduler, SQLAlchemy and Procrastinate.
 
-It also holds the one argument type every script's sizes share (``positive``).
+It also holds what several scripts share: the argument type of their sizes
+(``positive``), a process's resident memory (``rss_self``), and a measurement run
+in a fresh child process of the script (``in_child``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import os
+import subprocess
+import sys
 from importlib.metadata import PackageNotFoundError, version
 from types import ModuleType
+from typing import Any
 
 INSTALL = (
     "make bench-deps, or .venv/bin/pip install 'apscheduler<4' sqlalchemy procrastinate"
@@ -55,3 +62,22 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def rss_self() -> int:
+    """This process's resident memory in bytes (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def in_child(script: str, kind: str, n: int) -> dict[str, Any]:
+    """Run ``script --child KIND N`` in a fresh interpreter; its last stdout
+    line is the measurement, as JSON (a fresh process: memory figures start clean)."""
+    out = subprocess.run(
+        [sys.executable, script, "--child", kind, str(n)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
