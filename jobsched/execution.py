@@ -10,7 +10,7 @@ every state change of a run is made here and only here:
 - (the caller runs the handlers, with no store transaction open: user code
   may take seconds, and a transaction held that long blocks every other
   writer of a SQLite file)
-- ``finish``: apply a run's outcome: the overlap policy, then success or the
+- ``finish_all``: apply runs' outcomes: the overlap policy, then success or the
   retry decision, guarded by the lease; record the run. Returns the decision
   it applied, so callers never derive it a second time.
 - ``rescue``: take back running jobs whose holder stopped renewing its lease
@@ -57,7 +57,7 @@ class ExecConfig:
 
 @dataclass(frozen=True, slots=True)
 class Finished:
-    """What ``finish`` applied to one run."""
+    """What ``finish_all`` applied to one run."""
 
     job: Job  # the job as written (or as it would have been, when not applied)
     ok: bool
@@ -128,13 +128,9 @@ class Execution:
                 decisions.append(decision)
         return decisions
 
-    def finish(self, job: Job, outcome: Outcome, ended: int, started: int) -> Finished:
-        """Apply a claimed run's outcome, guarded by its lease (the caller's
-        transaction, or one of its own)."""
-        return self.finish_all([(job, outcome, ended, started)])[0]
-
     def finish_all(self, runs: Sequence[tuple[Job, Outcome, int, int]]) -> list[Finished]:
-        """``finish`` for a batch of (job, outcome, ended, started), one commit:
+        """Apply claimed runs' outcomes, each guarded by its lease: a batch of
+        (job, outcome, ended, started), one commit:
         the guarded writes go to the store together, then the run records
         together (two statements for the batch on the SQL stores, not two per run)."""
         writes: list[Replacement] = []

@@ -220,7 +220,7 @@ def test_replace_of_an_unknown_job_is_false(store: Store) -> None:
     assert store.get("ghost") is None
 
 
-def test_replace_many_applies_each_guard_on_its_own(make_store: Factory) -> None:
+def test_finish_runs_applies_each_guard_on_its_own(make_store: Factory) -> None:
     a, b = make_store(), make_store()
     for name in "wxyz":
         a.insert(job(name))
@@ -237,12 +237,12 @@ def test_replace_many_applies_each_guard_on_its_own(make_store: Factory) -> None
         (done["z"], S.RUNNING, "owner-a"),
     ]
     with a.transaction():
-        assert a.replace_many(writes) == [True, False, False, True]
+        assert a.finish_runs(writes, []) == [True, False, False, True]
     assert b.get("w") == done["w"] and b.get("z") == done["z"]
     got_x, got_y = b.get("x"), b.get("y")
     assert got_x is not None and got_x.state is S.CANCELLED
     assert got_y == held["y"]
-    assert a.replace_many([]) == []
+    assert a.finish_runs([], []) == []
 
 
 def test_record_runs_appends_in_order(make_store: Factory) -> None:

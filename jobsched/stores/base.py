@@ -148,12 +148,6 @@ class Store(ABC):
         stores' ``RUN_TIME`` columns); the rest is fixed at insert, and callers
         evolve only those fields."""
 
-    def replace_many(self, writes: Sequence[Replacement]) -> list[bool]:
-        """``replace`` for each ``(job, expect_state, expect_owner)``, in order;
-        whether each was written. The SQL stores send them together (one round
-        trip on PostgreSQL): a dispatcher finishes a batch of runs this way."""
-        return [self.replace(job, state, owner) for job, state, owner in writes]
-
     @abstractmethod
     def claim_due(
         self,
@@ -222,9 +216,11 @@ class Store(ABC):
             self.record_run(run)
 
     def finish_runs(self, writes: Sequence[Replacement], runs: Sequence[RunRecord]) -> list[bool]:
-        """``replace_many(writes)`` then ``record_runs(runs)``: the writes of a
-        batch of finished runs, together (one round trip on PostgreSQL)."""
-        applied = self.replace_many(writes)
+        """``replace`` for each ``(job, expect_state, expect_owner)`` (whether
+        each was written, in order), then ``record_runs(runs)``: the writes of
+        a dispatcher's batch of finished runs, together (one round trip on
+        PostgreSQL)."""
+        applied = [self.replace(job, state, owner) for job, state, owner in writes]
         self.record_runs(runs)
         return applied
 

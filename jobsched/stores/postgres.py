@@ -216,9 +216,6 @@ class PostgresStore(Store, PgCluster):
             found = pg.execute(sql, values).fetchone()
         return self._replaced(job, expect_state, found)
 
-    def replace_many(self, writes: Sequence[Replacement]) -> list[bool]:
-        return self.finish_runs(writes, ())
-
     def finish_runs(self, writes: Sequence[Replacement], runs: Sequence[RunRecord]) -> list[bool]:
         # One round trip for them all: psycopg's pipeline mode sends every
         # statement, then reads every answer.
