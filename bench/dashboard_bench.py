@@ -223,7 +223,7 @@ def measure(db: str, rounds: int) -> list[tuple[str, float]]:
             ("jobs, state=scheduled&task=task-3", timed(
                 conn, "/v1/jobs?state=scheduled&task=task-3&limit=50", nothing, rounds)),
             ("jobs, queue=queue-3", timed(
-                conn, "/v1/dashboard/jobs?queue=queue-3&limit=50", nothing, rounds)),
+                conn, "/v1/jobs?queue=queue-3&limit=50", nothing, rounds)),
             ("upcoming, 24 h (500 at most)", timed(conn, "/v1/dashboard/upcoming", nothing, rounds)),
             ("failures, newest 100", timed(conn, "/v1/dashboard/failures", nothing, rounds)),
             ("queues, uncached", timed(conn, "/v1/dashboard/queues", queues_uncached, rounds)),

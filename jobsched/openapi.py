@@ -228,8 +228,6 @@ def _paths() -> dict[str, Schema]:
         "/v1/dashboard/upcoming": _dashboard("jobs due soon", "hours", "limit"),
         "/v1/dashboard/failures": _dashboard("failed and dead jobs", "limit"),
         "/v1/dashboard/queues": _dashboard("queues: settings, runs in flight, jobs by state"),
-        "/v1/dashboard/jobs": _dashboard("a page of jobs (list_jobs), filtered by queue too",
-                                         "state", "task", "queue", "after", "limit"),
         "/v1/cron/explain": _dashboard("the next occurrences of a cron expression", "expr",
                                        "tz", "n"),
         "/v1/session": {

@@ -5,10 +5,9 @@ Public (no token, no session): the page shell ``/``, its files under
 authentication as the API (bearer token, or the session cookie):
 ``/v1/events`` (Server-Sent Events), ``/v1/dashboard/overview``,
 ``/v1/dashboard/upcoming``, ``/v1/dashboard/failures``,
-``/v1/dashboard/queues``, ``/v1/dashboard/jobs`` (``list_jobs``, with the
-queue filter that ``GET /v1/jobs`` does not pass on) and
-``/v1/cron/explain``. Everything else is the API's, unchanged; requests made
-with the cookie are checked first (``refuse``: Origin, read-only mode).
+``/v1/dashboard/queues`` and ``/v1/cron/explain``. Everything else is the
+API's, unchanged; requests made with the cookie are checked first
+(``refuse``: Origin, read-only mode).
 
 Pages carry a Content-Security-Policy with no inline script, so markup that
 slipped into a page could not run; the pages themselves build every piece of
@@ -25,9 +24,7 @@ from importlib.resources.abc import Traversable
 from typing import Any
 from urllib.parse import parse_qs
 
-from jobsched.errors import JobschedError
 from jobsched.http_conn import JSON, Response, error
-from jobsched.messages import Context, list_jobs
 from jobsched.web.cronwords import explain
 from jobsched.web.events import EventHub
 from jobsched.web.queries import Queries
@@ -193,24 +190,11 @@ class Web:
             return _json(200, {"jobs": self.queries.failures(int(limit))})
         if path == "/v1/dashboard/queues":
             return _json(200, self.queries.queues())
-        if path == "/v1/dashboard/jobs":
-            return self._jobs(q)
         if path == "/v1/cron/explain":
             n = _number(q, "n", 10, 1, 50)
             answer = explain(q.get("expr", ""), q.get("tz") or "UTC", self.clock(), int(n))
             return _json(200, answer)
         return error(404, 10, f"no route for {path}")
-
-    def _jobs(self, q: dict[str, str]) -> Response:
-        """The protocol's list_jobs, filtered by state, task and queue."""
-        fields: dict[str, Any] = {k: q[k] for k in ("state", "task", "queue", "after") if k in q}
-        if "limit" in q:
-            fields["limit"] = int(_number(q, "limit", 100, 1, 1000))
-        try:
-            kind, reply = list_jobs(Context(self.queries.engine, self.clock), fields)
-        except JobschedError as exc:  # as the API answers: 11 unavailable, 20 no such job
-            return error({11: 503, 20: 404}.get(exc.code, 400), exc.code, exc.text)
-        return _json(200, {"type": kind, **reply})
 
 
 class _BadQuery(Exception):

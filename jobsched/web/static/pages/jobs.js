@@ -85,8 +85,7 @@ export async function render(root, ctx) {
   async function load() {
     let data;
     try {
-      // GET /v1/jobs does not pass a queue filter on; this route is list_jobs with it.
-      data = await api(`/v1/dashboard/jobs${query({ state, task, queue, after, limit: PAGE })}`);
+      data = await api(`/v1/jobs${query({ state, task, queue, after, limit: PAGE })}`);
     } catch (err) {
       replace(list, notice(err.message));
       return;
