@@ -3,8 +3,10 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Test processes: one per core (pytest-xdist). PYTEST_ARGS=-n0 runs them in one.
-PYTEST_ARGS ?= -n auto
+# Test processes: one per core (pytest-xdist). A module's tests stay in one
+# process, in order (--dist loadscope), as its shared fixtures expect.
+# PYTEST_ARGS=-n0 runs them all in one.
+PYTEST_ARGS ?= -n auto --dist loadscope
 
 .PHONY: test lint typecheck unit bench bench-deps clean screenshots
 
