@@ -19,6 +19,7 @@ from __future__ import annotations
 import http.client
 import os
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -102,9 +103,24 @@ class StoreTransport:
         borrow = getattr(self.store, "borrow", None)
         if borrow is None:  # pragma: no cover - every store a client opens can borrow
             raise WrongConnection("connection", "this store cannot write in your transaction")
+        # Only AsyncClient can await it (client_async_pg), on PostgreSQL.
+        if is_async_psycopg(connection) and not _is_sqlite(self.store):
+            raise WrongConnection(
+                "connection",
+                "is a psycopg.AsyncConnection, which this synchronous Client cannot use: "
+                "pass it to jobsched.AsyncClient, or give a psycopg.Connection",
+            )
         if isinstance(connection, sqlite3.Connection) != _is_sqlite(self.store):
-            have = f"{type(connection).__module__}.{type(connection).__qualname__}"
+            # An AsyncClient's stand-in says what the application gave (stands_for).
+            have = getattr(connection, "stands_for", None) or (
+                f"{type(connection).__module__}.{type(connection).__qualname__}"
+            )
             want = "sqlite3.Connection" if _is_sqlite(self.store) else "psycopg.Connection"
+            if _is_sqlite(self.store) and "Async" in have:
+                have += (
+                    " (AsyncClient takes a psycopg.AsyncConnection for a postgresql:// "
+                    "target only; aiosqlite connections are not supported)"
+                )
             raise WrongConnection(
                 "connection", f"this client writes to {self.target}: it takes a {want}, not {have}"
             )
@@ -113,6 +129,13 @@ class StoreTransport:
 
     def close(self) -> None:
         self.store.close()
+
+
+def is_async_psycopg(connection: object) -> bool:
+    """Whether ``connection`` is a ``psycopg.AsyncConnection`` (never importing
+    psycopg, an optional dependency: if it is not imported, it is not one)."""
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(connection, psycopg.AsyncConnection)
 
 
 def _is_sqlite(store: Store) -> bool:
@@ -142,10 +165,17 @@ class HttpTransport:
 
     def call(self, body: Body, connection: object | None = None) -> Body:
         if connection is not None:
+            # An AsyncConnection needs AsyncClient (whose stand-in for one has
+            # stands_for) and a PostgreSQL target.
+            use = "a SQLite or postgresql:// target"
+            if hasattr(connection, "stands_for"):
+                use = "a postgresql:// target"
+            elif is_async_psycopg(connection):
+                use = "jobsched.AsyncClient with a postgresql:// target"
             raise WrongConnection(
                 "connection",
                 f"this client talks to the service at {self.target} over HTTP, which cannot "
-                "write inside your transaction: use a SQLite or postgresql:// target",
+                f"write inside your transaction: use {use}",
             )
         data = dumps(body).encode()
         status, raw = self._post(data)

@@ -99,6 +99,7 @@ RANKS = {
     "client_types": 4,
     "client_transports": 4,
     "client_async": 4,
+    "client_async_pg": 4,
     "cli": 5,
     "cli_args": 5,
     "embedded": 5,

@@ -37,6 +37,12 @@ from jobsched.stores.postgres_conn import NOTIFY_SQL, Pool, _Conn, describe
 _SAVEPOINT = "jobsched_caller_tx"
 
 
+class StandIn:
+    """Base of an object that stands in for a ``psycopg.Connection`` here, with
+    the methods this module and the store use: ``client_async_pg.LoopConnection``
+    runs them on the application's ``AsyncConnection``."""
+
+
 @contextmanager
 def borrowed(pool: Pool, pg: Any) -> Iterator[None]:
     """This thread's calls on the pool's store run on ``pg`` (see the module docstring)."""
@@ -86,10 +92,14 @@ def _run(pg: Any, sql: str, *args: Any) -> Any:
     return None if row is None else row[0]
 
 
+def _is_connection(pg: object) -> bool:
+    return isinstance(pg, psycopg.Connection | StandIn)
+
+
 def _check(pool: Pool, pg: Any) -> None:
-    if not isinstance(pg, psycopg.Connection):
+    if not _is_connection(pg):
         kind = f"{type(pg).__module__}.{type(pg).__qualname__}"
-        hint = " (AsyncConnection: use a psycopg.Connection)" if "Async" in kind else ""
+        hint = " (an AsyncConnection: use jobsched.AsyncClient)" if "Async" in kind else ""
         raise Malformed("connection", f"must be a psycopg.Connection, not {kind}{hint}")
     status = TransactionStatus.UNKNOWN if pg.closed else pg.info.transaction_status
     if status == TransactionStatus.UNKNOWN:
