@@ -65,6 +65,7 @@ RANKS = {
     "stores.memory_runs": 3,
     "stores.postgres_sql": 3,
     "stores.postgres_cluster": 3,
+    "stores.postgres_claim": 3,
     "stores.postgres_dsn": 3,
     "stores.sqlite_sql": 3,
     # 4: transports

@@ -96,6 +96,27 @@ def test_queues_filter_claims_only_from_those_queues(store: Store) -> None:
     assert ids(got) == ["x", "z"]
 
 
+@pytest.mark.parametrize("only", [None, frozenset({"lim", "free", "held"})])
+def test_limits_pause_and_priority_apply_together_in_one_claim(
+    make_store: Factory, only: frozenset[str] | None
+) -> None:
+    a, b = make_store(), make_store()
+    for i in range(3):
+        a.insert(job(f"l{i}", queue="lim", due=T0 + i, priority=1))
+    a.insert(job("u0", queue="free", due=T0 + 5, priority=0))
+    a.insert(job("u1", queue="free", due=T0, priority=2))
+    a.insert(job("p0", queue="held", due=T0, priority=0))
+    a.configure_queue("lim", QueueChange(concurrency=3, rate_max=2, rate_per_ms=1000))
+    a.configure_queue("held", QueueChange(paused=True))
+    # By priority across queues; "lim" gives what its rate leaves (2), "held" nothing.
+    assert ids(b.claim_due(T0 + 10, 10, "b", T0 + 5000, only)) == ["u0", "l0", "l1", "u1"]
+    assert b.claim_due(T0 + 20, 10, "b", T0 + 5000, only) == []
+    # The window moves on: the rate allows 2 again, the concurrency 3 - 2 running.
+    assert ids(a.claim_due(T0 + 1011, 10, "a", T0 + 5000, only)) == ["l2"]
+    a.insert(job("l3", queue="lim", due=T0, priority=1))
+    assert a.claim_due(T0 + 1012, 10, "a", T0 + 5000, only) == []
+
+
 def test_queue_report_shows_settings_and_jobs_by_state(store: Store) -> None:
     store.insert(job("a1", queue="a"))
     store.insert(job("a2", queue="a", state=S.PAUSED, paused_from=S.SCHEDULED))

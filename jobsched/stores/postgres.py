@@ -48,6 +48,7 @@ from jobsched.stores.base import (
     Store,
     first_taken,
 )
+from jobsched.stores.postgres_claim import claim_limited
 from jobsched.stores.postgres_cluster import PgCluster
 from jobsched.stores.sqlite_schema import SELECT, job_from_row, list_query
 
@@ -270,7 +271,7 @@ class PostgresStore(Store, PgCluster):
             rules: list[QueueSettings] = []
             if not jobs:
                 lease = (owner, lease_until, self.clock())
-                jobs, rules = sq.claim_restricted(
+                jobs, rules = claim_limited(
                     run, q.D, job_from_row, now, limit, lease, queues, limits, plain
                 )
                 self._restricted[limits] = sq.restricts(rules, limits)

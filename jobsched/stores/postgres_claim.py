@@ -1,0 +1,123 @@
+"""The long way of a PostgreSQL claim in two statements, not one per step.
+
+``sql_queues.claim_restricted`` reads the restricting queue settings, then
+counts, reads candidates and takes them, a statement each: on PostgreSQL each
+is a round trip made while the limited queues' settings rows are locked, so
+every other node's claim waits for all of them. Here the settings are read
+and locked first (``sql_queues.restricting``: it must be its own statement,
+because a statement's snapshot is taken when it starts, and only one that
+starts after the lock is granted sees the runs the previous holder claimed),
+then one statement does the rest: each limited queue's free slots (its runs
+in flight, its starts in the rate window), its candidates up to them, the
+other queues' candidates, the merge in claim order cut to the limit, the
+guarded take, and the rate-limited queues' starts recorded and their
+expired starts pruned. The rules are ``sql_queues``'s and docs/queues.md's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from jobsched.jobs import Job
+from jobsched.queues import QueueSettings
+from jobsched.stores import sql_queues as sq
+
+_DUE = (
+    "SELECT priority, due_at, seq FROM jobs WHERE state IN ('scheduled', 'retrying') "
+    f"AND priority IN {sq.PRIORITIES} AND due_at <= %s"
+)
+_ORDER = "ORDER BY priority, due_at, seq"
+
+
+def _bound(q: QueueSettings | None, now: int, limit: int, args: list[Any]) -> str:
+    """SQL for how many of queue ``q`` to read: the claim's ``limit``, and for
+    a limited queue at most ``queues.free_slots``, counted by the statement
+    itself (its arguments appended to ``args``)."""
+    bounds = ["%s"]
+    args.append(limit)
+    if q is not None and q.concurrency is not None:
+        bounds.append("%s - (SELECT count(*) FROM jobs WHERE state = 'running' AND queue = %s)")
+        args += [q.concurrency, q.name]
+    if q is not None and q.rate_max is not None and q.rate_per_ms is not None:
+        bounds.append("%s - (SELECT count(*) FROM queue_starts WHERE queue = %s AND at > %s)")
+        args += [q.rate_max, q.name, now - q.rate_per_ms]
+    return "%s" if len(bounds) == 1 else f"GREATEST(0, LEAST({', '.join(bounds)}))"
+
+
+def claim_sql(
+    now: int,
+    limit: int,
+    lease: tuple[str, int, int],
+    rules: list[QueueSettings],
+    only: frozenset[str] | None,
+    limits: bool,
+) -> tuple[str, list[Any]] | None:
+    """The one statement, and its arguments; None when nothing can be taken
+    (every queue it may claim from is paused or not there)."""
+    special = {q.name: q for q in rules if q.paused or (limits and q.limited)}
+    ctes: list[str] = []
+    args: list[Any] = []
+    for name in sorted(special if only is None else only):
+        q = special.get(name)
+        if q is not None and q.paused:
+            continue
+        args += [now, name]
+        cte = f"c{len(ctes)} AS ({_DUE} AND queue = %s {_ORDER} LIMIT "
+        ctes.append(cte + f"{_bound(q, now, limit, args)} FOR UPDATE SKIP LOCKED)")
+    if only is None:
+        ctes.append(f"c{len(ctes)} AS ({_DUE}")
+        args.append(now)
+        if special:
+            ctes[-1] += f" AND queue NOT IN ({', '.join(['%s'] * len(special))})"
+            args += sorted(special)
+        ctes[-1] += f" {_ORDER} LIMIT %s FOR UPDATE SKIP LOCKED)"
+        args.append(limit)
+    if not ctes:
+        return None
+    union = " UNION ALL ".join(f"SELECT * FROM c{i}" for i in range(len(ctes)))
+    owner, until, stamp = lease
+    sql = (
+        f"WITH {', '.join(ctes)}, picked AS (SELECT seq FROM ({union}) u {_ORDER} LIMIT %s), "
+        "took AS (UPDATE jobs SET state = 'running', locked_by = %s, locked_until = %s, "
+        "touched_ms = %s FROM picked WHERE jobs.seq = picked.seq "
+        f"AND jobs.state IN ('scheduled', 'retrying') RETURNING jobs.*)"
+    )
+    args += [limit, owner, until, stamp]
+    rated = [special[n] for n in sorted(special) if limits and special[n].rate_max is not None]
+    if rated:
+        # The window's starts were counted above on the statement's snapshot,
+        # so pruning the expired ones in the same statement changes no count.
+        names = ", ".join(["%s"] * len(rated))
+        sql += (
+            f", started AS (INSERT INTO queue_starts (queue, at) SELECT queue, %s FROM took "
+            f"WHERE queue IN ({names}) RETURNING 1), pruned AS (DELETE FROM queue_starts "
+            "WHERE " + " OR ".join(["(queue = %s AND at <= %s)"] * len(rated)) + " RETURNING 1)"
+        )
+        args += [now, *(q.name for q in rated)]
+        for q in rated:
+            args += [q.name, now - (q.rate_per_ms or 0)]
+    return sql, args
+
+
+def claim_limited(
+    run: sq.Run,
+    d: sq.Dialect,
+    parse: Callable[[Any], Job],
+    now: int,
+    limit: int,
+    lease: tuple[str, int, int],
+    only: frozenset[str] | None,
+    limits: bool,
+    tried_plain: bool,
+) -> tuple[list[Job], list[QueueSettings]]:
+    """``sql_queues.claim_restricted``, in two statements (module docstring).
+    ``d``: PostgreSQL's dialect (its ``select``: the job columns returned)."""
+    rules = sq.restricting(run, d, limits)
+    if tried_plain and not rules and only is None:
+        return [], rules
+    built = claim_sql(now, limit, lease, rules, only, limits)
+    if built is None:
+        return [], rules
+    sql, args = built
+    return [parse(row) for row in run(f"{sql} SELECT {d.select} FROM took", args)], rules
