@@ -243,14 +243,12 @@ class SQLiteStore(Store, Transactions[_Conn], DataVersionWakeups):
     def insert_many(self, jobs: Sequence[Job]) -> list[Job]:
         if not jobs:
             return []
-        stamp = self.clock()
-        rows = [(*job_to_row(job), stamp) for job in jobs]
+        statements = list(q.insert_statements(jobs, self.clock()))
         try:
             # A block of its own (a savepoint inside the caller's): a taken id undoes the rest.
             with self.transaction(), self._use(True) as db:
-                for at in range(0, len(rows), q.BULK_ROWS):
-                    part = rows[at : at + q.BULK_ROWS]
-                    db.execute(q.bulk_insert(len(part)), [v for row in part for v in row])
+                for sql, values in statements:
+                    db.execute(sql, values)
                 # The write lock is held and seq is AUTOINCREMENT: the batch's
                 # seqs are consecutive, ending at the last rowid.
                 last = db.execute("SELECT last_insert_rowid()").fetchone()[0]

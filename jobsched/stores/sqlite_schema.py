@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from functools import lru_cache
+from operator import attrgetter
 from typing import Any
 
 from jobsched.errors import JobNotFound, JobschedError
@@ -65,6 +66,41 @@ def job_to_row(job: Job) -> tuple[Any, ...]:
         job.spec_key, job.skipped, job.locked_by, job.locked_until,
         job.queue, job.priority, job.unique_key, job.unique_for_ms,
     )  # fmt: skip
+
+
+# -- the narrow row of a fresh job ----------------------------------------------
+# A job as the engine schedules it (one-time, default policies, never run, no
+# unique key) differs from every other such job only in FRESH_COLUMNS: its
+# other columns hold FRESH_FIXED, which is what job_to_row itself gives the
+# fresh TEMPLATE. insert_many binds FRESH_COLUMNS only and writes FRESH_FIXED
+# as literals (sqlite_sql.fresh_insert): a quarter of the parameters.
+
+FRESH_COLUMNS = (
+    "job_id", "task", "payload", "due_at", "created_at", "updated_at",
+    "first_due", "spec_key", "queue", "priority",
+)  # fmt: skip
+#: A job's FRESH_COLUMNS values, in order (the Job fields job_to_row writes there).
+fresh_row = attrgetter(
+    "job_id", "task", "payload_json", "due_at", "created_at", "updated_at",
+    "first_due", "spec_key", "queue", "priority",
+)  # fmt: skip
+#: Every other Job field job_to_row reads (all but seq): a job whose shape is
+#: FRESH_SHAPE has the row FRESH_FIXED outside FRESH_COLUMNS.
+fresh_shape = attrgetter(
+    "state", "schedule", "retry", "options", "attempts", "runs", "last_run_at",
+    "last_error", "paused_from", "skipped", "locked_by", "locked_until",
+    "unique_key", "unique_for_ms",
+)  # fmt: skip
+TEMPLATE = Job(
+    job_id="", task="", payload_json="", schedule=ONCE, state=JobState.SCHEDULED,
+    due_at=None, created_at=0, updated_at=0,
+)  # fmt: skip
+FRESH_SHAPE: tuple[Any, ...] = fresh_shape(TEMPLATE)
+FRESH_FIXED: dict[str, Any] = {
+    column: value
+    for column, value in zip(COLUMNS, job_to_row(TEMPLATE), strict=True)
+    if column not in FRESH_COLUMNS
+}
 
 
 # The columns a job's life changes after its insert: what ``Store.replace``
