@@ -118,19 +118,16 @@ class Client:
         ``JobSpec`` or a mapping of schedule_job fields per job; at most 10,000.
         An error names the spec by its index (``jobs[7].delay_ms: ...``)."""
         jobs: builtins.list[Mapping[str, Any]] = []
-        for i, spec in enumerate(specs):
-            try:
-                if type(spec) is dict or isinstance(spec, Mapping):
-                    jobs.append(spec_body(spec))
-                elif isinstance(spec, JobSpec):
-                    jobs.append(spec.to_body())
-                else:
-                    kind = type(spec).__name__
-                    raise InvalidArgument("", f"must be a JobSpec or a mapping, not {kind}")
-            except InvalidArgument as exc:
-                raise InvalidArgument(f"jobs[{i}].{exc.field}".rstrip("."), exc.problem) from None
+        add = jobs.append
+        try:
+            for spec in specs:
+                add(spec_body(spec) if type(spec) is dict else _spec_fields(spec))
+        except InvalidArgument as exc:
+            # The specs before the bad one are in jobs: its index is their count.
+            where = f"jobs[{len(jobs)}].{exc.field}".rstrip(".")
+            raise InvalidArgument(where, exc.problem) from None
         reply = self._call({"type": "schedule_jobs", "jobs": jobs}, connection)
-        return [ScheduledJob.from_reply(fields) for fields in reply["jobs"]]
+        return ScheduledJob.from_replies(reply["jobs"])
 
     # -- reading --------------------------------------------------------------
 
@@ -235,3 +232,12 @@ class Client:
 
     def __repr__(self) -> str:
         return f"Client({self.target!r})"
+
+
+def _spec_fields(spec: object) -> Mapping[str, Any]:
+    """The schedule_job fields of a spec of schedule_many that is not a dict."""
+    if isinstance(spec, Mapping):
+        return spec_body(spec)
+    if isinstance(spec, JobSpec):
+        return spec.to_body()
+    raise InvalidArgument("", f"must be a JobSpec or a mapping, not {type(spec).__name__}")

@@ -14,7 +14,7 @@ and ``code``; a code with no class of its own is a plain ``JobschedError``.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -132,9 +132,20 @@ class ScheduledJob:
 
     @classmethod
     def from_reply(cls, fields: Mapping[str, Any]) -> ScheduledJob:
-        recurring = "next_run" in fields
-        due = fields["next_run"] if recurring else fields.get("scheduled_at")
-        return cls(str(fields["job_id"]), _time(due), recurring, bool(fields.get("duplicate")))
+        return cls.from_replies((fields,))[0]
+
+    @classmethod
+    def from_replies(cls, replies: Iterable[Mapping[str, Any]]) -> list[ScheduledJob]:
+        """``from_reply`` of each (a batch's replies: one call, not one per job)."""
+        out = []
+        for reply in replies:
+            recurring = "next_run" in reply
+            due = reply["next_run"] if recurring else reply.get("scheduled_at")
+            job_id, duplicate = str(reply["job_id"]), bool(reply.get("duplicate"))
+            out.append(
+                cls(job_id, None if due is None else _required_time(due), recurring, duplicate)
+            )
+        return out
 
 
 @dataclass(frozen=True, slots=True)
