@@ -317,3 +317,20 @@ def test_stats_and_metrics_list_the_nodes_seen_and_the_jobs_they_hold(tmp_path: 
         assert rows is not None
         text = render_nodes(rows)
         assert "jobsched_nodes 1" in text and 'jobsched_node_jobs_held{node="node-a"} 1' in text
+
+
+def test_the_earliest_due_time_is_read_from_the_index_not_every_job(open_store: Open) -> None:
+    """next_due and the NOTIFY of every commit that schedules read the
+    earliest due time: a read of every runnable job made each a scan (35 ms
+    at 200,000 jobs, Client.schedule 24/s). Its plan must probe the index."""
+    from jobsched.stores.postgres_sql import MIN_DUE
+
+    store = open_store()
+    store.insert_many([job(f"j{i}", due=T0 + i) for i in range(5000)])
+    store.insert(job("early", due=T0 - 1))
+    assert store.next_due() == T0 - 1
+    with admin() as db:
+        db.execute(f"SET search_path = {store._pool.schema}")
+        db.execute("ANALYZE jobs")
+        plan = "\n".join(str(r[0]) for r in db.execute(f"EXPLAIN SELECT {MIN_DUE}"))
+    assert "Seq Scan" not in plan and "jobs_due" in plan, plan

@@ -291,9 +291,7 @@ class PostgresStore(Store, PgCluster):
 
     def next_due(self) -> int | None:
         with self._use() as pg:
-            row = pg.execute(
-                "SELECT min(due_at) FROM jobs WHERE state IN ('scheduled', 'retrying')"
-            ).fetchone()
+            row = pg.execute(f"SELECT {q.MIN_DUE}").fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
     def list_jobs(

@@ -38,6 +38,7 @@ from jobsched.stores import migrate
 from jobsched.stores.postgres_dsn import describe as describe
 from jobsched.stores.postgres_dsn import parse_dsn as parse_dsn
 from jobsched.stores.postgres_dsn import safe_target as safe_target
+from jobsched.stores.postgres_sql import MIN_DUE
 from jobsched.stores.sql_tx import Block, Transactions, TxState, joined
 
 log = logging.getLogger("jobsched.postgres")
@@ -105,10 +106,7 @@ _FAULTS: tuple[type[Exception], ...] = (
 # earliest of all (ties included: the written job's own row is visible here).
 # This keeps NOTIFY (whose commit takes a database-wide lock) off the common
 # path of a busy cluster, where overdue jobs are already waiting.
-NOTIFY_SQL = (
-    "SELECT pg_notify(%s, %s) WHERE %s <= (SELECT min(due_at) FROM jobs "
-    "WHERE state IN ('scheduled', 'retrying'))"
-)
+NOTIFY_SQL = f"SELECT pg_notify(%s, %s) WHERE %s <= {MIN_DUE}"
 
 
 @dataclass(slots=True)

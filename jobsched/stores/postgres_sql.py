@@ -47,6 +47,19 @@ INSERT_RUN = (
 )
 FINAL = "('completed', 'dead', 'cancelled')"
 D = sq.Dialect("%s", SELECT, True)
+# The earliest due time of a runnable job. The due index leads with priority
+# (claims take by priority first), so a plain min(due_at) reads every runnable
+# job (44 ms at 200,000 on this machine, on every wake-up and every commit that
+# schedules); one probe of the index per priority reads ten entries (0.3 ms).
+MIN_DUE = (
+    "(SELECT min(d) FROM ("
+    + " UNION ALL ".join(
+        f"(SELECT due_at AS d FROM jobs WHERE state IN ('scheduled', 'retrying') "
+        f"AND priority = {p} AND due_at IS NOT NULL ORDER BY due_at LIMIT 1)"
+        for p in range(10)
+    )
+    + ") m)"
+)
 PRUNE_JOBS = (
     f"WITH old AS (SELECT seq, job_id FROM jobs WHERE state IN {FINAL} AND touched_ms < %s "
     "ORDER BY touched_ms LIMIT %s), "
