@@ -102,7 +102,6 @@ class Dispatcher:
 
     def start(self) -> None:
         self.runner.start()
-        self._sleeper.start()
         self._thread = threading.Thread(target=self._loop, name="jobsched-dispatcher", daemon=True)
         self._thread.start()
 
@@ -128,6 +127,9 @@ class Dispatcher:
         self.runner.stop()
 
     def _loop(self) -> None:
+        # On the dispatcher's thread: a store's listener may watch through the
+        # waiting thread's own connection (SQLite: not woken by its own commits).
+        self._sleeper.start()
         while True:
             self._sleeper.event.clear()
             at: int | None = None

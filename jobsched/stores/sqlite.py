@@ -118,10 +118,7 @@ class SQLiteStore(Store, Transactions[_Conn], DataVersionWakeups):
         return db
 
     def _wait_connection(self) -> sqlite3.Connection:
-        db = self._connect()
-        with self._all_lock:
-            self._all.append(db)
-        return db
+        return self._local().db
 
     def borrow(self, db: sqlite3.Connection) -> AbstractContextManager[None]:
         """Run this thread's calls on the application's connection ``db``, inside

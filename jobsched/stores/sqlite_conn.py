@@ -6,9 +6,11 @@ writing inside a caller's own transaction.
 - ``DataVersionWakeups``: the ``WakeupListener`` capability. SQLite has no
   NOTIFY, but ``PRAGMA data_version`` on a connection changes whenever another
   connection (of any process) commits to the file; a waiter polls it every
-  ``WAKE_POLL_S`` on a connection of its own. Any commit wakes it, also one
-  that made nothing due sooner: a wake-up is a hint, and a spurious one costs
-  the dispatcher one more look at ``next_due``.
+  ``WAKE_POLL_S`` on its own thread's store connection, so that its own
+  commits (a dispatcher's claims and outcomes) do not wake it: each did, and
+  a blocked dispatcher made a claim more per run it finished. Any other
+  commit wakes it, also one that made nothing due sooner: a wake-up is a
+  hint, and a spurious one costs the dispatcher one more look at ``next_due``.
 - ``borrowed``: run this thread's store calls on the application's own
   ``sqlite3.Connection``, inside its open transaction (the application commits
   or rolls back), in a savepoint so that a failed call undoes only itself.
@@ -135,13 +137,14 @@ class Use:
 
 class DataVersionWakeups(WakeupListener):
     """Wake-ups by polling ``PRAGMA data_version`` (see the module docstring).
-    The store provides ``_wait_connection`` (a connection of the waiter's own:
-    data_version ignores the commits of the connection it is read on)."""
+    The store provides ``_wait_connection``: the calling thread's connection
+    (data_version ignores the commits of the connection it is read on)."""
 
     def _init_wakeups(self) -> None:
         self._woken = threading.Event()
         self._wait_lock = threading.Lock()  # one waiter at a time
         self._wait_db: sqlite3.Connection | None = None
+        self._wait_thread: int | None = None  # whose connection _wait_db is
         self._seen_version: int | None = None
 
     def _wait_connection(self) -> sqlite3.Connection:
@@ -167,8 +170,10 @@ class DataVersionWakeups(WakeupListener):
     def _committed_elsewhere(self) -> bool:
         """Whether a commit happened since the last look (never at the first)."""
         try:
-            if self._wait_db is None:
-                self._wait_db = self._wait_connection()
+            if self._wait_db is None or self._wait_thread != threading.get_ident():
+                # A version is a count of one connection: a new one starts afresh.
+                self._wait_db, self._seen_version = self._wait_connection(), None
+                self._wait_thread = threading.get_ident()
             version = int(self._wait_db.execute("PRAGMA data_version").fetchone()[0])
         except (sqlite3.Error, JobschedError) as exc:  # never raises: polling goes on
             log.debug("cannot read data_version: %s", exc)
