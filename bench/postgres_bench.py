@@ -80,9 +80,6 @@ from pg_common import (
 
 sys.path.insert(0, str(ROOT))
 
-from jobsched import Client
-from jobsched.engine import MAX_BATCH
-
 BATCH = 1000  # Procrastinate's batch_defer size
 PARTS = ("schedule", "many", "noop", "sleep")
 
@@ -258,6 +255,10 @@ def email_kwargs(n: int, start: int = 0) -> list[dict[str, object]]:
 
 def ours_many(n: int, batch: int, round_no: int) -> float:
     """Jobs/s of Client.schedule_many over n jobs in calls of ``batch``, on a fresh schema."""
+    # Imported here: the other parts also measure revisions that had no Client
+    # (bench/tools/compare_revisions.py runs this script against them).
+    from jobsched import Client
+
     dsn = dsn_for(OURS_DB) + f"?schema=many{round_no}"
     parts = [
         [{"task": "send-email", "payload": kw} for kw in email_kwargs(min(batch, n - i), i)]
@@ -294,6 +295,8 @@ def peer_many(n: int, batch: int) -> float:
 def many_part(n: int, rounds: int, with_peer: bool) -> None:
     """Issue 10: Client.schedule_many beside batch_defer of the same jobs, the
     rounds alternating which side goes first."""
+    from jobsched.engine import MAX_BATCH
+
     batch = min(MAX_BATCH, n)
     ours: list[float] = []
     theirs: list[float] = []
