@@ -360,13 +360,20 @@ class Dispatcher:
             if self.runner.workers > s.busy:
                 due = self.engine.next_due()
                 if due is not None and due <= now and self._blocked:
-                    # Left to wake-ups and the poll, unless a rate window opens first.
-                    due = self._limits.opens_at(now)
+                    # What is due is blocked: left to wake-ups and the poll, but
+                    # look when a rate window opens, or a later job falls due
+                    # (it may be in a queue that is not blocked).
+                    times.extend(self._blocked_until(now))
+                    due = None
                 if due is not None:
                     times.append(due)
         if s.pending:
             times.append(now + int(ERROR_BACKOFF_S * 1000))
         return min(times) if times else None
+
+    def _blocked_until(self, now: int) -> list[int]:
+        opens, later = self._limits.opens_at(now), self.engine.next_due(after=now)
+        return [t for t in (opens, later) if t is not None]
 
     def _emit(self, event: str, job: Job, due: int | None, at: int, **extra: Any) -> None:
         if self.events is None:

@@ -198,8 +198,8 @@ class Execution:
     def extend_leases(self, owner: str, until: int) -> int:
         return self.store.extend_leases(owner, until)
 
-    def next_due(self) -> int | None:
-        return self.store.next_due()
+    def next_due(self, after: int | None = None) -> int | None:
+        return self.store.next_due(after)
 
     # -- the protocol's execute_jobs and execute_job ------------------------------
 

@@ -323,14 +323,21 @@ def test_the_earliest_due_time_is_read_from_the_index_not_every_job(open_store: 
     """next_due and the NOTIFY of every commit that schedules read the
     earliest due time: a read of every runnable job made each a scan (35 ms
     at 200,000 jobs, Client.schedule 24/s). Its plan must probe the index."""
-    from jobsched.stores.postgres_sql import MIN_DUE
+    from jobsched.stores.postgres_sql import MIN_DUE, MIN_DUE_AFTER, NOTIFY_SQL, notify_args
 
     store = open_store()
     store.insert_many([job(f"j{i}", due=T0 + i) for i in range(5000)])
     store.insert(job("early", due=T0 - 1))
     assert store.next_due() == T0 - 1
+    assert store.next_due(after=T0 - 1) == T0
+    reads = [
+        (f"SELECT {MIN_DUE}", ()),
+        (f"SELECT {MIN_DUE_AFTER}", (T0,)),
+        (NOTIFY_SQL, notify_args("ch", T0, "default")),
+    ]
     with admin() as db:
         db.execute(f"SET search_path = {store._pool.schema}")
         db.execute("ANALYZE jobs")
-        plan = "\n".join(str(r[0]) for r in db.execute(f"EXPLAIN SELECT {MIN_DUE}"))
-    assert "Seq Scan" not in plan and "jobs_due" in plan, plan
+        for sql, args in reads:
+            plan = "\n".join(str(r[0]) for r in db.execute(f"EXPLAIN {sql}", args))
+            assert "Seq Scan" not in plan and "jobs_due" in plan, plan

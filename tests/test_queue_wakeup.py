@@ -183,6 +183,51 @@ def test_a_rate_limited_node_looks_again_when_its_window_opens(make_store: Facto
     assert engine.claims <= 6 * 2, engine.claims
 
 
+def test_a_node_blocked_on_one_queue_starts_another_queue_s_job_on_time(
+    make_store: Factory,
+) -> None:
+    """Due jobs of a paused queue do not keep the node from the next job of a
+    free queue: it sleeps until that one is due, not until the poll."""
+    starts = Starts()
+    engine, d = node(make_store(), starts)
+    engine.configure_queue("held", QueueChange(paused=True))
+    jobs(engine, "held", '{"id": "h0"}', '{"id": "h1"}')
+    due = now_ms() + 1500
+    spec = ScheduleSpec(task="work", payload_json='{"id": "b"}', queue="free", run_at=due)
+    engine.schedule(spec, now_ms())
+    d.start()
+    try:
+        starts.wait_for(1, timeout_s=POLL_MS / 1000)
+    finally:
+        d.stop(5)
+    assert [name for name, _ in starts.at] == ["b"]
+    assert starts.at[0][1] * 1000 - due < PROMPT_S * 1000, starts.at[0][1] * 1000 - due
+
+
+@pytest.mark.parametrize("make_store", ["sqlite", "postgres"], indirect=True)
+def test_a_job_another_process_makes_due_wakes_a_node_blocked_on_another_queue(
+    make_store: Factory,
+) -> None:
+    """On PostgreSQL the commit NOTIFYs although jobs due sooner (blocked in
+    a paused queue) exist; on SQLite any commit of another connection wakes."""
+    starts = Starts()
+    other = Engine(make_store(), TaskRegistry())
+    other.configure_queue("held", QueueChange(paused=True))
+    jobs(other, "held", '{"id": "h0"}', '{"id": "h1"}')
+    engine, d = node(make_store(), starts)
+    d.start()
+    try:
+        time.sleep(BLOCKED_S)
+        assert starts.at == [] and engine.claims <= MOST_CLAIMS
+        made = time.time()
+        spec = ScheduleSpec(task="work", payload_json='{"id": "b"}', queue="free")
+        other.schedule(spec, _now(other.store))
+        starts.wait_for(1)
+    finally:
+        d.stop(5)
+    assert starts.at[0][1] - made < PROMPT_S
+
+
 def _now(store: Store) -> int:
     return store.db_now() if isinstance(store, ClusterClock) else now_ms()
 

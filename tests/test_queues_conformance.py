@@ -117,6 +117,20 @@ def test_limits_pause_and_priority_apply_together_in_one_claim(
     assert a.claim_due(T0 + 1012, 10, "a", T0 + 5000, only) == []
 
 
+def test_next_due_after_a_time_skips_what_is_already_due(make_store: Factory) -> None:
+    a, b = make_store(), make_store()
+    for i, due in enumerate([T0, T0 + 1, T0 + 20, T0 + 10, T0 + 30]):
+        a.insert(job(f"j{i}", due=due, priority=(7 * i) % 10, queue=f"q{i % 2}"))
+    assert b.next_due() == T0
+    assert b.next_due(after=T0) == T0 + 1
+    assert b.next_due(after=T0 + 1) == T0 + 10
+    # A claimed job is no longer due: the next is found past it.
+    assert ids(b.claim_due(T0 + 10, 10, "b", T0 + 100, frozenset({"q1"}))) == ["j3", "j1"]
+    assert a.next_due(after=T0) == T0 + 20
+    assert a.next_due(after=T0 + 29) == T0 + 30
+    assert a.next_due(after=T0 + 30) is None
+
+
 def test_queue_report_shows_settings_and_jobs_by_state(store: Store) -> None:
     store.insert(job("a1", queue="a"))
     store.insert(job("a2", queue="a", state=S.PAUSED, paused_from=S.SCHEDULED))

@@ -177,8 +177,10 @@ class Store(ABC):
         """Every queue with settings or jobs, by name, with its jobs by state."""
 
     @abstractmethod
-    def next_due(self) -> int | None:
-        """The earliest ``due_at`` among scheduled and retrying jobs, or None."""
+    def next_due(self, after: int | None = None) -> int | None:
+        """The earliest ``due_at`` among scheduled and retrying jobs, or None;
+        with ``after``, the earliest later than it (a dispatcher whose due jobs
+        are all blocked looks for the next one that may not be)."""
 
     @abstractmethod
     def list_jobs(

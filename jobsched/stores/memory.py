@@ -197,15 +197,38 @@ class MemoryStore(MemoryRuns, MemoryQueues, UndoLog, Store):
                 heapq.heappush(self._heaps[rec[SHAPE][PRIORITY]], rec)
         return claimed
 
-    def next_due(self) -> int | None:
+    def next_due(self, after: int | None = None) -> int | None:
         with self._lock:
             found: int | None = None
             for heap in self._heaps:
                 while heap and self._jobs.get(heap[0][JOB_ID]) is not heap[0]:
                     heapq.heappop(heap)
-                if heap and (found is None or heap[0][0] < found):
-                    found = heap[0][0]
+                if heap and after is not None:
+                    key = self._first_after(heap, ((after + 1) << SEQ_BITS) - 1, found)
+                else:
+                    key = heap[0][0] if heap else None
+                if key is not None and (found is None or key < found):
+                    found = key
             return None if found is None else found >> SEQ_BITS
+
+    def _first_after(self, heap: list[Record], bound: int, best: int | None) -> int | None:
+        """The smallest key above ``bound`` of a live record of ``heap`` (below
+        ``best``). A heap's subtree holds no key smaller than its root, so only
+        the records at or below ``bound`` (what is already due) are walked
+        through, and stale ones."""
+        jobs, todo = self._jobs, [0]
+        while todo:
+            i = todo.pop()
+            if i >= len(heap):
+                continue
+            rec = heap[i]
+            if best is not None and rec[0] >= best:
+                continue
+            if rec[0] > bound and jobs.get(rec[JOB_ID]) is rec:
+                best = rec[0]
+                continue
+            todo += (2 * i + 1, 2 * i + 2)
+        return best
 
     def configure_queue(self, name: str, change: QueueChange) -> QueueSettings:
         with self._lock:

@@ -196,9 +196,9 @@ class PostgresStore(Store, PgCluster):
             raise JobExists(taken) from None
         for job in jobs:
             job.seq = seqs[job.job_id]
-        dues = [j.due_at for j in jobs if j.state in RUNNABLE_STATES and j.due_at is not None]
+        dues = [(j.due_at, j.queue) for j in jobs if j.state in RUNNABLE_STATES and j.due_at]
         if dues:
-            self._pool.note_due(min(dues))
+            self._pool.note_due(*min(dues))
         return list(jobs)
 
     def get(self, job_id: str) -> Job | None:
@@ -243,12 +243,12 @@ class PostgresStore(Store, PgCluster):
         if expect_state is JobState.RUNNING and job.queue in self._capped:
             # A slot is free: wake the nodes sleeping on the full queue now, not
             # at their next look (0: NOTIFY_SQL then wakes whenever a job is due).
-            self._pool.note_due(0)
+            self._pool.note_due(0, job.queue)
         return True
 
     def _note(self, job: Job) -> None:
         if job.state in RUNNABLE_STATES:
-            self._pool.note_due(job.due_at)
+            self._pool.note_due(job.due_at, job.queue)
 
     def claim_due(
         self,
@@ -289,9 +289,12 @@ class PostgresStore(Store, PgCluster):
         with self._use() as pg:
             return sq.report(q.runner(pg))
 
-    def next_due(self) -> int | None:
+    def next_due(self, after: int | None = None) -> int | None:
         with self._use() as pg:
-            row = pg.execute(f"SELECT {q.MIN_DUE}").fetchone()
+            if after is None:
+                row = pg.execute(f"SELECT {q.MIN_DUE}").fetchone()
+            else:
+                row = pg.execute(f"SELECT {q.MIN_DUE_AFTER}", (after,)).fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
     def list_jobs(

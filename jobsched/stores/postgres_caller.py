@@ -32,7 +32,8 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
 
 from jobsched.errors import Malformed, Unavailable
-from jobsched.stores.postgres_conn import NOTIFY_SQL, Pool, _Conn, describe
+from jobsched.stores.postgres_conn import Pool, _Conn, describe
+from jobsched.stores.postgres_sql import NOTIFY_SQL, notify_args
 
 _SAVEPOINT = "jobsched_caller_tx"
 
@@ -69,7 +70,7 @@ def borrowed(pool: Pool, pg: Any) -> Iterator[None]:
             if conn.doomed is not None:
                 raise Unavailable(f"PostgreSQL unavailable, nothing changed: {conn.doomed}")
             if conn.due is not None:  # delivered at the application's commit
-                _run(pg, NOTIFY_SQL, pool.channel, str(conn.due), conn.due)
+                _run(pg, NOTIFY_SQL, *notify_args(pool.channel, conn.due, conn.due_queue))
             _run(pg, "SELECT set_config('search_path', %s, true)", old_path)
         except BaseException:
             pool._tls.conn = previous

@@ -38,7 +38,7 @@ from jobsched.stores import migrate
 from jobsched.stores.postgres_dsn import describe as describe
 from jobsched.stores.postgres_dsn import parse_dsn as parse_dsn
 from jobsched.stores.postgres_dsn import safe_target as safe_target
-from jobsched.stores.postgres_sql import MIN_DUE
+from jobsched.stores.postgres_sql import NOTIFY_SQL, notify_args
 from jobsched.stores.sql_tx import Block, Transactions, TxState, joined
 
 log = logging.getLogger("jobsched.postgres")
@@ -106,7 +106,6 @@ _FAULTS: tuple[type[Exception], ...] = (
 # earliest of all (ties included: the written job's own row is visible here).
 # This keeps NOTIFY (whose commit takes a database-wide lock) off the common
 # path of a busy cluster, where overdue jobs are already waiting.
-NOTIFY_SQL = f"SELECT pg_notify(%s, %s) WHERE %s <= {MIN_DUE}"
 
 
 @dataclass(slots=True)
@@ -115,6 +114,7 @@ class _Conn(TxState):
 
     pg: PgConn | None = field(default=None, kw_only=True)
     due: int | None = None  # earliest due time written in the open transaction
+    due_queue: str = "default"  # the queue of that job
     xid: str | None = None  # the committing transaction's id, if it wrote anything
     lent: bool = False  # the application's connection (postgres_caller): never closed here
 
@@ -228,7 +228,7 @@ class Pool(Transactions[_Conn]):
             conn.pg.begin_pending = False
             return
         if conn.due is not None:
-            conn.pg.execute(NOTIFY_SQL, (self.channel, str(conn.due), conn.due))
+            conn.pg.execute(NOTIFY_SQL, notify_args(self.channel, conn.due, conn.due_queue))
         # The transaction's id (None if it wrote nothing), to learn the outcome
         # of a COMMIT whose answer is lost: read with the first statement if
         # that one wrote, else now.
@@ -340,17 +340,18 @@ class Pool(Transactions[_Conn]):
             raise Unavailable(f"PostgreSQL unavailable, nothing changed: {describe(exc)}") from exc
         raise exc
 
-    def note_due(self, due: int | None) -> None:
+    def note_due(self, due: int | None, queue: str) -> None:
         """A write made a job runnable at ``due``: tell sleeping dispatchers, at
         commit, if no other runnable job is due as early (see ``NOTIFY_SQL``)."""
         if due is None:
             return
         conn: _Conn = self._tls.conn
         if conn.depth:
-            conn.due = due if conn.due is None else min(conn.due, due)
+            if conn.due is None or due < conn.due:
+                conn.due, conn.due_queue = due, queue
         elif conn.pg is not None:
             try:
-                conn.pg.execute(NOTIFY_SQL, (self.channel, str(due), due))
+                conn.pg.execute(NOTIFY_SQL, notify_args(self.channel, due, queue))
             except psycopg.Error as exc:  # the write is committed; pollers will see it
                 log.info("NOTIFY failed (polling will catch up): %s", describe(exc))
 

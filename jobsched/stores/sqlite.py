@@ -314,9 +314,12 @@ class SQLiteStore(Store, Transactions[_Conn], DataVersionWakeups):
         with self._use(False) as db:
             return sq.report(lambda sql, a: db.execute(sql, a).fetchall())
 
-    def next_due(self) -> int | None:
+    def next_due(self, after: int | None = None) -> int | None:
         with self._use(False) as db:
-            row = db.execute(q.NEXT_DUE).fetchone()
+            if after is None:
+                row = db.execute(q.NEXT_DUE).fetchone()
+            else:
+                row = db.execute(q.NEXT_DUE_AFTER, (after,)).fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
     def list_jobs(

@@ -63,17 +63,25 @@ D = sq.Dialect(
     "?", SELECT, False, due_index="INDEXED BY jobs_due", queue_index="INDEXED BY jobs_queue_due"
 )
 FINAL = "('completed', 'dead', 'cancelled')"
-# The earliest due time: the first of each priority's range of jobs_due.
-NEXT_DUE = (
-    "SELECT min(d) FROM ("
-    + " UNION ALL ".join(
-        f"SELECT * FROM (SELECT due_at AS d FROM jobs INDEXED BY jobs_due "
-        f"WHERE state IN ('scheduled', 'retrying') AND priority = {p} "
-        "AND due_at IS NOT NULL ORDER BY due_at LIMIT 1)"
-        for p in range(10)
+
+
+# The earliest due time: the first of each priority's range of jobs_due
+# (with NEXT_DUE_AFTER, of the range after ?1).
+def _next_due(where: str) -> str:
+    return (
+        "SELECT min(d) FROM ("
+        + " UNION ALL ".join(
+            f"SELECT * FROM (SELECT due_at AS d FROM jobs INDEXED BY jobs_due "
+            f"WHERE state IN ('scheduled', 'retrying') AND priority = {p} "
+            f"AND due_at IS NOT NULL{where} ORDER BY due_at LIMIT 1)"
+            for p in range(10)
+        )
+        + ")"
     )
-    + ")"
-)
+
+
+NEXT_DUE = _next_due("")
+NEXT_DUE_AFTER = _next_due(" AND due_at > ?1")
 
 
 # Bound parameters per statement: far below SQLite's limit (32,766).
