@@ -341,3 +341,28 @@ def test_the_earliest_due_time_is_read_from_the_index_not_every_job(open_store: 
         for sql, args in reads:
             plan = "\n".join(str(r[0]) for r in db.execute(f"EXPLAIN {sql}", args))
             assert "Seq Scan" not in plan and "jobs_due" in plan, plan
+
+
+def test_a_claim_reads_the_due_index_in_order_without_statistics(open_store: Open) -> None:
+    """Without statistics (autovacuum off, or a burst before it runs) the
+    planner read every due job of ``priority IN (...)`` and sorted them: 5 ms
+    a claim at 10,000 due. The claim must walk the due index per priority."""
+    from jobsched.stores import postgres_sql as q
+
+    store = open_store()
+    store.insert_many([job(f"j{i}", due=T0 + i % 100) for i in range(3000)])
+    args = (T0 + 1000, 8, 8, "me", T0 + 60_000, T0)
+    with admin() as db:
+        db.execute(f"SET search_path = {store._pool.schema}")
+        row = db.execute(
+            "SELECT last_analyze, last_autoanalyze FROM pg_stat_user_tables "
+            "WHERE relname = 'jobs' AND schemaname = current_schema()"
+        ).fetchone()
+        assert row == (None, None)  # the case under test: no statistics
+        plan = "\n".join(str(r[0]) for r in db.execute(f"EXPLAIN {q.CLAIM[True]}", args))
+    assert "Bitmap" not in plan and "Index Scan using jobs_due" in plan, plan
+    assert [j.job_id for j in store.claim_due(T0 + 1000, 3, "me", T0 + 60_000)] == [
+        "j0",
+        "j100",
+        "j200",
+    ]

@@ -266,7 +266,7 @@ class PostgresStore(Store, PgCluster):
             jobs: list[Job] = []
             plain = queues is None and not self._restricted[limits]
             if plain:  # no queue setting restricts it: one statement
-                args = (now, limit, owner, lease_until, self.clock())
+                args = (now, limit, limit, owner, lease_until, self.clock())
                 jobs = [job_from_row(r) for r in run(q.CLAIM[limits], args)]
             rules: list[QueueSettings] = []
             if not jobs:

@@ -22,27 +22,32 @@ from typing import Any
 from jobsched.jobs import Job
 from jobsched.queues import QueueSettings
 from jobsched.stores import sql_queues as sq
+from jobsched.stores.postgres_sql import due_rows
 
-_DUE = (
-    "SELECT priority, due_at, seq FROM jobs WHERE state IN ('scheduled', 'retrying') "
-    f"AND priority IN {sq.PRIORITIES} AND due_at <= %s"
-)
-_ORDER = "ORDER BY priority, due_at, seq"
+Bound = tuple[str, list[Any]]  # SQL text and its arguments
 
 
-def _bound(q: QueueSettings | None, now: int, limit: int, args: list[Any]) -> str:
-    """SQL for how many of queue ``q`` to read: the claim's ``limit``, and for
-    a limited queue at most ``queues.free_slots``, counted by the statement
-    itself (its arguments appended to ``args``)."""
-    bounds = ["%s"]
-    args.append(limit)
+def _bound(q: QueueSettings | None, now: int, limit: int) -> Bound:
+    """SQL for how many of queue ``q`` to read, and its arguments: the claim's
+    ``limit``, and for a limited queue at most ``queues.free_slots``, counted
+    by the statement itself."""
+    bounds: list[str] = ["%s"]
+    args: list[Any] = [limit]
     if q is not None and q.concurrency is not None:
         bounds.append("%s - (SELECT count(*) FROM jobs WHERE state = 'running' AND queue = %s)")
         args += [q.concurrency, q.name]
     if q is not None and q.rate_max is not None and q.rate_per_ms is not None:
         bounds.append("%s - (SELECT count(*) FROM queue_starts WHERE queue = %s AND at > %s)")
         args += [q.rate_max, q.name, now - q.rate_per_ms]
-    return "%s" if len(bounds) == 1 else f"GREATEST(0, LEAST({', '.join(bounds)}))"
+    if len(bounds) == 1:
+        return "%s", args
+    return f"GREATEST(0, LEAST({', '.join(bounds)}))", args
+
+
+def _rows(where: str, where_args: list[Any], now: int, bound: Bound) -> Bound:
+    """``postgres_sql.due_rows`` and its arguments."""
+    limit, limit_args = bound
+    return due_rows(where, limit), [now, *where_args, *limit_args, *limit_args]
 
 
 def claim_sql(
@@ -62,23 +67,21 @@ def claim_sql(
         q = special.get(name)
         if q is not None and q.paused:
             continue
-        args += [now, name]
-        cte = f"c{len(ctes)} AS ({_DUE} AND queue = %s {_ORDER} LIMIT "
-        ctes.append(cte + f"{_bound(q, now, limit, args)} FOR UPDATE SKIP LOCKED)")
+        sql, more = _rows(" AND queue = %s", [name], now, _bound(q, now, limit))
+        ctes.append(f"c{len(ctes)} AS ({sql})")
+        args += more
     if only is None:
-        ctes.append(f"c{len(ctes)} AS ({_DUE}")
-        args.append(now)
-        if special:
-            ctes[-1] += f" AND queue NOT IN ({', '.join(['%s'] * len(special))})"
-            args += sorted(special)
-        ctes[-1] += f" {_ORDER} LIMIT %s FOR UPDATE SKIP LOCKED)"
-        args.append(limit)
+        where = f" AND queue NOT IN ({', '.join(['%s'] * len(special))})" if special else ""
+        sql, more = _rows(where, sorted(special), now, ("%s", [limit]))
+        ctes.append(f"c{len(ctes)} AS ({sql})")
+        args += more
     if not ctes:
         return None
     union = " UNION ALL ".join(f"SELECT * FROM c{i}" for i in range(len(ctes)))
     owner, until, stamp = lease
     sql = (
-        f"WITH {', '.join(ctes)}, picked AS (SELECT seq FROM ({union}) u {_ORDER} LIMIT %s), "
+        f"WITH {', '.join(ctes)}, "
+        f"picked AS (SELECT seq FROM ({union}) u ORDER BY priority, due_at, seq LIMIT %s), "
         "took AS (UPDATE jobs SET state = 'running', locked_by = %s, locked_until = %s, "
         "touched_ms = %s FROM picked WHERE jobs.seq = picked.seq "
         f"AND jobs.state IN ('scheduled', 'retrying') RETURNING jobs.*)"

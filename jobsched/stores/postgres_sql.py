@@ -32,15 +32,36 @@ REPLACE = (
     f"UPDATE jobs SET {', '.join(f'{c} = %s' for c in RUN_TIME)}, touched_ms = %s "
     "WHERE job_id = %s AND state = %s"
 )
+
+
+def due_rows(where: str, limit: str) -> str:
+    """A SELECT of (priority, due_at, seq) of up to ``limit`` runnable jobs due
+    at or before its first argument and matching ``where``, in claim order,
+    locked (SKIP LOCKED). One index range per priority, each already in
+    (due_at, seq) order: the plan cannot depend on the table's statistics. Left
+    to the planner, ``priority IN (...) ORDER BY priority, due_at, seq`` on a
+    table not yet analysed (autovacuum off, or a burst of jobs before it runs)
+    read every due job and sorted them: 5 ms a claim at 10,000 due, against
+    0.25 here. Arguments: the time, ``where``'s, ``limit``'s twice."""
+    return (
+        "SELECT x.priority, x.due_at, x.seq FROM unnest(ARRAY[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]) p, "
+        "LATERAL (SELECT priority, due_at, seq FROM jobs WHERE state IN ('scheduled', 'retrying') "
+        f"AND priority = p AND due_at <= %s{where} ORDER BY due_at, seq LIMIT {limit} "
+        f"FOR UPDATE SKIP LOCKED) x ORDER BY 1, 2, 3 LIMIT {limit}"
+    )
+
+
 CLAIM_SQL = (
-    "WITH c AS (SELECT seq FROM jobs WHERE state IN ('scheduled', 'retrying') "
-    f"AND priority IN {sq.PRIORITIES} AND due_at <= %s AND {{free}} "
-    "ORDER BY priority, due_at, seq LIMIT %s FOR UPDATE SKIP LOCKED) "
+    "WITH c AS ({rows}) "
     "UPDATE jobs SET state = 'running', locked_by = %s, locked_until = %s, touched_ms = %s "
     f"FROM c WHERE jobs.seq = c.seq RETURNING {QSELECT}"
 )
 # By whether limits apply: the claim of a store with no restricting queue settings.
-CLAIM = {limits: CLAIM_SQL.format(free=sq.no_restriction(limits)) for limits in (False, True)}
+# Arguments: now, the limit twice, the lease (owner, until, stamp).
+CLAIM = {
+    limits: CLAIM_SQL.format(rows=due_rows(f" AND {sq.no_restriction(limits)}", "%s"))
+    for limits in (False, True)
+}
 INSERT_RUN = (
     "INSERT INTO runs (job_id, started_at, finished_at, outcome, error, node, recorded_ms) "
     "VALUES (%s, %s, %s, %s, %s, %s, %s)"
