@@ -3,8 +3,11 @@ due job runs exactly once however the processes' ``execute_jobs`` interleave."""
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 from jobsched.jobs import ONCE, Job, JobState
 from jobsched.stores.sqlite import SQLiteStore
@@ -77,3 +80,31 @@ def test_two_processes_run_every_due_job_exactly_once(tmp_path: Path) -> None:
     assert counts.get(JobState.COMPLETED) == 3 * DUE
     assert counts.get(JobState.SCHEDULED) == 3 * LATER
     assert not counts.get(JobState.RUNNING)
+
+
+def _open_at(path: str, at: float, answers: Any) -> None:
+    while time.time() < at:
+        pass
+    try:
+        SQLiteStore(path).close()
+        answers.put("ok")
+    except Exception as exc:  # the answer is the test's
+        answers.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_processes_opening_a_new_file_together_all_start(tmp_path: Path) -> None:
+    """Nodes started together on a file that does not exist yet: turning it
+    to WAL took a lock SQLite's busy handler does not wait for, and about one
+    open in thirty failed with "database is locked" (6 processes at a time)."""
+    ctx = multiprocessing.get_context("fork")
+    answers = ctx.Queue()
+    failed: list[str] = []
+    for r in range(12):
+        path, at = str(tmp_path / f"new{r}.db"), time.time() + 0.3
+        procs = [ctx.Process(target=_open_at, args=(path, at, answers)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(30)
+        failed += [a for a in (answers.get(timeout=5) for _ in procs) if a != "ok"]
+    assert failed == []

@@ -36,7 +36,14 @@ from jobsched.stores import sqlite_sql as q
 from jobsched.stores.base import RECENT_RUNS, DuplicateKey, RunRecord, Store, first_taken
 from jobsched.stores.sql_tx import Block, Transactions, joined
 from jobsched.stores.sqlite_conn import Conn as _Conn
-from jobsched.stores.sqlite_conn import DataVersionWakeups, borrowed, describe, refusal, rollback
+from jobsched.stores.sqlite_conn import (
+    DataVersionWakeups,
+    borrowed,
+    describe,
+    refusal,
+    rollback,
+    wal_mode,
+)
 from jobsched.stores.sqlite_conn import Use as _Use
 from jobsched.stores.sqlite_conn import is_fault as _is_fault
 from jobsched.stores.sqlite_schema import (
@@ -110,8 +117,7 @@ class SQLiteStore(Store, Transactions[_Conn], DataVersionWakeups):
             check_same_thread=False,  # used by one thread; close() may run on another
         )
         db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-        if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            db.execute("PRAGMA journal_mode = WAL")
+        wal_mode(db, self.busy_timeout_ms / 1000)
         db.execute(f"PRAGMA synchronous = {self.synchronous}")
         db.execute("PRAGMA cache_size = -32768")  # 32 MiB of page cache per connection
         db.execute("PRAGMA temp_store = MEMORY")
@@ -313,6 +319,10 @@ class SQLiteStore(Store, Transactions[_Conn], DataVersionWakeups):
     def queue_report(self) -> list[QueueReport]:
         with self._use(False) as db:
             return sq.report(lambda sql, a: db.execute(sql, a).fetchall())
+
+    def queue_settings(self) -> list[QueueSettings]:
+        with self._use(False) as db:
+            return sq.settings(lambda sql, a: db.execute(sql, a).fetchall())
 
     def next_due(self, after: int | None = None) -> int | None:
         with self._use(False) as db:

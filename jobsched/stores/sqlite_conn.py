@@ -81,6 +81,25 @@ def refusal(path: str, exc: sqlite3.Error | None) -> JobschedError:
     return JobschedError(f"cannot open {path}: {text}")
 
 
+def wal_mode(db: sqlite3.Connection, patience_s: float) -> None:
+    """Put the file in WAL mode (it stays so). Turning a new file to WAL takes
+    a lock that SQLite's busy handler does not wait for: when several
+    processes open a new file together, some got "database is locked" at once
+    (6 of 90 opens, 6 processes at a time); they wait here instead, up to the
+    busy timeout."""
+    give_up = time.monotonic() + patience_s
+    while True:
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = getattr(exc, "sqlite_errorname", "").startswith("SQLITE_BUSY")
+            if not busy or time.monotonic() >= give_up:
+                raise
+            time.sleep(0.005)
+
+
 def rollback(db: sqlite3.Connection) -> None:
     if db.in_transaction:
         try:
