@@ -31,7 +31,7 @@ from collections.abc import Callable
 
 from jobsched.errors import JobschedError
 from jobsched.jobs import Job
-from jobsched.queues import QueueReport, QueueSettings
+from jobsched.queues import QueueSettings
 from jobsched.stores.base import WakeupListener
 from jobsched.timefmt import now_ms
 
@@ -95,14 +95,14 @@ class QueueLimits:
     leaves. So every window opening is seen by the node whose start made
     room, without anyone polling.
 
-    The rate limits come from the store's queue report, which counts every
-    job (about 0.1 s at 100,000 jobs): read only while blocked, and at most
-    every SETTINGS_MS, so a limit set meanwhile is first left to the poll.
+    The rate limits come from the store's queue settings (one small table):
+    read only while blocked, and at most every SETTINGS_MS, so a limit set
+    meanwhile is first left to the poll.
     Starts in queues not known to be limited are kept (the latest OTHERS) so
     that a limit read later knows the starts already made.
     """
 
-    def __init__(self, read: Callable[[], list[QueueReport]]) -> None:
+    def __init__(self, read: Callable[[], list[QueueSettings]]) -> None:
         self._read = read
         self._rated: dict[str, QueueSettings] = {}
         self.capped: frozenset[str] = frozenset()
@@ -135,12 +135,12 @@ class QueueLimits:
             return
         self._read_at = mono
         try:
-            reports = self._read()
+            settings = self._read()
         except JobschedError as exc:  # the store is down: the poll holds
             log.info("cannot read the queue settings: %s", exc.text)
             return
-        self._rated = {r.settings.name: r.settings for r in reports if r.settings.rate_max}
-        self.capped = frozenset(r.settings.name for r in reports if r.settings.concurrency)
+        self._rated = {q.name: q for q in settings if q.rate_max}
+        self.capped = frozenset(q.name for q in settings if q.concurrency)
         known = [(at, name) for name, starts in self._starts.items() for at in starts]
         self._starts, others = {}, self._others
         self._others = deque(maxlen=OTHERS)

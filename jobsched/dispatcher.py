@@ -88,7 +88,7 @@ class Dispatcher:
         # Stores that can be woken by other processes' writes (PostgreSQL's
         # LISTEN/NOTIFY, SQLite's data_version) are slept on; others through a plain Event.
         self._sleeper = Sleeper(self.store if isinstance(self.store, WakeupListener) else None)
-        self._limits = QueueLimits(engine.queues)
+        self._limits = QueueLimits(engine.queue_settings)
         self.maintenance = Maintenance(engine, self.owner, self._on_rescued, heartbeat=True)
         self._s = State()
         self._done: queue.SimpleQueue[tuple[Run, Outcome, float, float]] = queue.SimpleQueue()

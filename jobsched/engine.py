@@ -139,6 +139,9 @@ class Engine(Execution):
     def queues(self) -> list[QueueReport]:
         return self.store.queue_report()
 
+    def queue_settings(self) -> list[QueueSettings]:
+        return self.store.queue_settings()
+
     def schedule_many(self, specs: Sequence[ScheduleSpec], now: int) -> list[Job]:
         """Create every job, or none, in one bulk insert; the jobs in spec order.
 

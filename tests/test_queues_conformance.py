@@ -131,6 +131,15 @@ def test_next_due_after_a_time_skips_what_is_already_due(make_store: Factory) ->
     assert a.next_due(after=T0 + 30) is None
 
 
+def test_queue_settings_are_the_configured_queues_without_their_jobs(make_store: Factory) -> None:
+    a = make_store()
+    a.insert(job("c1", queue="c"))
+    a.configure_queue("b", QueueChange(concurrency=2))
+    a.configure_queue("a", QueueChange(paused=True))
+    want = [QueueSettings("a", paused=True), QueueSettings("b", concurrency=2)]
+    assert make_store().queue_settings() == want
+
+
 def test_queue_report_shows_settings_and_jobs_by_state(store: Store) -> None:
     store.insert(job("a1", queue="a"))
     store.insert(job("a2", queue="a", state=S.PAUSED, paused_from=S.SCHEDULED))

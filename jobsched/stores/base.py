@@ -176,6 +176,14 @@ class Store(ABC):
     def queue_report(self) -> list[QueueReport]:
         """Every queue with settings or jobs, by name, with its jobs by state."""
 
+    def queue_settings(self) -> list[QueueSettings]:
+        """The settings of every queue configured (``configure_queue``), by
+        name: ``queue_report`` without counting the jobs, which a dispatcher
+        reads while blocked. This default counts them; the stores read only
+        the settings."""
+        reports = self.queue_report()
+        return [r.settings for r in reports if r.settings != QueueSettings(r.settings.name)]
+
     @abstractmethod
     def next_due(self, after: int | None = None) -> int | None:
         """The earliest ``due_at`` among scheduled and retrying jobs, or None;

@@ -241,6 +241,10 @@ class MemoryStore(MemoryRuns, MemoryQueues, UndoLog, Store):
                 for i in self._jobs.values()
             )
 
+    def queue_settings(self) -> list[QueueSettings]:
+        with self._lock:
+            return [self._settings[n] for n in sorted(self._settings)]
+
     def list_jobs(
         self,
         state: JobState | None,

@@ -289,6 +289,10 @@ class PostgresStore(Store, PgCluster):
         with self._use() as pg:
             return sq.report(q.runner(pg))
 
+    def queue_settings(self) -> list[QueueSettings]:
+        with self._use() as pg:
+            return sq.settings(q.runner(pg))
+
     def next_due(self, after: int | None = None) -> int | None:
         with self._use() as pg:
             if after is None:

@@ -211,6 +211,10 @@ def configure(run: Run, d: Dialect, name: str, change: QueueChange) -> QueueSett
     return new
 
 
+def settings(run: Run) -> list[QueueSettings]:
+    return [settings_from(r) for r in run(f"{_SETTINGS} ORDER BY name", ())]
+
+
 def report(run: Run) -> list[QueueReport]:
     """Every queue that has settings or jobs, by name. Counting groups every
     job: an operator's call, not a hot path."""
