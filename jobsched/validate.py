@@ -113,7 +113,7 @@ def schedule_spec(
 
 # The commonest schedule_job: a one-time job of a task with a payload, due now,
 # after delay_ms or at run_at, with every other setting at its default.
-_ONCE_KEYS = frozenset(("type", "msg_id", "current_time", "task", "payload", "delay_ms", "run_at"))
+ONCE_KEYS = frozenset(("type", "msg_id", "current_time", "task", "payload", "delay_ms", "run_at"))
 
 
 def once_spec(body: dict[str, Any], max_payload: int = DEFAULT_MAX_PAYLOAD) -> ScheduleSpec | None:
@@ -123,7 +123,7 @@ def once_spec(body: dict[str, Any], max_payload: int = DEFAULT_MAX_PAYLOAD) -> S
     the rules cannot differ; the stdio fast path's differential tests
     (tests/test_engine_equivalence.py, tests/test_node_fuzz.py) hold the two
     to the same answers."""
-    if not _ONCE_KEYS.issuperset(body):
+    if not ONCE_KEYS.issuperset(body):
         return None
     delay, run_at = body.get("delay_ms"), body.get("run_at")
     try:

@@ -29,6 +29,7 @@ from jobsched.errors import JobschedError, Unavailable
 from jobsched.jsonfast import MAX_DEPTH, dumps, loads, may_be_too_deep, too_deep
 from jobsched.messages import HANDLERS, READ_ONLY, Context, Fields, schedule_once
 from jobsched.timefmt import format_ms
+from jobsched.validate import ONCE_KEYS
 
 log = logging.getLogger("jobsched.wire")
 _MISSING = object()
@@ -208,7 +209,7 @@ def fast(ctx: Context, body: Body, envelope: Envelope) -> Pending | None:
     runs it without a savepoint of its own (a store call is atomic: base.py,
     promise 1). Every other request, and every error the fast path is not
     sure to word as the general path does, goes to ``dispatch``."""
-    if not ctx.fast_path or body.get("type") != "schedule_job":
+    if not ctx.fast_path or body.get("type") != "schedule_job" or not ONCE_KEYS.issuperset(body):
         return None
     msg_id = body.get("msg_id", _MISSING)
     head = _scheduled_head(envelope, msg_id)  # before anything is written: it cannot fail then

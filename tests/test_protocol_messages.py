@@ -363,6 +363,16 @@ def test_idempotent_schedule_with_caller_job_id(w: Wire) -> None:
     assert w.ok({"type": "stats"}, "stats")["total"] == 1
 
 
+def test_a_resend_with_a_unique_key_finds_its_own_job_not_a_duplicate(w: Wire) -> None:
+    body = {"type": "schedule_job", "task": "a", "job_id": "sync-1", "unique_key": "sync"}
+    first = w.ok(body, "job_scheduled")
+    again = w.ok(body, "job_scheduled")
+    assert again["job_id"] == first["job_id"] == "sync-1" and "duplicate" not in again
+    other = w.ok({**body, "job_id": "sync-2"}, "job_scheduled")
+    assert (other["job_id"], other["duplicate"]) == ("sync-1", True)
+    assert w.ok({"type": "stats"}, "stats")["total"] == 1
+
+
 def test_generated_ids_are_uuid7_and_distinct(w: Wire) -> None:
     import uuid
 
