@@ -274,6 +274,30 @@ def ours_many(n: int, batch: int, round_no: int) -> float:
     return rate(n, elapsed)
 
 
+def ours_one(n: int) -> float:
+    """Jobs/s of Client.schedule one at a time (each call its own transaction)."""
+    from jobsched import Client
+
+    with Client(dsn_for(OURS_DB) + "?schema=one") as client:
+        client.schedule("send-email")  # schema migrated before timing
+        start = time.perf_counter()
+        for i in range(n):
+            client.schedule("send-email", {"to": f"user{i}@example.com"})
+        return rate(n, time.perf_counter() - start)
+
+
+def peer_one(n: int) -> float:
+    """Jobs/s of Procrastinate's defer of the same jobs, one per call."""
+    app = peer_app(dsn_for(PEER_DB))
+    with app.open():
+        task = app.tasks["send-email"]
+        task.defer(to="warm-up")
+        start = time.perf_counter()
+        for i in range(n):
+            task.defer(to=f"user{i}@example.com")
+        return rate(n, time.perf_counter() - start)
+
+
 def peer_many(n: int, batch: int) -> float:
     """Jobs/s of Procrastinate's batch_defer over the same n jobs in calls of ``batch``."""
     dsn = dsn_for(PEER_DB)
@@ -316,6 +340,13 @@ def many_part(n: int, rounds: int, with_peer: bool) -> None:
             f"(rounds {min(each):.2f}x-{max(each):.2f}x)",
             flush=True,
         )
+    one_n = max(n // 5, 1)
+    mine = ours_one(one_n)
+    line = f"one job a call ({one_n:,}): jobsched Client.schedule {mine:,.0f}/s"
+    if with_peer:
+        peer = peer_one(one_n)
+        line += f", procrastinate defer {peer:,.0f}/s, ratio {ratio(mine, peer)}"
+    print(line, flush=True)
 
 
 def arguments() -> argparse.Namespace:
