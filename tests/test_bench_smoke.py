@@ -41,6 +41,7 @@ SCRIPTS = {
     "http_bench.py": ("--smoke", ()),  # no peer (ab is optional); --quick: ~20 s
     "queues_bench.py": ("--smoke", ()),  # no peer; --quick: 20-60 s
     "memory_bench.py": ("--smoke", ("apscheduler",)),  # --quick: 100,000 jobs
+    "batch_bench.py": ("--smoke", ()),  # no peer; --quick: ~10 s
 }
 # The scripts that create databases on the PostgreSQL server (all must be gone after).
 ON_POSTGRES = ("postgres_bench.py", "queues_bench.py")
