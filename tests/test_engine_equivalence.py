@@ -224,3 +224,26 @@ def test_a_divergence_planted_in_the_fast_path_is_caught(monkeypatch: pytest.Mon
     monkeypatch.setattr(wire, "fast", respaced)
     with pytest.raises(AssertionError, match="seed 0 step"):
         _same_answers(memory, 0, fast=True)
+
+
+def test_a_resend_is_answered_with_its_job_even_if_its_task_is_now_refused() -> None:
+    """Caller ids are inserted first and read only when taken: a re-send whose
+    task a restarted service no longer has must still find its job (and a
+    different spec still be error 21), as when the id was read first."""
+    from jobsched.engine import Engine
+    from jobsched.errors import JobExists
+    from jobsched.runner import TaskRegistry
+
+    store = MemoryStore()
+    before = TaskRegistry()
+    before.register("report", lambda payload: None)
+    body = {"task": "report", "payload": {"m": 1}, "job_id": "r-1", "delay_ms": 5000}
+    spec = validate.schedule_spec(body)
+    first = Engine(store, before).schedule(spec, T0)
+    after = TaskRegistry()
+    after.strict = True  # as `jobsched serve` without that task
+    again = Engine(store, after).schedule(spec, T0 + 10)
+    assert (again.job_id, again.first_due) == ("r-1", first.first_due)
+    other = validate.schedule_spec({**body, "payload": {"m": 2}})
+    with pytest.raises(JobExists):
+        Engine(store, after).schedule(other, T0 + 20)
