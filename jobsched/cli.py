@@ -19,13 +19,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from jobsched.cli_args import LOG_FORMAT, USAGE, listen_address, node_parser, serve_parser
-from jobsched.embedded import open_store
 from jobsched.engine import Engine, EngineConfig
 from jobsched.errors import JobschedError
 from jobsched.messages import Context
 from jobsched.node import StdioNode
 from jobsched.runner import TaskRegistry, default_registry
 from jobsched.stores.base import ClusterClock, Store
+from jobsched.stores.open import open_store
 from jobsched.timefmt import format_ms, now_ms
 from jobsched.version import __version__
 

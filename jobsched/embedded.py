@@ -28,32 +28,12 @@ from jobsched.errors import JobschedError
 from jobsched.messages import READ_ONLY, Context
 from jobsched.runner import Runner, TaskRegistry, default_registry
 from jobsched.stores.base import ClusterClock, Store
+from jobsched.stores.open import open_store
 from jobsched.timefmt import now_ms
 
 if TYPE_CHECKING:
     from jobsched.client import Client
     from jobsched.dispatcher import Dispatcher
-
-MEMORY = ("", ":memory:", "memory")
-
-
-def open_store(db: str | os.PathLike[str] | None, synchronous: str = "FULL") -> Store:
-    """The store a ``--db`` value names: None, "" or ":memory:" = memory,
-    ``postgresql://...`` = PostgreSQL, anything else a SQLite file."""
-    text = "" if db is None else os.fspath(db)
-    if text in MEMORY:
-        from jobsched.stores.memory import MemoryStore
-
-        return MemoryStore()
-    if text.startswith(("postgresql://", "postgres://")):
-        from jobsched.stores.postgres import (  # type: ignore[import-not-found, unused-ignore]
-            PostgresStore,
-        )
-
-        return PostgresStore(text)  # type: ignore[no-any-return, unused-ignore]
-    from jobsched.stores.sqlite import SQLiteStore
-
-    return SQLiteStore(text, synchronous=synchronous)
 
 
 class _LocalTransport(StoreTransport):

@@ -66,6 +66,7 @@ RANKS = {
     "stores.postgres_sql": 3,
     "stores.postgres_cluster": 3,
     "stores.postgres_claim": 3,
+    "stores.open": 3,
     "stores.postgres_dsn": 3,
     "stores.sqlite_sql": 3,
     # 4: transports
