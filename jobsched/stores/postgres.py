@@ -196,7 +196,9 @@ class PostgresStore(Store, PgCluster):
             raise JobExists(taken) from None
         for job in jobs:
             job.seq = seqs[job.job_id]
-        dues = [(j.due_at, j.queue) for j in jobs if j.state in RUNNABLE_STATES and j.due_at]
+        dues = [
+            (j.due_at, j.queue) for j in jobs if j.state in RUNNABLE_STATES and j.due_at is not None
+        ]
         if dues:
             self._pool.note_due(*min(dues))
         return list(jobs)
@@ -291,14 +293,14 @@ class PostgresStore(Store, PgCluster):
 
     def queue_settings(self) -> list[QueueSettings]:
         with self._use() as pg:
-            return sq.settings(q.runner(pg))
+            return sq.all_settings(q.runner(pg))
 
     def next_due(self, after: int | None = None) -> int | None:
         with self._use() as pg:
             if after is None:
-                row = pg.execute(f"SELECT {q.MIN_DUE}").fetchone()
+                row = pg.execute(q.NEXT_DUE).fetchone()
             else:
-                row = pg.execute(f"SELECT {q.MIN_DUE_AFTER}", (after,)).fetchone()
+                row = pg.execute(q.NEXT_DUE_AFTER, (after,)).fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
     def list_jobs(

@@ -60,7 +60,7 @@ def claim_sql(
 ) -> tuple[str, list[Any]] | None:
     """The one statement, and its arguments; None when nothing can be taken
     (every queue it may claim from is paused or not there)."""
-    special = {q.name: q for q in rules if q.paused or (limits and q.limited)}
+    special = sq.restricting_by_name(rules, limits)
     ctes: list[str] = []
     args: list[Any] = []
     for name in sorted(special if only is None else only):

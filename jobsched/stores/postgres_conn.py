@@ -101,12 +101,6 @@ _FAULTS: tuple[type[Exception], ...] = (
     pg_errors.ReadOnlySqlTransaction,  # a standby after failover
 )
 
-# A dispatcher sleeps at most until the earliest due time it read, and reads
-# again when it wakes; so a new due time needs a wake-up only when it is the
-# earliest of all (ties included: the written job's own row is visible here).
-# This keeps NOTIFY (whose commit takes a database-wide lock) off the common
-# path of a busy cluster, where overdue jobs are already waiting.
-
 
 @dataclass(slots=True)
 class _Conn(TxState):
@@ -341,8 +335,9 @@ class Pool(Transactions[_Conn]):
         raise exc
 
     def note_due(self, due: int | None, queue: str) -> None:
-        """A write made a job runnable at ``due``: tell sleeping dispatchers, at
-        commit, if no other runnable job is due as early (see ``NOTIFY_SQL``)."""
+        """A write made a job of ``queue`` runnable at ``due``: tell sleeping
+        dispatchers, at commit, when they may not know of a job that early
+        (the rule is ``postgres_sql.NOTIFY_SQL``'s)."""
         if due is None:
             return
         conn: _Conn = self._tls.conn

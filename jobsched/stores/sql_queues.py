@@ -21,13 +21,13 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from jobsched.jobs import Job, JobState
+from jobsched.jobs import MAX_PRIORITY, Job, JobState
 from jobsched.queues import QueueChange, QueueReport, QueueSettings, free_slots
 
 Run = Callable[[str, Sequence[Any]], list[Any]]
 # Every priority, spelt out: SQLite then searches one due range per priority
 # of the (priority, due_at, seq) index, already in claim order (no sort).
-PRIORITIES = "(0, 1, 2, 3, 4, 5, 6, 7, 8, 9)"
+PRIORITIES = f"({', '.join(str(p) for p in range(MAX_PRIORITY + 1))})"
 _RUNNABLE = "state IN ('scheduled', 'retrying')"
 _NOT_FINAL = "('scheduled', 'running', 'retrying', 'paused')"
 _SETTINGS = "SELECT name, concurrency, rate_max, rate_per_ms, paused FROM queues"
@@ -120,7 +120,7 @@ def claim_seqs(
 ) -> tuple[list[int], dict[str, QueueSettings]]:
     """The seqs to claim (in claim order), and the rate-limited queues whose
     starts the caller must record."""
-    special = {q.name: q for q in rules if q.paused or (limits and q.limited)}
+    special = restricting_by_name(rules, limits)
     picked: list[tuple[int, int, int]] = []
     for name in sorted(special if only is None else only):
         q = special.get(name)
@@ -140,11 +140,17 @@ def claim_seqs(
     return seqs, rated
 
 
+def restricting_by_name(rules: list[QueueSettings], limits: bool) -> dict[str, QueueSettings]:
+    """The queues of these settings that restrict a claim (paused, or limited
+    when ``limits`` apply), by name."""
+    return {q.name: q for q in rules if q.paused or (limits and q.limited)}
+
+
 def restricts(rules: list[QueueSettings], limits: bool) -> bool:
     """Whether these settings restrict claims: a store that read them goes the
     long way first at its next claim, rather than spend the one-statement claim
     that would take nothing (it goes back once a read finds none)."""
-    return any(r.paused or (limits and r.limited) for r in rules)
+    return bool(restricting_by_name(rules, limits))
 
 
 def claim_restricted(
@@ -211,14 +217,15 @@ def configure(run: Run, d: Dialect, name: str, change: QueueChange) -> QueueSett
     return new
 
 
-def settings(run: Run) -> list[QueueSettings]:
+def all_settings(run: Run) -> list[QueueSettings]:
+    """Every stored queue setting, by name."""
     return [settings_from(r) for r in run(f"{_SETTINGS} ORDER BY name", ())]
 
 
 def report(run: Run) -> list[QueueReport]:
     """Every queue that has settings or jobs, by name. Counting groups every
     job: an operator's call, not a hot path."""
-    settings = {q.name: q for q in map(settings_from, run(f"{_SETTINGS} ORDER BY name", ()))}
+    settings = {q.name: q for q in all_settings(run)}
     counts: dict[str, dict[JobState, int]] = {}
     for queue, state, n in run("SELECT queue, state, count(*) FROM jobs GROUP BY queue, state", ()):
         counts.setdefault(queue, {})[JobState(state)] = int(n)

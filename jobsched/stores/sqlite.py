@@ -322,7 +322,7 @@ class SQLiteStore(Store, Transactions[_Conn], DataVersionWakeups):
 
     def queue_settings(self) -> list[QueueSettings]:
         with self._use(False) as db:
-            return sq.settings(lambda sql, a: db.execute(sql, a).fetchall())
+            return sq.all_settings(lambda sql, a: db.execute(sql, a).fetchall())
 
     def next_due(self, after: int | None = None) -> int | None:
         with self._use(False) as db:

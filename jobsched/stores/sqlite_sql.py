@@ -14,7 +14,7 @@ from functools import lru_cache
 from itertools import chain
 from typing import Any
 
-from jobsched.jobs import Job
+from jobsched.jobs import MAX_PRIORITY, Job
 from jobsched.stores import sql_queues as sq
 from jobsched.stores.sqlite_schema import (
     COLUMNS,
@@ -74,7 +74,7 @@ def _next_due(where: str) -> str:
             f"SELECT * FROM (SELECT due_at AS d FROM jobs INDEXED BY jobs_due "
             f"WHERE state IN ('scheduled', 'retrying') AND priority = {p} "
             f"AND due_at IS NOT NULL{where} ORDER BY due_at LIMIT 1)"
-            for p in range(10)
+            for p in range(MAX_PRIORITY + 1)
         )
         + ")"
     )
