@@ -1,7 +1,7 @@
-"""The store a ``--db`` value names (``jobsched node``/``serve``, ``Service``,
-``Client``). Its own module so that the command line opens a store without
-importing the client (http.client, ssl, the client's types: 20 ms of a
-node's start-up)."""
+"""The store a ``--db`` value names (``jobsched node``/``serve``, ``Service``;
+the ``Client`` reads its target by rules of its own, client_transports). Its
+own module so that the command line opens a store without importing the
+client (http.client, ssl, the client's types: 20 ms of a node's start-up)."""
 
 from __future__ import annotations
 
