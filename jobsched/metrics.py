@@ -98,16 +98,6 @@ class Metrics:
         return int(self._sum("skipped"))
 
     @property
-    def buckets(self) -> list[int]:
-        with self.lock:
-            columns = zip(*(q.buckets for q in self.queues.values()), strict=True)
-            return [sum(column) for column in columns]
-
-    @property
-    def lateness_sum(self) -> float:
-        return self._sum("lateness_sum")
-
-    @property
     def lateness_count(self) -> int:
         return int(self._sum("lateness_count"))
 
