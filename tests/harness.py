@@ -113,3 +113,15 @@ def run_lines(lines: list[str], *args: str, timeout: float = 60) -> tuple[list[s
         timeout=timeout,
     )
     return proc.stdout.decode().splitlines(), proc.stderr.decode(), proc.returncode
+
+
+def assert_mypy_strict(path: Path) -> None:
+    """``mypy --strict`` passes on ``path`` (a documented example), run from the repository."""
+    checked = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr

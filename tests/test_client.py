@@ -41,6 +41,7 @@ from jobsched import (
 from jobsched.client_types import InvalidArgument, WrongConnection
 from jobsched.errors import JobExists, JobNotFound, JobschedError, Malformed, PreconditionFailed
 from tests.backend_postgres import base_dsn, fresh_schema, with_schema
+from tests.harness import assert_mypy_strict
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "client-test-token"
@@ -480,14 +481,7 @@ def test_every_target_gives_the_same_results(
 
 def test_the_client_example_passes_mypy_strict_and_runs(tmp_path: Path) -> None:
     example = ROOT / "examples" / "client_app.py"
-    checked = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", str(example)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert_mypy_strict(example)
     ran = subprocess.run(
         [sys.executable, str(example), str(tmp_path / "app.db")],
         cwd=ROOT,

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,7 +25,7 @@ from jobsched import AsyncClient, Client, JobSpec, JobState, ScheduledJob
 from jobsched.client_types import WrongConnection
 from jobsched.errors import JobExists, JobNotFound, Malformed
 from tests.backend_postgres import base_dsn, fresh_schema, with_schema
-from tests.harness import NodeProcess
+from tests.harness import NodeProcess, assert_mypy_strict
 
 ROOT = Path(__file__).resolve().parent.parent
 LATER = datetime(2031, 3, 1, tzinfo=UTC)
@@ -308,11 +306,4 @@ def test_the_documented_example_passes_mypy_strict(tmp_path: Path) -> None:
     assert "connection=conn" in code and "AsyncConnection" in code
     example = tmp_path / "async_tx_example.py"
     example.write_text(code)
-    checked = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", str(example)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert_mypy_strict(example)
