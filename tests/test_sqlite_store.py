@@ -152,3 +152,45 @@ def test_listing_keeps_no_job_alive_after_the_caller_drops_it(path: str) -> None
     # What is worth keeping is kept: the statement text, one per filter combination
     # (two placeholder styles x state, task and queue filters on or off: 16 at most).
     assert list_sql.cache_info().currsize <= 16 and list_sql.cache_info().hits >= 90
+
+
+def _claim_steps(tmp_path: Path, held: int) -> int:
+    """SQLite virtual machine steps (in thousands) of one claim of 3 jobs
+    of queue default, behind a paused queue and a full one of ``held`` due jobs each."""
+    from jobsched.queues import QueueChange
+
+    store = SQLiteStore(str(tmp_path / f"held{held}.db"))
+
+    def queued(job_id: str, queue: str, priority: int) -> Job:
+        j = job(job_id)
+        j.queue, j.priority = queue, priority
+        return j
+
+    store.insert_many([queued(f"h{i}", "held", i % 3) for i in range(held)])
+    store.insert_many([queued(f"f{i}", "full", i % 3) for i in range(held)])
+    store.insert_many([queued(f"d{i}", "default", i % 2) for i in range(4)])
+    store.configure_queue("held", QueueChange(paused=True))
+    store.configure_queue("full", QueueChange(concurrency=1))
+    assert store.claim_due(T0, 1, "me", T0 + 60_000, frozenset({"full"}))
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    db = store._local().db
+    db.set_progress_handler(count, 1000)
+    taken = store.claim_due(T0 + 1000, 3, "me", T0 + 60_000)
+    db.set_progress_handler(None, 0)
+    assert sorted(j.job_id for j in taken) == ["d0", "d1", "d2"]
+    store.close()
+    return steps[0]
+
+
+def test_a_claim_behind_held_queues_does_not_read_their_backlog(tmp_path: Path) -> None:
+    """A paused queue, or a full one, holds its due jobs back. A claim took
+    the other queues' jobs by walking the due index and filtering the held
+    ones out, so every claim read the whole held backlog; it reads the other
+    queues one by one instead: its work does not grow with that backlog."""
+    small, large = _claim_steps(tmp_path, 100), _claim_steps(tmp_path, 5000)
+    assert large <= small + 2, (small, large)

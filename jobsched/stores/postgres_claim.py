@@ -22,7 +22,7 @@ from typing import Any
 from jobsched.jobs import Job
 from jobsched.queues import QueueSettings
 from jobsched.stores import sql_queues as sq
-from jobsched.stores.postgres_sql import due_rows
+from jobsched.stores.postgres_sql import PAIRS, other_rows, queue_rows
 
 Bound = tuple[str, list[Any]]  # SQL text and its arguments
 
@@ -44,12 +44,6 @@ def _bound(q: QueueSettings | None, now: int, limit: int) -> Bound:
     return f"GREATEST(0, LEAST({', '.join(bounds)}))", args
 
 
-def _rows(where: str, where_args: list[Any], now: int, bound: Bound) -> Bound:
-    """``postgres_sql.due_rows`` and its arguments."""
-    limit, limit_args = bound
-    return due_rows(where, limit), [now, *where_args, *limit_args, *limit_args]
-
-
 def claim_sql(
     now: int,
     limit: int,
@@ -67,20 +61,21 @@ def claim_sql(
         q = special.get(name)
         if q is not None and q.paused:
             continue
-        sql, more = _rows(" AND queue = %s", [name], now, _bound(q, now, limit))
-        ctes.append(f"c{len(ctes)} AS ({sql})")
-        args += more
+        bound, bound_args = _bound(q, now, limit)
+        ctes.append(f"c{len(ctes)} AS ({queue_rows(bound)})")
+        args += [name, now, *bound_args, *bound_args]
     if only is None:
-        where = f" AND queue NOT IN ({', '.join(['%s'] * len(special))})" if special else ""
-        sql, more = _rows(where, sorted(special), now, ("%s", [limit]))
-        ctes.append(f"c{len(ctes)} AS ({sql})")
-        args += more
+        # The other queues' candidates, per (queue, priority) pair: never a walk
+        # of the jobs the queues above hold back (postgres_sql.PAIRS).
+        ctes.append(f"c{len(ctes)} AS ({other_rows(len(special), '%s')})")
+        args += [now, limit, *sorted(special), limit]
     if not ctes:
         return None
     union = " UNION ALL ".join(f"SELECT * FROM c{i}" for i in range(len(ctes)))
     owner, until, stamp = lease
+    pairs = f"RECURSIVE {PAIRS}, " if only is None else ""
     sql = (
-        f"WITH {', '.join(ctes)}, "
+        f"WITH {pairs}{', '.join(ctes)}, "
         f"picked AS (SELECT seq FROM ({union}) u ORDER BY priority, due_at, seq LIMIT %s), "
         "took AS (UPDATE jobs SET state = 'running', locked_by = %s, locked_until = %s, "
         "touched_ms = %s FROM picked WHERE jobs.seq = picked.seq "

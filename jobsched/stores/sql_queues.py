@@ -10,14 +10,15 @@ a limit) are read first; on PostgreSQL the limited ones are locked
 the claim's transaction, so that two nodes never both count the same free
 slot. SQLite's write lock (``BEGIN IMMEDIATE``) serialises claims already.
 Without such settings and without a ``--queues`` filter, a claim is the one
-statement it always was. Otherwise candidates are read per limited queue
-(at most its free slots) and for the rest, merged in (priority, due_at, seq)
-order, cut to the limit, and taken in one guarded UPDATE.
+statement it always was. Otherwise candidates are read queue by queue (a
+limited queue's at most its free slots; a paused one's not at all, and never
+read past), merged in (priority, due_at, seq) order, cut to the limit, and
+taken in one guarded UPDATE.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,8 +39,7 @@ class Dialect:
     mark: str  # the driver's placeholder
     select: str  # the job columns to return, as the store reads them
     locks: bool  # PostgreSQL: FOR UPDATE [SKIP LOCKED]; SQLite: its write lock does it
-    due_index: str = ""  # SQLite: INDEXED BY hints (its planner lacks statistics)
-    queue_index: str = ""
+    queue_index: str = ""  # SQLite: an INDEXED BY hint (its planner lacks statistics)
 
 
 def settings_from(row: Sequence[Any]) -> QueueSettings:
@@ -52,26 +52,33 @@ def _marks(d: Dialect, n: int) -> str:
 
 
 def _candidates(
-    run: Run, d: Dialect, now: int, limit: int, queue: str | None, skip: Collection[str]
+    run: Run, d: Dialect, now: int, limit: int, queue: str
 ) -> list[tuple[int, int, int]]:
-    """(priority, due_at, seq) of up to ``limit`` due jobs, in claim order: of
-    ``queue`` when given, else of every queue but ``skip``."""
-    args: list[Any] = [now]
-    if queue is not None:
-        where, hint = f" AND queue = {d.mark}", d.queue_index
-        args.append(queue)
-    else:
-        where, hint = "", d.due_index
-        if skip:
-            where = f" AND queue NOT IN ({_marks(d, len(skip))})"
-            args += sorted(skip)
+    """(priority, due_at, seq) of up to ``limit`` due jobs of ``queue``, in claim order."""
     lock = " FOR UPDATE SKIP LOCKED" if d.locks else ""
     sql = (
-        f"SELECT priority, due_at, seq FROM jobs {hint} WHERE {_RUNNABLE} "
-        f"AND priority IN {PRIORITIES} AND due_at <= {d.mark}{where} "
+        f"SELECT priority, due_at, seq FROM jobs {d.queue_index} WHERE {_RUNNABLE} "
+        f"AND queue = {d.mark} AND priority IN {PRIORITIES} AND due_at <= {d.mark} "
         f"ORDER BY priority, due_at, seq LIMIT {d.mark}{lock}"
     )
-    return [(int(p), int(due), int(seq)) for p, due, seq in run(sql, (*args, limit))]
+    return [(int(p), int(due), int(seq)) for p, due, seq in run(sql, (queue, now, limit))]
+
+
+def _runnable_queues(run: Run, d: Dialect) -> Iterator[str]:
+    """The queues that hold runnable jobs, in name order, one index descent
+    each (a loose scan of the queue due index). A claim that must leave some
+    queues' jobs alone (paused, or full) reads the others' candidates queue by
+    queue: filtering the held ones out of a walk of the due index instead read
+    every due job they hold, on every claim (a paused queue's backlog of
+    100,000 jobs made each claim read all of them)."""
+    sql = (
+        f"SELECT queue FROM jobs {d.queue_index} WHERE {_RUNNABLE} AND queue > {d.mark} "
+        "ORDER BY queue LIMIT 1"
+    )
+    after = ""  # queue names are never empty (validate.queue_name)
+    while rows := run(sql, (after,)):
+        after = str(rows[0][0])
+        yield after
 
 
 def _in_flight(run: Run, d: Dialect, queue: str) -> int:
@@ -131,9 +138,11 @@ def claim_seqs(
             slots = free_slots(q, _in_flight(run, d, name), _recent_starts(run, d, q, now))
             if slots == 0:
                 continue
-        picked += _candidates(run, d, now, limit if slots is None else min(limit, slots), name, ())
+        picked += _candidates(run, d, now, limit if slots is None else min(limit, slots), name)
     if only is None:
-        picked += _candidates(run, d, now, limit, None, special)
+        for name in _runnable_queues(run, d):
+            if name not in special:
+                picked += _candidates(run, d, now, limit, name)
     picked.sort()
     seqs = [seq for _, _, seq in picked[:limit]]
     rated = {n: q for n, q in special.items() if limits and q.rate_max is not None}

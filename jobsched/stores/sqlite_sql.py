@@ -59,9 +59,7 @@ INSERT_RUN = (
     "INSERT INTO runs (job_id, started_at, finished_at, outcome, error, node, recorded_ms) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-D = sq.Dialect(
-    "?", SELECT, False, due_index="INDEXED BY jobs_due", queue_index="INDEXED BY jobs_queue_due"
-)
+D = sq.Dialect("?", SELECT, False, queue_index="INDEXED BY jobs_queue_due")
 FINAL = "('completed', 'dead', 'cancelled')"
 
 
