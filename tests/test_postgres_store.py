@@ -422,3 +422,30 @@ def test_a_claim_behind_held_queues_does_not_read_their_backlog(
     assert _rows_filtered_out(row[0]) < 50, row[0]
     taken = store.claim_due(T0 + 1000, 3, "me", T0 + 60_000)
     assert sorted(j.job_id for j in taken) == ["d0", "d1", "d2"]
+
+
+def test_a_claim_after_an_empty_one_on_a_full_queue_locks_nothing(open_store: Open) -> None:
+    """A limited claim locks the queue's settings row until its COMMIT is
+    flushed, holding every other node's claim. A node whose last claim took
+    nothing looks first, without a lock: while the queue stays full its claims
+    lock and write nothing (no transaction id is assigned); once a slot is
+    free it claims as before."""
+    from jobsched.queues import QueueChange
+
+    store = open_store()
+    for i in range(3):
+        j = job(f"b{i}", due=T0 + i)
+        j.queue = "bench"
+        store.insert(j)
+    store.configure_queue("bench", QueueChange(concurrency=1))
+    lease = ("me", T0 + 60_000)
+    assert [j.job_id for j in store.claim_due(T0 + 10, 5, *lease)] == ["b0"]
+    assert store.claim_due(T0 + 10, 5, *lease) == []  # full: locked, took nothing
+    conn = store._pool._state()
+    assert store.claim_due(T0 + 10, 5, *lease) == []  # looked: nothing locked
+    assert conn.xid is None
+    done = store.get("b0")
+    assert done is not None
+    store.replace(done.evolve(state=S.COMPLETED, locked_by=None), S.RUNNING, "me")
+    assert [j.job_id for j in store.claim_due(T0 + 10, 5, *lease)] == ["b1"]
+    assert conn.xid is not None

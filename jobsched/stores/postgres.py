@@ -48,7 +48,7 @@ from jobsched.stores.base import (
     Store,
     first_taken,
 )
-from jobsched.stores.postgres_claim import claim_limited
+from jobsched.stores.postgres_claim import Both, Bound, claim_limited
 from jobsched.stores.postgres_cluster import PgCluster
 from jobsched.stores.sqlite_schema import SELECT, job_from_row, list_query
 
@@ -72,6 +72,18 @@ def _require_psycopg() -> None:
         ) from exc
 
 
+def _both(pg: Any) -> Both:
+    """Two reads on connection ``pg`` sent together: one round trip."""
+
+    def both(first: Bound, second: Bound) -> tuple[list[Any], list[Any]]:
+        with pg.pipeline():
+            a = pg.execute(*first)
+            b = pg.execute(*second)
+        return a.fetchall(), b.fetchall()
+
+    return both
+
+
 class PostgresStore(Store, PgCluster):
     def __init__(self, dsn: str) -> None:
         _require_psycopg()
@@ -87,6 +99,9 @@ class PostgresStore(Store, PgCluster):
         self._capped: frozenset[str] = frozenset()
         # Whether the last settings read found claims restricted, by ``limits``.
         self._restricted = {False: False, True: False}
+        # By (limits, --queues): the settings under which this node's last
+        # limited claim took nothing (postgres_claim.claim_limited's look).
+        self._took_nothing: dict[tuple[bool, frozenset[str] | None], list[QueueSettings]] = {}
         try:
             self._start()
         except BaseException:
@@ -273,10 +288,16 @@ class PostgresStore(Store, PgCluster):
             rules: list[QueueSettings] = []
             if not jobs:
                 lease = (owner, lease_until, self.clock())
+                last = self._took_nothing.get((limits, queues))
+                look = None if last is None else (_both(pg), last)
                 jobs, rules = claim_limited(
-                    run, q.D, job_from_row, now, limit, lease, queues, limits, plain
+                    run, q.D, job_from_row, now, limit, lease, queues, limits, plain, look
                 )
                 self._restricted[limits] = sq.restricts(rules, limits)
+                if jobs or not rules:
+                    self._took_nothing.pop((limits, queues), None)
+                else:
+                    self._took_nothing[(limits, queues)] = rules
             if limits:
                 self._capped = frozenset(r.name for r in rules if r.concurrency is not None)
         # RETURNING gives rows in no promised order; the claim order is (priority, due_at, seq).

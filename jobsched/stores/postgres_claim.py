@@ -44,6 +44,56 @@ def _bound(q: QueueSettings | None, now: int, limit: int) -> Bound:
     return f"GREATEST(0, LEAST({', '.join(bounds)}))", args
 
 
+def _candidates(
+    now: int,
+    limit: int,
+    rules: list[QueueSettings],
+    only: frozenset[str] | None,
+    limits: bool,
+    lock: bool,
+) -> tuple[list[str], list[Any], dict[str, QueueSettings]]:
+    """The claim's candidate CTEs (``c0``, ``c1``, ...; ``PAIRS`` when only is
+    None), their arguments, and the restricting queues by name."""
+    special = sq.restricting_by_name(rules, limits)
+    ctes: list[str] = []
+    args: list[Any] = []
+    for name in sorted(special if only is None else only):
+        q = special.get(name)
+        if q is not None and q.paused:
+            continue
+        bound, bound_args = _bound(q, now, limit)
+        ctes.append(f"c{len(ctes)} AS ({queue_rows(bound, lock)})")
+        args += [name, now, *bound_args, *bound_args]
+    if only is None:
+        # The other queues' candidates, per (queue, priority) pair: never a walk
+        # of the jobs the queues above hold back (postgres_sql.PAIRS).
+        ctes.append(f"c{len(ctes)} AS ({other_rows(len(special), '%s', lock)})")
+        args += [now, limit, *sorted(special), limit]
+    if ctes and only is None:
+        ctes.insert(0, PAIRS)
+    return ctes, args, special
+
+
+def _union(ctes: list[str]) -> str:
+    n = sum(1 for cte in ctes if cte.startswith("c"))
+    return " UNION ALL ".join(f"SELECT * FROM c{i}" for i in range(n))
+
+
+def look_sql(
+    now: int,
+    limit: int,
+    rules: list[QueueSettings],
+    only: frozenset[str] | None,
+    limits: bool,
+) -> tuple[str, list[Any]] | None:
+    """A read of how many jobs a claim under these settings would take, with
+    no lock: a node whose last claim took nothing looks first (``claim_limited``)."""
+    ctes, args, _ = _candidates(now, limit, rules, only, limits, lock=False)
+    if not ctes:
+        return None
+    return f"WITH RECURSIVE {', '.join(ctes)} SELECT count(*) FROM ({_union(ctes)}) u", args
+
+
 def claim_sql(
     now: int,
     limit: int,
@@ -54,29 +104,13 @@ def claim_sql(
 ) -> tuple[str, list[Any]] | None:
     """The one statement, and its arguments; None when nothing can be taken
     (every queue it may claim from is paused or not there)."""
-    special = sq.restricting_by_name(rules, limits)
-    ctes: list[str] = []
-    args: list[Any] = []
-    for name in sorted(special if only is None else only):
-        q = special.get(name)
-        if q is not None and q.paused:
-            continue
-        bound, bound_args = _bound(q, now, limit)
-        ctes.append(f"c{len(ctes)} AS ({queue_rows(bound)})")
-        args += [name, now, *bound_args, *bound_args]
-    if only is None:
-        # The other queues' candidates, per (queue, priority) pair: never a walk
-        # of the jobs the queues above hold back (postgres_sql.PAIRS).
-        ctes.append(f"c{len(ctes)} AS ({other_rows(len(special), '%s')})")
-        args += [now, limit, *sorted(special), limit]
+    ctes, args, special = _candidates(now, limit, rules, only, limits, lock=True)
     if not ctes:
         return None
-    union = " UNION ALL ".join(f"SELECT * FROM c{i}" for i in range(len(ctes)))
     owner, until, stamp = lease
-    pairs = f"RECURSIVE {PAIRS}, " if only is None else ""
     sql = (
-        f"WITH {pairs}{', '.join(ctes)}, "
-        f"picked AS (SELECT seq FROM ({union}) u ORDER BY priority, due_at, seq LIMIT %s), "
+        f"WITH RECURSIVE {', '.join(ctes)}, "
+        f"picked AS (SELECT seq FROM ({_union(ctes)}) u ORDER BY priority, due_at, seq LIMIT %s), "
         "took AS (UPDATE jobs SET state = 'running', locked_by = %s, locked_until = %s, "
         "touched_ms = %s FROM picked WHERE jobs.seq = picked.seq "
         f"AND jobs.state IN ('scheduled', 'retrying') RETURNING jobs.*)"
@@ -98,6 +132,9 @@ def claim_sql(
     return sql, args
 
 
+Both = Callable[[Bound, Bound], tuple[list[Any], list[Any]]]  # two reads, one round trip
+
+
 def claim_limited(
     run: sq.Run,
     d: sq.Dialect,
@@ -108,9 +145,25 @@ def claim_limited(
     only: frozenset[str] | None,
     limits: bool,
     tried_plain: bool,
+    look: tuple[Both, list[QueueSettings]] | None = None,
 ) -> tuple[list[Job], list[QueueSettings]]:
     """``sql_queues.claim_restricted``, in two statements (module docstring).
-    ``d``: PostgreSQL's dialect (its ``select``: the job columns returned)."""
+    ``d``: PostgreSQL's dialect (its ``select``: the job columns returned).
+
+    ``look``: this node's last claim took nothing, under these settings. Then
+    the settings and the jobs a claim would take are read first, with no lock
+    (``both``: one round trip), and when the settings are the same and no job
+    could be taken, nothing is locked: a claim that locks the settings holds
+    every other node's claim until its COMMIT is flushed, though it takes
+    nothing (two nodes on a full queue: one node's claims took the slots, the
+    other's, all empty, made it wait). What frees a slot or makes a job due
+    after that read wakes the node as it would after an empty claim."""
+    if look is not None and limits:
+        both, cached = look
+        probe = look_sql(now, limit, cached, only, limits)
+        rows, counted = both((sq.RESTRICTING, []), probe or ("SELECT 0", []))
+        if [sq.settings_from(r) for r in rows] == cached and counted[0][0] == 0:
+            return [], cached
     rules = sq.restricting(run, d, limits)
     if tried_plain and not rules and only is None:
         return [], rules

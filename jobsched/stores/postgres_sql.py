@@ -71,7 +71,7 @@ PAIRS = (
 )
 
 
-def other_rows(skip: int, limit: str) -> str:
+def other_rows(skip: int, limit: str, lock: bool = True) -> str:
     """``due_rows`` over every queue but ``skip`` named ones, read per
     (queue, priority) pair of ``PAIRS`` (which the statement must define).
     Arguments: the time, ``limit``'s, the names skipped, ``limit``'s again."""
@@ -80,19 +80,24 @@ def other_rows(skip: int, limit: str) -> str:
         "SELECT x.priority, x.due_at, x.seq FROM pairs, LATERAL (SELECT priority, due_at, seq "
         "FROM jobs WHERE state IN ('scheduled', 'retrying') "
         f"AND {_pair_range('pairs.queue', 'pairs.priority')} "
-        f"ORDER BY queue, priority, due_at, seq LIMIT {limit} FOR UPDATE SKIP LOCKED) x{where} "
+        f"ORDER BY queue, priority, due_at, seq LIMIT {limit}{_locked(lock)}) x{where} "
         f"ORDER BY 1, 2, 3 LIMIT {limit}"
     )
 
 
-def queue_rows(limit: str) -> str:
-    """``due_rows`` of one queue. Arguments: the queue, the time, ``limit``'s twice."""
+def queue_rows(limit: str, lock: bool = True) -> str:
+    """``due_rows`` of one queue. Arguments: the queue, the time, ``limit``'s twice.
+    ``lock``: the rows are locked (SKIP LOCKED), as a claim needs; else only read."""
     return (
         f"SELECT x.priority, x.due_at, x.seq FROM {_PRIORITIES}, (SELECT %s::text AS name) q, "
         "LATERAL (SELECT priority, due_at, seq FROM jobs WHERE state IN ('scheduled', 'retrying') "
-        f"AND {_pair_range('q.name', 'p')} ORDER BY queue, priority, due_at, seq LIMIT {limit} "
-        f"FOR UPDATE SKIP LOCKED) x ORDER BY 1, 2, 3 LIMIT {limit}"
+        f"AND {_pair_range('q.name', 'p')} ORDER BY queue, priority, due_at, seq LIMIT {limit}"
+        f"{_locked(lock)}) x ORDER BY 1, 2, 3 LIMIT {limit}"
     )
+
+
+def _locked(lock: bool) -> str:
+    return " FOR UPDATE SKIP LOCKED" if lock else ""
 
 
 def _pair_range(queue: str, priority: str) -> str:

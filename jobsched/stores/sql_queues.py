@@ -109,10 +109,13 @@ def no_restriction(limits: bool) -> str:
     return f"NOT EXISTS (SELECT 1 FROM queues WHERE {_restricts(limits)})"
 
 
+# The settings of the queues a claim must look at: paused ones and limited ones.
+RESTRICTING = f"{_SETTINGS} WHERE {_restricts(True)} ORDER BY name"
+
+
 def restricting(run: Run, d: Dialect, lock: bool) -> list[QueueSettings]:
     """The queues a claim must look at: paused ones and limited ones."""
-    sql = f"{_SETTINGS} WHERE {_restricts(True)} ORDER BY name"
-    sql += " FOR UPDATE" if lock and d.locks else ""
+    sql = RESTRICTING + (" FOR UPDATE" if lock and d.locks else "")
     return [settings_from(r) for r in run(sql, ())]
 
 
