@@ -1,7 +1,7 @@
 """Queue benchmarks: what a concurrency limit and unique keys cost.
 
-    .venv/bin/python bench/queues_bench.py [--jobs 5000] [--inserts 10000] [--workers 8]
-    .venv/bin/python bench/queues_bench.py --quick   # 1,000 jobs, 2,000 inserts: 10-20 s
+    .venv/bin/python bench/queues_bench.py [--jobs 5000] [--inserts 10000] [--workers 8] [--held 100000]
+    .venv/bin/python bench/queues_bench.py --quick   # 1,000 jobs, 2,000 inserts, 20,000 held: 10-20 s
     .venv/bin/python bench/queues_bench.py --smoke   # 50 and 50, one node of 2 workers: proves it runs
 
 1. Jobs completed per second on PostgreSQL with two nodes
@@ -18,6 +18,9 @@
    jobs, jobs with a distinct ``unique_key`` each (the partial unique index),
    and with ``unique_key`` and ``unique_for_ms`` (the key table's upsert too);
    the ratio of each to the plain inserts.
+3. A claim of 8 jobs behind a paused queue of --held due jobs (100,000), in
+   process, on SQLite and PostgreSQL, beside the same claim with none held:
+   a claim must not read the jobs a paused or full queue holds back.
 
 The PostgreSQL helpers are bench/postgres_bench.py's: one database
 (``jobsched_bench_<pid>``) created on the server and dropped at the end, after
@@ -29,8 +32,10 @@ Server: $JOBSCHED_BENCH_PG (default postgresql://postgres@127.0.0.1:5432/test).
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import psycopg
@@ -125,20 +130,63 @@ def unique_part(n: int, sqlite_dir: Path) -> None:
         print(line, flush=True)
 
 
-# (jobs, inserts, workers) of the short modes; None keeps the argument's value.
-MODES = {"quick": (1000, 2000, None), "smoke": (50, 50, 2)}
+def claim_ms(target: str, held: int, claims: int = 100) -> float:
+    """Median ms of a claim of 8 jobs of queue default, on the store at
+    ``target``, while a paused queue holds ``held`` due jobs."""
+    from jobsched.client import Client
+    from jobsched.queues import QueueChange
+    from jobsched.stores.open import open_store
+
+    client = Client(target)
+    for start in range(0, held, 10_000):
+        client.schedule_many([{"task": "noop", "queue": "held"}] * min(10_000, held - start))
+    client.schedule_many([{"task": "noop"}] * (8 * claims))
+    client.close()
+    store = open_store(target)
+    store.configure_queue("held", QueueChange(paused=True))
+    now = int(time.time() * 1000) + 1000
+    times = []
+    for _ in range(claims):
+        began = time.perf_counter()
+        taken = store.claim_due(now, 8, "bench", now + 60_000)
+        times.append((time.perf_counter() - began) * 1000)
+        assert len(taken) == 8, len(taken)
+    store.close()
+    return statistics.median(times)
+
+
+def held_part(held: int, sqlite_dir: Path) -> None:
+    print(f"\na claim of 8 jobs behind a paused queue of {held:,} due jobs, median ms")
+    targets = {
+        "SQLite": lambda kind: str(sqlite_dir / f"held_{kind}.db"),
+        "PostgreSQL": lambda kind: dsn_for(OURS_DB) + f"?schema=held_{kind}",
+    }
+    for store, where in targets.items():
+        alone, behind = claim_ms(where("none"), 0), claim_ms(where("many"), held)
+        print(
+            f"{store}: {behind:.2f} ms behind them, {alone:.2f} ms with none held "
+            f"(ratio {ratio(behind, alone)})",
+            flush=True,
+        )
+
+
+# (jobs, inserts, workers, held) of the short modes; None keeps the argument's value.
+MODES = {"quick": (1000, 2000, None, 20_000), "smoke": (50, 50, 2, 500)}
 
 
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    for flag, default in (("--jobs", 5000), ("--inserts", 10_000), ("--workers", 8)):
+    defaults = (("--jobs", 5000), ("--inserts", 10_000), ("--workers", 8), ("--held", 100_000))
+    for flag, default in defaults:
         parser.add_argument(flag, type=positive, default=default)
-    parser.add_argument("--quick", action="store_true", help="1,000 jobs, 2,000 inserts")
+    parser.add_argument(
+        "--quick", action="store_true", help="1,000 jobs, 2,000 inserts, 20,000 held"
+    )
     parser.add_argument("--smoke", action="store_true", help="50 and 50, one node: proves it runs")
     args = parser.parse_args()
     for mode, sizes in MODES.items():
         if getattr(args, mode):
-            for name, size in zip(("jobs", "inserts", "workers"), sizes, strict=True):
+            for name, size in zip(("jobs", "inserts", "workers", "held"), sizes, strict=True):
                 if size is not None:
                     setattr(args, name, min(getattr(args, name), size))
     return args
@@ -162,6 +210,7 @@ def main() -> None:
         workers = (args.workers,) if args.smoke else (args.workers, max(LIMIT // 2, 1))
         limits_part(args.jobs, 1 if args.smoke else 2, workers)
         unique_part(args.inserts, Path(tmp))
+        held_part(args.held, Path(tmp))
 
 
 if __name__ == "__main__":
