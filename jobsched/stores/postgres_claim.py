@@ -52,8 +52,8 @@ def _candidates(
     limits: bool,
     lock: bool,
 ) -> tuple[list[str], list[Any], dict[str, QueueSettings]]:
-    """The claim's candidate CTEs (``c0``, ``c1``, ...; ``PAIRS`` when only is
-    None), their arguments, and the restricting queues by name."""
+    """The claim's candidate CTEs (``c0``, ``c1``, ...), their arguments, and
+    the restricting queues by name. ``_with`` puts them in a WITH."""
     special = sq.restricting_by_name(rules, limits)
     ctes: list[str] = []
     args: list[Any] = []
@@ -69,14 +69,17 @@ def _candidates(
         # of the jobs the queues above hold back (postgres_sql.PAIRS).
         ctes.append(f"c{len(ctes)} AS ({other_rows(len(special), '%s', lock)})")
         args += [now, limit, *sorted(special), limit]
-    if ctes and only is None:
-        ctes.insert(0, PAIRS)
     return ctes, args, special
 
 
+def _with(ctes: list[str], only: frozenset[str] | None) -> str:
+    """The WITH of the candidate CTEs (and of ``PAIRS``, which the other
+    queues' candidates read when only is None)."""
+    return f"WITH RECURSIVE {', '.join([PAIRS, *ctes] if only is None else ctes)}"
+
+
 def _union(ctes: list[str]) -> str:
-    n = sum(1 for cte in ctes if cte.startswith("c"))
-    return " UNION ALL ".join(f"SELECT * FROM c{i}" for i in range(n))
+    return " UNION ALL ".join(f"SELECT * FROM c{i}" for i in range(len(ctes)))
 
 
 def look_sql(
@@ -91,7 +94,7 @@ def look_sql(
     ctes, args, _ = _candidates(now, limit, rules, only, limits, lock=False)
     if not ctes:
         return None
-    return f"WITH RECURSIVE {', '.join(ctes)} SELECT count(*) FROM ({_union(ctes)}) u", args
+    return f"{_with(ctes, only)} SELECT count(*) FROM ({_union(ctes)}) u", args
 
 
 def claim_sql(
@@ -109,7 +112,7 @@ def claim_sql(
         return None
     owner, until, stamp = lease
     sql = (
-        f"WITH RECURSIVE {', '.join(ctes)}, "
+        f"{_with(ctes, only)}, "
         f"picked AS (SELECT seq FROM ({_union(ctes)}) u ORDER BY priority, due_at, seq LIMIT %s), "
         "took AS (UPDATE jobs SET state = 'running', locked_by = %s, locked_until = %s, "
         "touched_ms = %s FROM picked WHERE jobs.seq = picked.seq "
