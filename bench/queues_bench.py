@@ -36,6 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -114,13 +115,18 @@ def inserts(target: str, n: int, unique: str | None) -> float:
     return n / pipelined(target, bodies)
 
 
+def stores(sqlite_dir: Path, prefix: str) -> dict[str, Callable[[str], str]]:
+    """By store name: the target of a run called ``kind`` (a SQLite file in
+    ``sqlite_dir``, or a schema of the bench database), named ``prefix`` + kind."""
+    return {
+        "SQLite": lambda kind: str(sqlite_dir / f"{prefix}{kind}.db"),
+        "PostgreSQL": lambda kind: dsn_for(OURS_DB) + f"?schema={prefix}{kind.replace('+', '_')}",
+    }
+
+
 def unique_part(n: int, sqlite_dir: Path) -> None:
     print(f"\ndurable schedule_job per second, pipelined, {n:,} jobs")
-    targets = {
-        "SQLite": lambda kind: str(sqlite_dir / f"{kind}.db"),
-        "PostgreSQL": lambda kind: dsn_for(OURS_DB) + f"?schema=ins_{kind.replace('+', '_')}",
-    }
-    for store, where in targets.items():
+    for store, where in stores(sqlite_dir, "ins_").items():
         plain = inserts(where("plain"), n, None)
         line = f"{store}: plain {plain:,.0f}/s"
         for kind in ("key", "key+window"):
@@ -157,11 +163,7 @@ def claim_ms(target: str, held: int, claims: int = 100) -> float:
 
 def held_part(held: int, sqlite_dir: Path) -> None:
     print(f"\na claim of 8 jobs behind a paused queue of {held:,} due jobs, median ms")
-    targets = {
-        "SQLite": lambda kind: str(sqlite_dir / f"held_{kind}.db"),
-        "PostgreSQL": lambda kind: dsn_for(OURS_DB) + f"?schema=held_{kind}",
-    }
-    for store, where in targets.items():
+    for store, where in stores(sqlite_dir, "held_").items():
         alone, behind = claim_ms(where("none"), 0), claim_ms(where("many"), held)
         print(
             f"{store}: {behind:.2f} ms behind them, {alone:.2f} ms with none held "
