@@ -424,6 +424,28 @@ def test_a_claim_behind_held_queues_does_not_read_their_backlog(
     assert sorted(j.job_id for j in taken) == ["d0", "d1", "d2"]
 
 
+@pytest.mark.parametrize("analyzed", [False, True])
+def test_a_notify_does_not_read_the_jobs_already_due(open_store: Open, analyzed: bool) -> None:
+    """The NOTIFY sent before a commit reads the earliest job due in the
+    future. Its bound was the database's clock_timestamp(), volatile, so it
+    was a filter on the due index, not a bound of it: every NOTIFY read every
+    job already due (0.9 ms at 3,000; every freed slot of a capped queue sends
+    one). It must start its scan at the clock, with or without statistics."""
+    from jobsched.stores.postgres_sql import NOTIFY_SQL, notify_args
+
+    store = open_store()
+    store.insert_many([job(f"p{i}", due=T0 + i) for i in range(1500)])
+    store.insert_many([job(f"f{i}", due=T0 + 10**12 + i) for i in range(3)])
+    with admin() as db:
+        db.execute(f"SET search_path = {store._pool.schema}")
+        if analyzed:
+            db.execute("ANALYZE jobs")
+        args = notify_args("jobsched_test_notify_plan", 0, "default")
+        row = db.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {NOTIFY_SQL}", args).fetchone()
+    assert row is not None
+    assert _rows_filtered_out(row[0]) < 50, row[0]
+
+
 def test_a_claim_after_an_empty_one_on_a_full_queue_locks_nothing(open_store: Open) -> None:
     """A limited claim locks the queue's settings row until its COMMIT is
     flushed, holding every other node's claim. A node whose last claim took

@@ -148,7 +148,11 @@ MIN_DUE = _earliest("")
 MIN_DUE_AFTER = _earliest(" AND due_at > %s")
 NEXT_DUE = f"SELECT {MIN_DUE}"
 NEXT_DUE_AFTER = f"SELECT {MIN_DUE_AFTER}"
-_DB_NOW = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+# statement_timestamp(), not clock_timestamp(): a stable function can bound an
+# index scan; a volatile one is a filter, and the read of the earliest future
+# job walked every job already due (O(backlog) per NOTIFY). The statement runs
+# just before its COMMIT, so the two clocks differ by its own run time.
+_DB_NOW = "(extract(epoch FROM statement_timestamp()) * 1000)::bigint"
 # Sent before a commit that made a job runnable at due (in queue), when a
 # sleeping node may not know of a job that early: it is the earliest of its
 # queue (a queue with jobs already due, full or blocked or busy, says nothing
