@@ -4,11 +4,13 @@ error 11 with nothing changed. Real server, one fresh schema per test."""
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from jobsched.errors import Unavailable
@@ -471,3 +473,59 @@ def test_a_claim_after_an_empty_one_on_a_full_queue_locks_nothing(open_store: Op
     store.replace(done.evolve(state=S.COMPLETED, locked_by=None), S.RUNNING, "me")
     assert [j.job_id for j in store.claim_due(T0 + 10, 5, *lease)] == ["b1"]
     assert conn.xid is not None
+
+
+def _round_trips(store: PostgresStore, work: Callable[[], None]) -> int:
+    """How many times ``work`` waited for the server (Sync messages sent)."""
+    pg = store._pool.local().pg
+    assert pg is not None
+    with tempfile.TemporaryFile("w+") as trace:
+        pg.pgconn.trace(trace.fileno())
+        try:
+            work()
+        finally:
+            pg.pgconn.untrace()
+        trace.seek(0)
+        return sum(1 for line in trace if "\tF\t4\tSync" in line)
+
+
+def test_nested_blocks_roll_back_alone_and_cost_no_round_trip(open_store: Open) -> None:
+    """A nested transaction() is a savepoint: it rolls back alone. Its
+    SAVEPOINT and RELEASE ride with the next statement (a SAVEPOINT was one
+    round trip and its RELEASE another: a dispatcher's finish and claim in one
+    transaction paid four), and a block that ran no statement sends neither."""
+    store = open_store()
+    store.insert(job("warm"))
+
+    def flat() -> None:
+        with store.transaction():
+            store.insert(job("f1"))
+            store.insert(job("f2"))
+
+    def nested() -> None:
+        with store.transaction():
+            with store.transaction():
+                store.insert(job("n1"))
+            with store.transaction():
+                with store.transaction():
+                    pass  # no statement: no savepoint sent
+                store.insert(job("n2"))
+
+    assert _round_trips(store, nested) == _round_trips(store, flat)
+
+    with store.transaction():
+        store.insert(job("kept1"))
+        with pytest.raises(RuntimeError), store.transaction():
+            with store.transaction():
+                store.insert(job("gone1"))
+            store.insert(job("gone2"))
+            raise RuntimeError("the inner block fails")
+        with pytest.raises(RuntimeError), store.transaction():
+            raise RuntimeError("before any statement")
+        with pytest.raises(psycopg.errors.DivisionByZero), store.transaction():
+            store.insert(job("gone3"))
+            with store._pool.use() as pg:
+                pg.execute("SELECT 1 / 0")  # the server aborts: back to the savepoint
+        store.insert(job("kept2"))
+    ids = {j.job_id for j in store.list_jobs(None, None, None, 100)}
+    assert {"kept1", "kept2"} <= ids and not {"gone1", "gone2", "gone3"} & ids

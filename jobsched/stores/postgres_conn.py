@@ -57,15 +57,22 @@ class PgConn(psycopg.Connection[tuple[Any, ...]]):
     three. A cursor asked for meanwhile (COPY, executemany) gets the BEGIN sent
     first, on its own; a transaction that ends before any statement never sends
     it (nor COMMIT or ROLLBACK).
+
+    ``owed``: SAVEPOINT and RELEASE statements of nested blocks, not sent yet
+    (``Pool._tx_control``): they go in the same pipeline, before the next
+    statement, so a nested block costs no round trip of its own. A savepoint
+    released before any statement ran under it is never sent; at COMMIT or
+    ROLLBACK what is still owed is dropped (both end every savepoint).
     """
 
     begin_pending = False
     tx_id: str | None = None
+    owed: tuple[bytes, ...] = ()
 
     def execute(
         self, query: Any, params: Any = None, *, prepare: bool | None = None, binary: bool = False
     ) -> psycopg.Cursor[tuple[Any, ...]]:
-        if not self.begin_pending:
+        if not self.begin_pending and not self.owed:
             return super().execute(query, params, prepare=prepare, binary=binary)
         with self.pipeline():
             cur = super().execute(query, params, prepare=prepare, binary=binary)
@@ -75,9 +82,7 @@ class PgConn(psycopg.Connection[tuple[Any, ...]]):
     def pipeline(self) -> Iterator[Any]:
         began, xid = self.begin_pending, None
         with super().pipeline() as pipe:
-            if began:
-                self.begin_pending = False
-                super().execute(b"BEGIN")
+            self._send_owed()
             yield pipe
             if began:
                 xid = super().execute(_XID)
@@ -86,10 +91,25 @@ class PgConn(psycopg.Connection[tuple[Any, ...]]):
             self.tx_id = row[0]
 
     def cursor(self, *args: Any, **kwargs: Any) -> Any:
-        if self.begin_pending:
-            self.begin_pending = False
-            super().execute(b"BEGIN")
+        self._send_owed()
         return super().cursor(*args, **kwargs)
+
+    def _send_owed(self) -> None:
+        """The BEGIN, then the savepoints' statements, if owed. Taken before
+        they are sent: psycopg's execute asks ``cursor()`` for its cursor."""
+        began, owed = self.begin_pending, self.owed
+        self.begin_pending, self.owed = False, ()
+        for sql in (b"BEGIN", *owed) if began else owed:
+            super().execute(sql)
+
+    def owe(self, sql: str) -> None:
+        """A nested block's SAVEPOINT or RELEASE, sent with the next statement;
+        a RELEASE right after its own SAVEPOINT cancels both."""
+        text = sql.encode()
+        if text.startswith(b"RELEASE ") and self.owed and self.owed[-1] == text[8:]:
+            self.owed = self.owed[:-1]
+        else:
+            self.owed = (*self.owed, text)
 
 
 MIN_DELAY_S = 0.05
@@ -213,11 +233,13 @@ class Pool(Transactions[_Conn]):
                 conn.doomed = exc.text
                 return
         conn.pg.begin_pending = True  # sent with the first statement
+        conn.pg.owed = ()
         conn.pg.tx_id = None
 
     def _tx_commit(self, conn: _Conn) -> None:
         conn.xid = None
         assert conn.pg is not None
+        conn.pg.owed = ()  # COMMIT ends every savepoint
         if conn.pg.begin_pending:  # no statement ran: nothing to commit
             conn.pg.begin_pending = False
             return
@@ -239,6 +261,14 @@ class Pool(Transactions[_Conn]):
         return True
 
     def _tx_control(self, conn: _Conn, sql: str) -> None:
+        pg = conn.pg
+        if conn.doomed is None and isinstance(pg, PgConn):
+            if not sql.startswith("ROLLBACK"):
+                pg.owe(sql)  # sent with the next statement (PgConn.owed)
+                return
+            name = sql.removeprefix("ROLLBACK TO ")
+            if pg.owed and pg.owed[-1] == name.encode():
+                return  # nothing ran since the savepoint: nothing to undo
         self._quiet(conn, sql)
 
     def _tx_rollback(self, conn: _Conn) -> None:
@@ -286,6 +316,8 @@ class Pool(Transactions[_Conn]):
         conn.due = None
         if conn.pg is None:
             return
+        if isinstance(conn.pg, PgConn):
+            conn.pg.owed = ()  # ROLLBACK ends every savepoint
         if conn.pg.begin_pending:  # no statement ran: nothing to roll back
             conn.pg.begin_pending = False
             return
