@@ -475,6 +475,46 @@ def test_a_claim_after_an_empty_one_on_a_full_queue_locks_nothing(open_store: Op
     assert conn.xid is not None
 
 
+def test_a_claim_guessed_from_settings_seen_before_is_made_again_when_they_changed(
+    open_store: Open,
+) -> None:
+    """A limited claim sends the settings' lock and the claim built from the
+    settings it saw last together (one round trip, not two). When another
+    node changed them meanwhile, the claim was built wrong (here: a queue
+    newly limited to 1 would be read as unlimited): it is undone and made
+    again from the settings read."""
+    from jobsched.queues import QueueChange
+
+    def queued(job_id: str, queue: str, due: int) -> Job:
+        j = job(job_id, due=due)
+        j.queue = queue
+        return j
+
+    store, other_node = open_store(), open_store()
+    store.insert_many([queued(f"b{i}", "bench", T0) for i in range(3)])
+    store.insert_many([queued(f"o{i}", "other", T0 + 1 + i) for i in range(5)])
+    store.configure_queue("bench", QueueChange(concurrency=1))
+    lease = ("me", T0 + 60_000)
+    taken = store.claim_due(T0 + 10, 2, *lease)
+    assert [j.job_id for j in taken] == ["b0", "o0"]
+    other_node.configure_queue("other", QueueChange(concurrency=1))
+    assert store.claim_due(T0 + 10, 5, *lease) == []  # both queues are full
+    assert sorted(j.job_id for j in store.list_jobs(S.RUNNING, None, None, 10)) == ["b0", "o0"]
+
+    def finish(job_id: str) -> None:
+        done = store.get(job_id)
+        assert done is not None
+        store.replace(done.evolve(state=S.COMPLETED, locked_by=None), S.RUNNING, "me")
+
+    finish("b0")
+    assert [j.job_id for j in store.claim_due(T0 + 10, 5, *lease)] == ["b1"]
+    finish("b1")
+    claimed: list[Job] = []
+    trips = _round_trips(store, lambda: claimed.extend(store.claim_due(T0 + 10, 5, *lease)))
+    assert [j.job_id for j in claimed] == ["b2"]
+    assert trips == 2  # BEGIN, the lock and the claim; the COMMIT
+
+
 def _round_trips(store: PostgresStore, work: Callable[[], None]) -> int:
     """How many times ``work`` waited for the server (Sync messages sent)."""
     pg = store._pool.local().pg

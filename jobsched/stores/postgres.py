@@ -48,7 +48,7 @@ from jobsched.stores.base import (
     Store,
     first_taken,
 )
-from jobsched.stores.postgres_claim import Both, Bound, claim_limited
+from jobsched.stores.postgres_claim import Both, Bound, Memory, claim_limited
 from jobsched.stores.postgres_cluster import PgCluster
 from jobsched.stores.sqlite_schema import SELECT, job_from_row, list_query
 
@@ -99,9 +99,9 @@ class PostgresStore(Store, PgCluster):
         self._capped: frozenset[str] = frozenset()
         # Whether the last settings read found claims restricted, by ``limits``.
         self._restricted = {False: False, True: False}
-        # By (limits, --queues): the settings under which this node's last
-        # limited claim took nothing (postgres_claim.claim_limited's look).
-        self._took_nothing: dict[tuple[bool, frozenset[str] | None], list[QueueSettings]] = {}
+        # By (limits, --queues): the settings this node's last limited claim
+        # read, and whether it took nothing (postgres_claim.Memory).
+        self._seen: dict[tuple[bool, frozenset[str] | None], tuple[list[QueueSettings], bool]] = {}
         try:
             self._start()
         except BaseException:
@@ -288,16 +288,13 @@ class PostgresStore(Store, PgCluster):
             rules: list[QueueSettings] = []
             if not jobs:
                 lease = (owner, lease_until, self.clock())
-                last = self._took_nothing.get((limits, queues))
-                look = None if last is None else (_both(pg), last)
+                seen, nothing = self._seen.get((limits, queues), (None, False))
+                memory = Memory(_both(pg), self._pool.transaction, seen, nothing)
                 jobs, rules = claim_limited(
-                    run, q.D, job_from_row, now, limit, lease, queues, limits, plain, look
+                    run, q.D, job_from_row, now, limit, lease, queues, limits, plain, memory
                 )
                 self._restricted[limits] = sq.restricts(rules, limits)
-                if jobs or not rules:
-                    self._took_nothing.pop((limits, queues), None)
-                else:
-                    self._took_nothing[(limits, queues)] = rules
+                self._seen[(limits, queues)] = (rules, not jobs and bool(rules))
             if limits:
                 self._capped = frozenset(r.name for r in rules if r.concurrency is not None)
         # RETURNING gives rows in no promised order; the claim order is (priority, due_at, seq).

@@ -12,11 +12,17 @@ in flight, its starts in the rate window), its candidates up to them, the
 other queues' candidates, the merge in claim order cut to the limit, the
 guarded take, and the rate-limited queues' starts recorded and their
 expired starts pruned. The rules are ``sql_queues``'s and docs/queues.md's.
+
+The two statements go in one round trip when the node has seen the settings
+before: the claim is built from those and checked against the settings the
+lock read (``claim_limited``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 from jobsched.jobs import Job
@@ -138,6 +144,23 @@ def claim_sql(
 Both = Callable[[Bound, Bound], tuple[list[Any], list[Any]]]  # two reads, one round trip
 
 
+class _Stale(Exception):
+    """The settings guessed for a claim were not the settings read with it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    """What this node knows from its earlier claims (``claim_limited``):
+    ``seen``, the settings its last limited claim read; ``took_nothing``,
+    True when that claim took no job. ``both``: two reads in one round trip;
+    ``savepoint``: a nested transaction (it rides with the next statement)."""
+
+    both: Both
+    savepoint: Callable[[], AbstractContextManager[None]]
+    seen: list[QueueSettings] | None = None
+    took_nothing: bool = False
+
+
 def claim_limited(
     run: sq.Run,
     d: sq.Dialect,
@@ -148,30 +171,56 @@ def claim_limited(
     only: frozenset[str] | None,
     limits: bool,
     tried_plain: bool,
-    look: tuple[Both, list[QueueSettings]] | None = None,
+    memory: Memory,
 ) -> tuple[list[Job], list[QueueSettings]]:
     """``sql_queues.claim_restricted``, in two statements (module docstring).
     ``d``: PostgreSQL's dialect (its ``select``: the job columns returned).
 
-    ``look``: this node's last claim took nothing, under these settings. Then
-    the settings and the jobs a claim would take are read first, with no lock
-    (``both``: one round trip), and when the settings are the same and no job
-    could be taken, nothing is locked: a claim that locks the settings holds
-    every other node's claim until its COMMIT is flushed, though it takes
-    nothing (two nodes on a full queue: one node's claims took the slots, the
+    When this node's last claim took nothing (``memory.took_nothing``), the
+    settings and the jobs a claim would take are read first, with no lock
+    (one round trip), and when the settings are the same and no job could be
+    taken, nothing is locked: a claim that locks the settings holds every
+    other node's claim until its COMMIT is flushed, though it takes nothing
+    (two nodes on a full queue: one node's claims took the slots, the
     other's, all empty, made it wait). What frees a slot or makes a job due
-    after that read wakes the node as it would after an empty claim."""
-    if look is not None and limits:
-        both, cached = look
-        probe = look_sql(now, limit, cached, only, limits)
-        rows, counted = both((sq.RESTRICTING, []), probe or ("SELECT 0", []))
-        if [sq.settings_from(r) for r in rows] == cached and counted[0][0] == 0:
-            return [], cached
+    after that read wakes the node as it would after an empty claim.
+
+    Otherwise, with settings seen before, the lock and the claim built from
+    those settings are sent together (one round trip, not two: the claim's
+    snapshot is still taken after the lock is granted, as the server runs
+    them in order), in a savepoint; when the settings read are not the ones
+    guessed, the savepoint is rolled back (the claim and its lock undone) and
+    the claim is made again from what was read."""
+    seen = memory.seen
+    if seen is not None and memory.took_nothing and limits:
+        probe = look_sql(now, limit, seen, only, limits)
+        rows, counted = memory.both((sq.RESTRICTING, []), probe or ("SELECT 0", []))
+        if [sq.settings_from(r) for r in rows] == seen and counted[0][0] == 0:
+            return [], seen
+    if seen and (built := claim_sql(now, limit, lease, seen, only, limits)) is not None:
+        try:
+            with memory.savepoint():
+                rows, taken = memory.both(_locked(d, limits), _returning(built, d))
+                if [sq.settings_from(r) for r in rows] != seen:
+                    raise _Stale
+            return [parse(row) for row in taken], seen
+        except _Stale:
+            pass
     rules = sq.restricting(run, d, limits)
     if tried_plain and not rules and only is None:
         return [], rules
     built = claim_sql(now, limit, lease, rules, only, limits)
     if built is None:
         return [], rules
+    sql, args = _returning(built, d)
+    return [parse(row) for row in run(sql, args)], rules
+
+
+def _locked(d: sq.Dialect, limits: bool) -> Bound:
+    """The read of the restricting settings, locking them (``sq.restricting``)."""
+    return sq.RESTRICTING + (" FOR UPDATE" if limits and d.locks else ""), []
+
+
+def _returning(built: Bound, d: sq.Dialect) -> Bound:
     sql, args = built
-    return [parse(row) for row in run(f"{sql} SELECT {d.select} FROM took", args)], rules
+    return f"{sql} SELECT {d.select} FROM took", args

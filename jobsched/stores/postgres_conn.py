@@ -243,16 +243,22 @@ class Pool(Transactions[_Conn]):
         if conn.pg.begin_pending:  # no statement ran: nothing to commit
             conn.pg.begin_pending = False
             return
-        if conn.due is not None:
-            conn.pg.execute(NOTIFY_SQL, notify_args(self.channel, conn.due, conn.due_queue))
+        pg = conn.pg
         # The transaction's id (None if it wrote nothing), to learn the outcome
         # of a COMMIT whose answer is lost: read with the first statement if
-        # that one wrote, else now.
-        conn.xid = conn.pg.tx_id
-        if conn.xid is None:
-            row = conn.pg.execute(_XID).fetchone()
-            conn.xid = None if row is None else row[0]
-        conn.pg.execute("COMMIT")
+        # that one wrote, else now, before the COMMIT is sent. The NOTIFY goes
+        # in the same round trip as the read, or as the COMMIT.
+        conn.xid = pg.tx_id
+        with pg.pipeline():
+            if conn.due is not None:
+                pg.execute(NOTIFY_SQL, notify_args(self.channel, conn.due, conn.due_queue))
+            if conn.xid is not None:
+                pg.execute(b"COMMIT")
+                return
+            xid = pg.execute(_XID)
+        row = xid.fetchone()
+        conn.xid = None if row is None else row[0]
+        pg.execute(b"COMMIT")
 
     def _tx_committed_anyway(self, conn: _Conn, exc: Exception) -> bool:
         if conn.xid is None or not self._committed(conn, conn.xid):
