@@ -118,7 +118,7 @@ class QueueLimits:
     def opens_at(self, now: int) -> int | None:
         """The earliest time one of this node's windows opens (None: none
         known). Called when blocked: reads the settings if they are old."""
-        self._refresh()
+        self.refresh()
         best: int | None = None
         for name, starts in self._starts.items():
             per_ms = self._rated[name].rate_per_ms or 0
@@ -129,7 +129,8 @@ class QueueLimits:
                 best = at if best is None else min(best, at)
         return best
 
-    def _refresh(self) -> None:
+    def refresh(self) -> None:
+        """Read the settings, unless read less than SETTINGS_MS ago."""
         mono = time.monotonic()
         if self._read_at is not None and (mono - self._read_at) * 1000 < SETTINGS_MS:
             return

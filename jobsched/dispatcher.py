@@ -287,6 +287,13 @@ class Dispatcher:
         else:
             decisions = self._take(now, free)
         self._blocked = len(decisions) < free
+        if self._blocked:
+            # Learn which queues are capped (at most every SETTINGS_MS): the
+            # outcomes of their runs are then written in the claim's own
+            # transaction. Not knowing it, every round was three transactions:
+            # a claim that found the slots still held by this node's ended
+            # runs, their outcomes, and the claim again.
+            self._limits.refresh()
         self._limits.claimed([d.job for d in decisions], now)
         if decisions and not s.active:
             s.next_renew = now + self.lease_ms // 3

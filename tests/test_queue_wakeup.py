@@ -277,3 +277,30 @@ def test_outcomes_written_in_a_failed_claim_s_transaction_are_kept_and_written_l
     assert [name for name, _ in starts.at] == ["a", "b"]
     assert [r.outcome for r in store.recent_runs("one0")] == ["succeeded"]
     assert store.get("one1").state is JobState.COMPLETED
+
+
+def test_a_capped_queue_s_outcomes_are_written_in_the_next_claim_s_transaction(
+    make_store: Factory,
+) -> None:
+    """A run of a queue with a concurrency limit holds its slot until its
+    outcome is written, so the node writes it in its next claim's transaction.
+    The dispatcher learnt which queues are capped only when a rate window was
+    looked for: every round was a claim that found the slots still held by
+    its own ended runs, their outcomes, then the claim again."""
+    store = make_store()
+    reg = TaskRegistry()  # no handlers: every run ends as it starts
+    engine = Counting(store, reg)
+    engine.configure_queue("two", QueueChange(concurrency=2))
+    for i in range(20):
+        spec = ScheduleSpec(task="noop", payload_json="null", queue="two", job_id=f"two{i}")
+        engine.schedule(spec, now_ms())
+    clock = store.db_now if isinstance(store, ClusterClock) else now_ms
+    runner = Runner(reg, 2)
+    runner.start()
+    try:
+        Dispatcher(engine, runner, clock=clock, poll_ms=POLL_MS).run_until_idle(clock())
+    finally:
+        runner.stop()
+    assert all(store.get(f"two{i}").state is JobState.COMPLETED for i in range(20))
+    assert len(engine.took) == 10
+    assert engine.claims - len(engine.took) <= 3  # learning the limit, and the end
