@@ -515,6 +515,41 @@ def test_a_claim_guessed_from_settings_seen_before_is_made_again_when_they_chang
     assert trips == 2  # BEGIN, the lock and the claim; the COMMIT
 
 
+def test_a_slot_freed_and_taken_again_in_one_transaction_wakes_no_one(open_store: Open) -> None:
+    """A capped queue's freed slot wakes the nodes sleeping on it (NOTIFY), but
+    a node that ends its runs and takes the slots again in one transaction
+    leaves the queue full: every such round woke the other nodes for a look
+    that found nothing. The NOTIFY is sent when a slot is still free at commit."""
+    from jobsched.queues import QueueChange
+
+    store = open_store()
+    for i in range(3):
+        j = job(f"b{i}", due=T0 + i)
+        j.queue = "bench"
+        store.insert(j)
+    store.configure_queue("bench", QueueChange(concurrency=1))
+    lease = ("me", T0 + 60_000)
+    assert [j.job_id for j in store.claim_due(T0 + 10, 5, *lease)] == ["b0"]
+
+    def end(job_id: str) -> None:
+        running = store.get(job_id)
+        assert running is not None
+        assert store.replace(running.evolve(state=S.COMPLETED, locked_by=None), S.RUNNING, "me")
+
+    with admin() as listen:
+        listen.execute(f'LISTEN "{store._pool.channel}"')
+
+        def told() -> list[str]:
+            return [n.payload for n in listen.notifies(timeout=0.3, stop_after=1)]
+
+        with store.transaction():
+            end("b0")
+            assert [j.job_id for j in store.claim_due(T0 + 10, 5, *lease)] == ["b1"]
+        assert told() == []
+        end("b1")  # b2 is due and the slot is free
+        assert told() == ["0"]
+
+
 def _round_trips(store: PostgresStore, work: Callable[[], None]) -> int:
     """How many times ``work`` waited for the server (Sync messages sent)."""
     pg = store._pool.local().pg

@@ -259,8 +259,8 @@ class PostgresStore(Store, PgCluster):
         self._note(job)
         if expect_state is JobState.RUNNING and job.queue in self._capped:
             # A slot is free: wake the nodes sleeping on the full queue now, not
-            # at their next look (0: NOTIFY_SQL then wakes whenever a job is due).
-            self._pool.note_due(0, job.queue)
+            # at their next look (unless this transaction takes it again).
+            self._pool.note_freed(job.queue)
         return True
 
     def _note(self, job: Job) -> None:

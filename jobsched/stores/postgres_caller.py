@@ -33,7 +33,7 @@ from psycopg.rows import tuple_row
 
 from jobsched.errors import Malformed, Unavailable
 from jobsched.stores.postgres_conn import Pool, _Conn, describe
-from jobsched.stores.postgres_sql import NOTIFY_SQL, notify_args
+from jobsched.stores.postgres_sql import notify
 
 _SAVEPOINT = "jobsched_caller_tx"
 
@@ -69,8 +69,9 @@ def borrowed(pool: Pool, pg: Any) -> Iterator[None]:
             pool._tls.conn = previous
             if conn.doomed is not None:
                 raise Unavailable(f"PostgreSQL unavailable, nothing changed: {conn.doomed}")
-            if conn.due is not None:  # delivered at the application's commit
-                _run(pg, NOTIFY_SQL, *notify_args(pool.channel, conn.due, conn.due_queue))
+            told = notify(pool.channel, conn.due, conn.due_queue, conn.freed)
+            if told is not None:  # delivered at the application's commit
+                _run(pg, told[0], *told[1])
             _run(pg, "SELECT set_config('search_path', %s, true)", old_path)
         except BaseException:
             pool._tls.conn = previous

@@ -38,7 +38,7 @@ from jobsched.stores import migrate
 from jobsched.stores.postgres_dsn import describe as describe
 from jobsched.stores.postgres_dsn import parse_dsn as parse_dsn
 from jobsched.stores.postgres_dsn import safe_target as safe_target
-from jobsched.stores.postgres_sql import NOTIFY_SQL, notify_args
+from jobsched.stores.postgres_sql import notify
 from jobsched.stores.sql_tx import Block, Transactions, TxState, joined
 
 log = logging.getLogger("jobsched.postgres")
@@ -129,6 +129,7 @@ class _Conn(TxState):
     pg: PgConn | None = field(default=None, kw_only=True)
     due: int | None = None  # earliest due time written in the open transaction
     due_queue: str = "default"  # the queue of that job
+    freed: frozenset[str] = frozenset()  # capped queues whose slots it freed
     xid: str | None = None  # the committing transaction's id, if it wrote anything
     lent: bool = False  # the application's connection (postgres_caller): never closed here
 
@@ -223,7 +224,7 @@ class Pool(Transactions[_Conn]):
     # The hooks of sql_tx.Transactions.
 
     def _tx_begin(self, conn: _Conn) -> None:
-        conn.due = None
+        conn.due, conn.freed = None, frozenset()
         if conn.pg is None:
             try:
                 conn.pg = self.connect()
@@ -250,8 +251,9 @@ class Pool(Transactions[_Conn]):
         # in the same round trip as the read, or as the COMMIT.
         conn.xid = pg.tx_id
         with pg.pipeline():
-            if conn.due is not None:
-                pg.execute(NOTIFY_SQL, notify_args(self.channel, conn.due, conn.due_queue))
+            told = notify(self.channel, conn.due, conn.due_queue, conn.freed)
+            if told is not None:
+                pg.execute(*told)
             if conn.xid is not None:
                 pg.execute(b"COMMIT")
                 return
@@ -319,7 +321,7 @@ class Pool(Transactions[_Conn]):
                 self.discard(conn)
 
     def _rollback(self, conn: _Conn) -> None:
-        conn.due = None
+        conn.due, conn.freed = None, frozenset()
         if conn.pg is None:
             return
         if isinstance(conn.pg, PgConn):
@@ -382,11 +384,26 @@ class Pool(Transactions[_Conn]):
         if conn.depth:
             if conn.due is None or due < conn.due:
                 conn.due, conn.due_queue = due, queue
-        elif conn.pg is not None:
-            try:
-                conn.pg.execute(NOTIFY_SQL, notify_args(self.channel, due, queue))
-            except psycopg.Error as exc:  # the write is committed; pollers will see it
-                log.info("NOTIFY failed (polling will catch up): %s", describe(exc))
+        else:
+            self._notify_now(conn, notify(self.channel, due, queue, frozenset()))
+
+    def note_freed(self, queue: str) -> None:
+        """A write ended a run of ``queue``, which has a concurrency limit: wake
+        the nodes sleeping on it, at commit, if it then has a free slot and
+        jobs to run (``postgres_sql.notify``)."""
+        conn: _Conn = self._tls.conn
+        if conn.depth:
+            conn.freed |= {queue}
+        else:
+            self._notify_now(conn, notify(self.channel, None, queue, frozenset({queue})))
+
+    def _notify_now(self, conn: _Conn, told: tuple[str, tuple[Any, ...]] | None) -> None:
+        if conn.pg is None or told is None:
+            return
+        try:
+            conn.pg.execute(*told)
+        except psycopg.Error as exc:  # the write is committed; pollers will see it
+            log.info("NOTIFY failed (polling will catch up): %s", describe(exc))
 
     # -- schema -------------------------------------------------------------
 

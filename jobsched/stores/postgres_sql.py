@@ -169,6 +169,38 @@ def notify_args(channel: str, due: int, queue: str) -> tuple[Any, ...]:
     return (channel, str(due), due, queue, due, due)
 
 
+# A queue with a concurrency limit whose slot this transaction freed, with a
+# slot still free when it commits and jobs to run: its sleeping nodes may now
+# claim. A node that frees slots and takes them again in the same transaction
+# (docs/queues.md) leaves the queue full and wakes no one.
+_SLOT_FREE = (
+    "EXISTS (SELECT 1 FROM queues q WHERE q.name = ANY(%s) AND NOT q.paused "
+    "AND q.concurrency > (SELECT count(*) FROM jobs WHERE state = 'running' AND queue = q.name) "
+    "AND EXISTS (SELECT 1 FROM jobs WHERE state IN ('scheduled', 'retrying') "
+    "AND queue = q.name AND due_at IS NOT NULL))"
+)
+_NOTIFY_FREED = f"SELECT pg_notify(%s, '0') WHERE {_SLOT_FREE}"
+_NOTIFY_EITHER = (
+    f"SELECT pg_notify(%s, '0') WHERE {_SLOT_FREE} "
+    f"OR (%s <= {_earliest(' AND queue = %s')} "
+    f"AND %s <= COALESCE({_earliest(f' AND due_at > {_DB_NOW}')}, %s))"
+)
+
+
+def notify(
+    channel: str, due: int | None, queue: str, freed: frozenset[str]
+) -> tuple[str, tuple[Any, ...]] | None:
+    """The NOTIFY sent before a commit that made a job of ``queue`` runnable
+    at ``due`` (None: none) and freed slots of the capped queues ``freed``;
+    None when there is nothing to tell."""
+    if not freed:
+        return None if due is None else (NOTIFY_SQL, notify_args(channel, due, queue))
+    names = sorted(freed)
+    if due is None:
+        return _NOTIFY_FREED, (channel, names)
+    return _NOTIFY_EITHER, (channel, names, *notify_args(channel, due, queue)[2:])
+
+
 PRUNE_JOBS = (
     f"WITH old AS (SELECT seq, job_id FROM jobs WHERE state IN {FINAL} AND touched_ms < %s "
     "ORDER BY touched_ms LIMIT %s), "
