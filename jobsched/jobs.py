@@ -17,7 +17,8 @@ States, and who moves a job in and out of each:
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
 
@@ -196,7 +197,14 @@ class Job:
         return not isinstance(self.schedule, Once)
 
     def evolve(self, **changes: Any) -> Job:
-        return replace(self, **changes)
+        """A copy with ``changes`` (field names; another name raises
+        AttributeError). Not ``dataclasses.replace``: that reads every field
+        into keyword arguments and calls ``__init__``, 5 us a call on the
+        dispatcher's path (two or three a run); this is about 1.3 us."""
+        new = _copy_job(self)
+        for name, value in changes.items():
+            setattr(new, name, value)
+        return new
 
     def next_occurrence(self, after_ms: int) -> int | None:
         """The schedule's first occurrence strictly after ``after_ms``."""
@@ -204,3 +212,17 @@ class Job:
         if isinstance(schedule, Once):
             return None
         return schedule.next_after(after_ms)
+
+
+def _copier() -> Callable[[Job], Job]:
+    """A function that copies a Job field by field (generated: one attribute
+    read and write per field, no loop, no keyword arguments)."""
+    body = "".join(f"    new.{f.name} = job.{f.name}\n" for f in fields(Job))
+    head = "def copy_job(job, new_object=object.__new__):\n    new = new_object(Job)\n"
+    namespace: dict[str, Any] = {}
+    exec(f"{head}{body}    return new\n", {"Job": Job}, namespace)  # text built from Job's fields
+    copy_job: Callable[[Job], Job] = namespace["copy_job"]
+    return copy_job
+
+
+_copy_job = _copier()

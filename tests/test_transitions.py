@@ -177,3 +177,26 @@ def test_requeue_only_from_dead_with_a_fresh_count() -> None:
     assert back.state is S.RETRYING and back.due_at == T0 and back.attempts == 0
     with pytest.raises(PreconditionFailed):
         transitions.requeue(once(), T0)
+
+
+def test_evolve_copies_every_field_and_changes_only_those_named() -> None:
+    """``Job.evolve`` is a generated field-by-field copy (dataclasses.replace
+    cost 5 us a call on the dispatcher's path): a field added to Job must be
+    copied too, and a name that is not a field must fail, not be dropped."""
+    from dataclasses import fields
+
+    job = Job(
+        "id", "t", '{"a": 1}', IntervalSchedule(60_000, T0), S.RUNNING, T0, T0 - 5, T0 - 4,
+        RetryPolicy(7, 10, 100, True), JobOptions(5, "allow", "skip", 9), 2, 3, T0 - 3, "boom",
+        S.RETRYING, T0 - 2, "key", 4, 11, "me", T0 + 9, "q", 5, "u", 99,
+    )  # fmt: skip
+    assert all(getattr(job, f.name) not in (None, 0, f.default) for f in fields(Job))
+    same = job.evolve()
+    assert same == job and same is not job
+    changed = job.evolve(state=S.COMPLETED, locked_by=None)
+    assert (changed.state, changed.locked_by) == (S.COMPLETED, None)
+    assert (job.state, job.locked_by) == (S.RUNNING, "me")
+    assert changed == Job(**{**{f.name: getattr(job, f.name) for f in fields(Job)},
+                             "state": S.COMPLETED, "locked_by": None})  # fmt: skip
+    with pytest.raises(AttributeError):
+        job.evolve(no_such_field=1)
