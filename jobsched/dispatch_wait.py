@@ -84,9 +84,8 @@ def timeout_s(at: int | None, clock: Callable[[], int], poll_ms: int, grace: flo
 
 
 class QueueLimits:
-    """What this node knows of the queues' limits: which queues have a
-    concurrency limit (``capped``), and when its rate-limited queues open a
-    window again (``opens_at``).
+    """What this node knows of the queues' rate limits: when its rate-limited
+    queues open a window again (``opens_at``).
 
     A window of ``max`` starts per ``per_ms`` opens when its oldest start
     leaves it. A node knows only its own starts (those it claimed), so it
@@ -105,7 +104,6 @@ class QueueLimits:
     def __init__(self, read: Callable[[], list[QueueSettings]]) -> None:
         self._read = read
         self._rated: dict[str, QueueSettings] = {}
-        self.capped: frozenset[str] = frozenset()
         self._read_at: float | None = None  # monotonic s of the last read
         self._starts: dict[str, deque[int]] = {}  # of rated queues, at most max each
         self._others: deque[tuple[int, str]] = deque(maxlen=OTHERS)
@@ -118,7 +116,7 @@ class QueueLimits:
     def opens_at(self, now: int) -> int | None:
         """The earliest time one of this node's windows opens (None: none
         known). Called when blocked: reads the settings if they are old."""
-        self.refresh()
+        self._refresh()
         best: int | None = None
         for name, starts in self._starts.items():
             per_ms = self._rated[name].rate_per_ms or 0
@@ -129,8 +127,7 @@ class QueueLimits:
                 best = at if best is None else min(best, at)
         return best
 
-    def refresh(self) -> None:
-        """Read the settings, unless read less than SETTINGS_MS ago."""
+    def _refresh(self) -> None:
         mono = time.monotonic()
         if self._read_at is not None and (mono - self._read_at) * 1000 < SETTINGS_MS:
             return
@@ -141,7 +138,6 @@ class QueueLimits:
             log.info("cannot read the queue settings: %s", exc.text)
             return
         self._rated = {q.name: q for q in settings if q.rate_max}
-        self.capped = frozenset(q.name for q in settings if q.concurrency)
         known = [(at, name) for name, starts in self._starts.items() for at in starts]
         self._starts, others = {}, self._others
         self._others = deque(maxlen=OTHERS)

@@ -10,8 +10,12 @@ queue. Each round (``step``) it:
    ``timeout_ms`` (their worker may still be busy: Python cannot stop a
    thread; the slot frees when the function returns);
 2. claims due jobs, as many as there are free workers, and starts them;
-3. finishes the decided runs (one transaction for the batch, so a durable
-   store pays one commit per batch, not per run);
+   the outcomes decided since the last claim are written first, in the
+   claim's transaction (one commit for both: a durable store pays one
+   fsync per round, not two, and a run's slot in a capped queue is free
+   for the claim that follows it);
+3. finishes the decided runs that no claim took along (all workers busy,
+   or stopping), one transaction for the batch;
 4. extends its leases while runs are in flight, every ``lease_ms / 3``;
 5. runs the node's maintenance (``jobsched.maintenance``): rescue of jobs
    whose holder died, heartbeat, retention.
@@ -162,7 +166,8 @@ class Dispatcher:
         """Do everything due at ``now``; return when to look again (ms), or None."""
         self._collect(now)
         self._expire(now)
-        # Claims first: they are what lateness is made of; writing outcomes can wait.
+        # Claims first: they are what lateness is made of; the outcomes decided
+        # so far are written in the claim's transaction (_claim).
         with self._claim_lock:
             full = not self._stopping and self._claim(now)
         self._flush(now)
@@ -270,16 +275,16 @@ class Dispatcher:
     def _claim(self, now: int) -> bool:
         """Claim up to the free workers' worth of due jobs; True if that filled them.
 
-        Outcomes waiting that free slots (after a claim that left due jobs,
-        or of runs in a queue with a concurrency limit) are written first, in
-        the claim's transaction: one commit, not two, and no claim that finds
-        the slots its own ended runs hold still taken."""
+        The outcomes waiting to be written go first, in the claim's
+        transaction: one commit, not two (the fsync of a durable store is most
+        of a round's cost), and a capped queue's slots held by this node's
+        ended runs are free for the claim (docs/queues.md). The claim waits
+        only for the outcomes' writes, not for a commit of their own."""
         s = self._s
         free = self.runner.workers - s.busy
         if free <= 0:
             return False
-        capped = self._limits.capped
-        if s.pending and (self._blocked or any(r.job.queue in capped for r, _, _ in s.pending)):
+        if s.pending:
             with self.store.transaction():
                 results = self._finish(s.pending)
                 decisions = self._take(now, free)
@@ -287,13 +292,6 @@ class Dispatcher:
         else:
             decisions = self._take(now, free)
         self._blocked = len(decisions) < free
-        if self._blocked:
-            # Learn which queues are capped (at most every SETTINGS_MS): the
-            # outcomes of their runs are then written in the claim's own
-            # transaction. Not knowing it, every round was three transactions:
-            # a claim that found the slots still held by this node's ended
-            # runs, their outcomes, and the claim again.
-            self._limits.refresh()
         self._limits.claimed([d.job for d in decisions], now)
         if decisions and not s.active:
             s.next_renew = now + self.lease_ms // 3
