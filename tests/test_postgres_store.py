@@ -448,29 +448,39 @@ def test_a_notify_does_not_read_the_jobs_already_due(open_store: Open, analyzed:
     assert _rows_filtered_out(row[0]) < 50, row[0]
 
 
+def _one_slot_queue(store: PostgresStore) -> None:
+    """Queue "bench" with a concurrency of 1 and jobs b0, b1, b2 due in that order."""
+    from jobsched.queues import QueueChange
+
+    for i in range(3):
+        j = job(f"b{i}", due=T0 + i)
+        j.queue = "bench"
+        store.insert(j)
+    store.configure_queue("bench", QueueChange(concurrency=1))
+
+
+def _end(store: PostgresStore, job_id: str) -> None:
+    """The run of ``job_id`` (claimed by "me") ends: completed, its slot free."""
+    running = store.get(job_id)
+    assert running is not None
+    assert store.replace(running.evolve(state=S.COMPLETED, locked_by=None), S.RUNNING, "me")
+
+
 def test_a_claim_after_an_empty_one_on_a_full_queue_locks_nothing(open_store: Open) -> None:
     """A limited claim locks the queue's settings row until its COMMIT is
     flushed, holding every other node's claim. A node whose last claim took
     nothing looks first, without a lock: while the queue stays full its claims
     lock and write nothing (no transaction id is assigned); once a slot is
     free it claims as before."""
-    from jobsched.queues import QueueChange
-
     store = open_store()
-    for i in range(3):
-        j = job(f"b{i}", due=T0 + i)
-        j.queue = "bench"
-        store.insert(j)
-    store.configure_queue("bench", QueueChange(concurrency=1))
+    _one_slot_queue(store)
     lease = ("me", T0 + 60_000)
     assert [j.job_id for j in store.claim_due(T0 + 10, 5, *lease)] == ["b0"]
     assert store.claim_due(T0 + 10, 5, *lease) == []  # full: locked, took nothing
     conn = store._pool._state()
     assert store.claim_due(T0 + 10, 5, *lease) == []  # looked: nothing locked
     assert conn.xid is None
-    done = store.get("b0")
-    assert done is not None
-    store.replace(done.evolve(state=S.COMPLETED, locked_by=None), S.RUNNING, "me")
+    _end(store, "b0")
     assert [j.job_id for j in store.claim_due(T0 + 10, 5, *lease)] == ["b1"]
     assert conn.xid is not None
 
@@ -501,14 +511,9 @@ def test_a_claim_guessed_from_settings_seen_before_is_made_again_when_they_chang
     assert store.claim_due(T0 + 10, 5, *lease) == []  # both queues are full
     assert sorted(j.job_id for j in store.list_jobs(S.RUNNING, None, None, 10)) == ["b0", "o0"]
 
-    def finish(job_id: str) -> None:
-        done = store.get(job_id)
-        assert done is not None
-        store.replace(done.evolve(state=S.COMPLETED, locked_by=None), S.RUNNING, "me")
-
-    finish("b0")
+    _end(store, "b0")
     assert [j.job_id for j in store.claim_due(T0 + 10, 5, *lease)] == ["b1"]
-    finish("b1")
+    _end(store, "b1")
     claimed: list[Job] = []
     trips = _round_trips(store, lambda: claimed.extend(store.claim_due(T0 + 10, 5, *lease)))
     assert [j.job_id for j in claimed] == ["b2"]
@@ -520,21 +525,10 @@ def test_a_slot_freed_and_taken_again_in_one_transaction_wakes_no_one(open_store
     a node that ends its runs and takes the slots again in one transaction
     leaves the queue full: every such round woke the other nodes for a look
     that found nothing. The NOTIFY is sent when a slot is still free at commit."""
-    from jobsched.queues import QueueChange
-
     store = open_store()
-    for i in range(3):
-        j = job(f"b{i}", due=T0 + i)
-        j.queue = "bench"
-        store.insert(j)
-    store.configure_queue("bench", QueueChange(concurrency=1))
+    _one_slot_queue(store)
     lease = ("me", T0 + 60_000)
     assert [j.job_id for j in store.claim_due(T0 + 10, 5, *lease)] == ["b0"]
-
-    def end(job_id: str) -> None:
-        running = store.get(job_id)
-        assert running is not None
-        assert store.replace(running.evolve(state=S.COMPLETED, locked_by=None), S.RUNNING, "me")
 
     with admin() as listen:
         listen.execute(f'LISTEN "{store._pool.channel}"')
@@ -543,10 +537,10 @@ def test_a_slot_freed_and_taken_again_in_one_transaction_wakes_no_one(open_store
             return [n.payload for n in listen.notifies(timeout=0.3, stop_after=1)]
 
         with store.transaction():
-            end("b0")
+            _end(store, "b0")
             assert [j.job_id for j in store.claim_due(T0 + 10, 5, *lease)] == ["b1"]
         assert told() == []
-        end("b1")  # b2 is due and the slot is free
+        _end(store, "b1")  # b2 is due and the slot is free
         assert told() == ["0"]
 
 
