@@ -542,6 +542,13 @@ def test_a_slot_freed_and_taken_again_in_one_transaction_wakes_no_one(open_store
         assert told() == []
         _end(store, "b1")  # b2 is due and the slot is free
         assert told() == ["0"]
+        assert [j.job_id for j in store.claim_due(T0 + 10, 5, *lease)] == ["b2"]
+        with store.transaction():  # the queue is full again, but a new job is due
+            _end(store, "b2")
+            store.insert(job("other", due=T0))
+            assert [j.job_id for j in store.claim_due(T0 + 10, 1, *lease)] == ["other"]
+            store.insert(job("later", due=T0 + 5))
+        assert told() == ["0"]
 
 
 def _round_trips(store: PostgresStore, work: Callable[[], None]) -> int:
