@@ -101,7 +101,7 @@ def _check_books(s: MemoryStore) -> None:
         pending = j.state in RUNNABLE_STATES and j.due_at is not None
         assert isinstance(item, tuple) is pending
         if pending:
-            assert item in s._heaps[j.priority]  # the record is its own heap entry
+            assert item in s._heaps[j.priority][j.queue]  # the record is its own heap entry
     pending = [
         sum(isinstance(i, tuple) and s.get(i[1]).state is st for i in items)  # type: ignore[union-attr]
         for st in (S.SCHEDULED, S.RETRYING)
@@ -275,3 +275,41 @@ def test_a_rolled_back_block_restores_the_queue_settings_it_changed() -> None:
         store.configure_queue("new", QueueChange(paused=True))
         raise KeyError
     assert [r.settings for r in store.queue_report()] == [QueueSettings("r", concurrency=2)]
+
+
+def test_a_claim_behind_held_queues_does_not_touch_their_backlog(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A paused queue, or a full one, holds its due jobs back. The store kept
+    one due heap per priority, so every claim popped each held due job and
+    pushed it back: O(held) a claim. Heaps are per queue now: a claim pops
+    what it takes (and stale records), nothing of the queues it leaves alone.
+    Priority still comes first across queues, then due time."""
+    import heapq
+
+    def queued(job_id: str, queue: str, due: int, priority: int = 0) -> Job:
+        return Job(job_id, "t", "{}", ONCE, JobState.SCHEDULED, due, T0, T0, queue=queue,
+                   priority=priority)  # fmt: skip
+
+    s = MemoryStore()
+    s.insert_many([queued(f"h{i}", "held", T0 + i) for i in range(1500)])
+    s.insert_many([queued(f"f{i}", "full", T0 + i) for i in range(1500)])
+    s.insert_many([queued("d0", "default", T0 + 50), queued("d1", "default", T0 + 20)])
+    s.insert_many([queued("p1", "other", T0 + 10, priority=1), queued("o0", "other", T0 + 30)])
+    s.configure_queue("held", QueueChange(paused=True))
+    s.configure_queue("full", QueueChange(concurrency=1))
+    assert [j.job_id for j in s.claim_due(T0 + 5_000, 1, "me", T0 + 60_000)] == ["f0"]
+    pops: list[None] = []
+    real = heapq.heappop
+
+    def counted(heap: list[object]) -> object:
+        pops.append(None)
+        return real(heap)
+
+    monkeypatch.setattr(heapq, "heappop", counted)
+    taken = s.claim_due(T0 + 5_000, 10, "me", T0 + 60_000)
+    assert [j.job_id for j in taken] == ["d1", "o0", "d0", "p1"]  # priority 0 by due, then 1
+    assert len(pops) == 4
+    monkeypatch.undo()
+    s.configure_queue("held", QueueChange(paused=False))
+    assert len(s.claim_due(T0 + 5_000, 5_000, "me", T0 + 60_000)) == 1500  # none was lost

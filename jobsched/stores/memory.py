@@ -50,12 +50,22 @@ __all__ = ["RUNS_KEPT", "MemoryStore"]
 _RUNNING, _SCHEDULED, _RETRYING = JobState.RUNNING, JobState.SCHEDULED, JobState.RETRYING
 
 
+def _head(entry: tuple[str, list[Record]]) -> int:
+    """The key of a queue heap's first record (claims take the earliest)."""
+    key: int = entry[1][0][0]
+    return key
+
+
 class MemoryStore(MemoryRuns, MemoryQueues, UndoLog, Store):
     def __init__(self) -> None:
         self._jobs: dict[str, Item] = {}
         self._by_seq: list[Item | None] = []  # index = seq - 1; None once pruned
-        # One due heap of records per priority: a claim walks them in priority order.
-        self._heaps: list[list[Record]] = [[] for _ in range(MAX_PRIORITY + 1)]
+        # Due heaps of records by priority, then by queue: a claim walks the
+        # priorities in order and, within one, takes the earliest head among
+        # the queues it may take from; a paused or full queue's heap is not
+        # touched (one heap per priority made every claim pop and push back
+        # every due job of the queues it had to leave alone).
+        self._heaps: list[dict[str, list[Record]]] = [{} for _ in range(MAX_PRIORITY + 1)]
         self._packer = Packer()
         # Pending records (scheduled, retrying): counted apart from the other
         # jobs' states, as an enum's hash is Python code and these are most calls.
@@ -88,7 +98,7 @@ class MemoryStore(MemoryRuns, MemoryQueues, UndoLog, Store):
                 return job
             # The hot path, _track's for a new pending record.
             self._pending[job.state is _RETRYING] += 1
-            heapq.heappush(self._heaps[job.priority], item)
+            heapq.heappush(self._heap(job.priority, job.queue), item)
             if self._marks:
                 self._undo.append((MemoryStore._undo_job, None, item, None))
             return job
@@ -136,7 +146,7 @@ class MemoryStore(MemoryRuns, MemoryQueues, UndoLog, Store):
                 was_final = old_state in FINAL_STATES
         if isinstance(new, tuple):
             self._pending[state is _RETRYING] += 1
-            heap = self._heaps[job.priority]
+            heap = self._heap(job.priority, job.queue)
             heapq.heappush(heap, new)
             if len(heap) > 2 * (self._pending[0] + self._pending[1]) + 1024:
                 self._rebuild()
@@ -156,13 +166,21 @@ class MemoryStore(MemoryRuns, MemoryQueues, UndoLog, Store):
         if job.unique_key is not None:
             self._key_track(job_id, job.unique_key, state)
 
+    def _heap(self, priority: int, queue: str) -> list[Record]:
+        heaps = self._heaps[priority]
+        heap = heaps.get(queue)
+        if heap is None:
+            heap = heaps[queue] = []
+        return heap
+
     def _rebuild(self) -> None:
-        self._heaps = [[] for _ in range(MAX_PRIORITY + 1)]
+        self._heaps = [{} for _ in range(MAX_PRIORITY + 1)]
         for item in self._jobs.values():
             if isinstance(item, tuple):
-                self._heaps[item[SHAPE][PRIORITY]].append(item)
-        for heap in self._heaps:
-            heapq.heapify(heap)
+                self._heap(item[SHAPE][PRIORITY], item[SHAPE][QUEUE]).append(item)
+        for heaps in self._heaps:
+            for heap in heaps.values():
+                heapq.heapify(heap)
 
     def claim_due(
         self,
@@ -177,30 +195,35 @@ class MemoryStore(MemoryRuns, MemoryQueues, UndoLog, Store):
         jobs = self._jobs
         with self._lock:
             budgets = self._budgets(now, limits)
-            aside: list[Record] = []  # due, but not ours to take
             bound = (now + 1) << SEQ_BITS  # records due at or before now have smaller keys
-            for heap in self._heaps:
-                while heap and len(claimed) < limit and heap[0][0] < bound:
-                    rec = heapq.heappop(heap)
-                    if jobs.get(rec[JOB_ID]) is not rec:
-                        continue  # stale: the job has changed since
-                    queue = rec[SHAPE][QUEUE]
-                    if budgets.get(queue, 1) <= 0 or (queues is not None and queue not in queues):
-                        aside.append(rec)
-                        continue
-                    taken = unpack(rec, owner, lease_until)
-                    self._put(taken.job_id, taken)
-                    self._track(rec, rec[SHAPE][STATE], taken, taken)
-                    self._started(queue, now, budgets)
-                    claimed.append(taken)
-            for rec in aside:
-                heapq.heappush(self._heaps[rec[SHAPE][PRIORITY]], rec)
+            for heaps in self._heaps:
+                if len(claimed) >= limit:
+                    break
+                open_ = [
+                    (queue, heap)
+                    for queue, heap in heaps.items()
+                    if heap and budgets.get(queue, 1) > 0 and (queues is None or queue in queues)
+                ]
+                while open_ and len(claimed) < limit:
+                    queue, heap = min(open_, key=_head) if len(open_) > 1 else open_[0]
+                    rec = heap[0]
+                    if rec[0] >= bound:
+                        break  # the earliest head of the queues open here is not due
+                    heapq.heappop(heap)
+                    if jobs.get(rec[JOB_ID]) is rec:  # else stale: the job has changed
+                        taken = unpack(rec, owner, lease_until)
+                        self._put(taken.job_id, taken)
+                        self._track(rec, rec[SHAPE][STATE], taken, taken)
+                        self._started(queue, now, budgets)
+                        claimed.append(taken)
+                    if not heap or budgets.get(queue, 1) <= 0:
+                        open_ = [entry for entry in open_ if entry[1] is not heap]
         return claimed
 
     def next_due(self, after: int | None = None) -> int | None:
         with self._lock:
             found: int | None = None
-            for heap in self._heaps:
+            for heap in (h for heaps in self._heaps for h in heaps.values()):
                 while heap and self._jobs.get(heap[0][JOB_ID]) is not heap[0]:
                     heapq.heappop(heap)
                 if heap and after is not None:
@@ -332,7 +355,7 @@ class MemoryStore(MemoryRuns, MemoryQueues, UndoLog, Store):
         elif isinstance(old, tuple):
             self._put(job_id, old)
             self._pending[old_state is _RETRYING] += 1
-            heapq.heappush(self._heaps[old[SHAPE][PRIORITY]], old)
+            heapq.heappush(self._heap(old[SHAPE][PRIORITY], old[SHAPE][QUEUE]), old)
         else:
             self._put(job_id, old)
             self._counts[old.state] = self._counts.get(old.state, 0) + 1
