@@ -1,7 +1,8 @@
 """The in-memory store: a dict by id, a list by seq, and heaps by time.
 
-Executing k due jobs out of n pending costs O(k log n): each priority has a
-due heap that is never scanned. A pending job is held as a compact record
+Executing k due jobs out of n pending costs O(k log n): each priority and
+queue has a due heap that is never scanned (a claim leaves the heaps of the
+queues it may not take from, paused or full, alone). A pending job is held as a compact record
 (``memory_compact``: a short tuple whose first item orders it by (due_at,
 seq)), and that record is its own heap entry. Entries are not removed when a
 job changes: a popped entry that is no longer the job's current record is
