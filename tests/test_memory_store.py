@@ -12,6 +12,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -313,3 +314,41 @@ def test_a_claim_behind_held_queues_does_not_touch_their_backlog(
     monkeypatch.undo()
     s.configure_queue("held", QueueChange(paused=False))
     assert len(s.claim_due(T0 + 5_000, 5_000, "me", T0 + 60_000)) == 1500  # none was lost
+
+
+def test_next_due_after_walks_a_held_backlog_once_while_nothing_is_pushed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A dispatcher blocked on a paused or full queue asks, at every look, for
+    the first job due after now (``next_due(after)``); the memory store found
+    it by walking every due record of the held heap, each time. The answer is
+    kept per heap until something is pushed to it, and checked to be live."""
+
+    def queued(job_id: str, due: int, queue: str = "held") -> Job:
+        return Job(job_id, "t", "{}", ONCE, JobState.SCHEDULED, due, T0, T0, queue=queue)
+
+    s = MemoryStore()
+    s.insert_many([queued(f"h{i}", T0 + i) for i in range(1500)])
+    s.insert_many([queued("f1", T0 + 100_000), queued("f2", T0 + 200_000)])
+    s.configure_queue("held", QueueChange(paused=True))
+    walks: list[None] = []
+    real = MemoryStore._first_after
+
+    def counted(self: MemoryStore, heap: Any, bound: int) -> Any:
+        walks.append(None)
+        return real(self, heap, bound)
+
+    monkeypatch.setattr(MemoryStore, "_first_after", counted)
+    assert s.next_due(after=T0 + 5_000) == T0 + 100_000
+    assert s.next_due(after=T0 + 6_000) == T0 + 100_000
+    assert len(walks) == 1  # the second look used the first one's answer
+    s.insert(queued("f0", T0 + 50_000))  # pushed: the answer is read again
+    assert s.next_due(after=T0 + 6_000) == T0 + 50_000
+    f0 = s.get("f0")
+    assert f0 is not None
+    s.replace(f0.evolve(state=JobState.CANCELLED, due_at=None), JobState.SCHEDULED)
+    assert s.next_due(after=T0 + 6_000) == T0 + 100_000  # the answer's job changed
+    assert s.next_due(after=T0 + 150_000) == T0 + 200_000  # past the answer
+    assert s.next_due(after=T0 + 300_000) is None
+    assert s.next_due(after=T0 + 400_000) is None
+    assert s.next_due() == T0

@@ -67,6 +67,9 @@ class MemoryStore(MemoryRuns, MemoryQueues, UndoLog, Store):
         # touched (one heap per priority made every claim pop and push back
         # every due job of the queues it had to leave alone).
         self._heaps: list[dict[str, list[Record]]] = [{} for _ in range(MAX_PRIORITY + 1)]
+        # By id of a heap with due records: next_due(after)'s last answer for it,
+        # (bound, key, record) or (bound, None, None); forgotten when it is pushed to.
+        self._after: dict[int, tuple[int, int | None, Record | None]] = {}
         self._packer = Packer()
         # Pending records (scheduled, retrying): counted apart from the other
         # jobs' states, as an enum's hash is Python code and these are most calls.
@@ -168,14 +171,18 @@ class MemoryStore(MemoryRuns, MemoryQueues, UndoLog, Store):
             self._key_track(job_id, job.unique_key, state)
 
     def _heap(self, priority: int, queue: str) -> list[Record]:
+        """The heap to push a record of ``queue`` to (every push goes through here)."""
         heaps = self._heaps[priority]
         heap = heaps.get(queue)
         if heap is None:
             heap = heaps[queue] = []
+        elif self._after:
+            self._after.pop(id(heap), None)
         return heap
 
     def _rebuild(self) -> None:
         self._heaps = [{} for _ in range(MAX_PRIORITY + 1)]
+        self._after = {}
         for item in self._jobs.values():
             if isinstance(item, tuple):
                 self._heap(item[SHAPE][PRIORITY], item[SHAPE][QUEUE]).append(item)
@@ -224,32 +231,51 @@ class MemoryStore(MemoryRuns, MemoryQueues, UndoLog, Store):
     def next_due(self, after: int | None = None) -> int | None:
         with self._lock:
             found: int | None = None
+            bound = None if after is None else ((after + 1) << SEQ_BITS) - 1
             for heap in (h for heaps in self._heaps for h in heaps.values()):
                 while heap and self._jobs.get(heap[0][JOB_ID]) is not heap[0]:
                     heapq.heappop(heap)
-                if heap and after is not None:
-                    key = self._first_after(heap, ((after + 1) << SEQ_BITS) - 1, found)
-                else:
-                    key = heap[0][0] if heap else None
+                if not heap:
+                    continue
+                key = (
+                    heap[0][0]
+                    if bound is None or heap[0][0] > bound
+                    else self._after_key(heap, bound)
+                )
                 if key is not None and (found is None or key < found):
                     found = key
             return None if found is None else found >> SEQ_BITS
 
-    def _first_after(self, heap: list[Record], bound: int, best: int | None) -> int | None:
-        """The smallest key above ``bound`` of a live record of ``heap`` (below
-        ``best``). A heap's subtree holds no key smaller than its root, so only
-        the records at or below ``bound`` (what is already due) are walked
-        through, and stale ones."""
-        jobs, todo = self._jobs, [0]
+    def _after_key(self, heap: list[Record], bound: int) -> int | None:
+        """The smallest key above ``bound`` in ``heap``, whose head is due: a
+        paused or full queue's backlog is walked once, not at every look of a
+        blocked dispatcher, while nothing is pushed to it."""
+        memo = self._after.get(id(heap))
+        if memo is not None and memo[0] <= bound:
+            _, key, rec = memo
+            if key is None or (
+                bound < key and rec is not None and self._jobs.get(rec[JOB_ID]) is rec
+            ):
+                return key
+        rec = self._first_after(heap, bound)
+        self._after[id(heap)] = (bound, None if rec is None else rec[0], rec)
+        return None if rec is None else rec[0]
+
+    def _first_after(self, heap: list[Record], bound: int) -> Record | None:
+        """The live record of ``heap`` with the smallest key above ``bound``. A
+        heap's subtree holds no key smaller than its root, so only the records
+        at or below ``bound`` (what is already due) are walked through, and
+        stale ones."""
+        jobs, todo, best = self._jobs, [0], None
         while todo:
             i = todo.pop()
             if i >= len(heap):
                 continue
             rec = heap[i]
-            if best is not None and rec[0] >= best:
+            if best is not None and rec[0] >= best[0]:
                 continue
             if rec[0] > bound and jobs.get(rec[JOB_ID]) is rec:
-                best = rec[0]
+                best = rec
                 continue
             todo += (2 * i + 1, 2 * i + 2)
         return best
