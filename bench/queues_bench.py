@@ -19,7 +19,8 @@
    and with ``unique_key`` and ``unique_for_ms`` (the key table's upsert too);
    the ratio of each to the plain inserts.
 3. A claim of 8 jobs behind a paused queue of --held due jobs (100,000), in
-   process, on SQLite and PostgreSQL, beside the same claim with none held:
+   process, on the memory store, SQLite and PostgreSQL, beside the same claim
+   with none held:
    a claim must not read the jobs a paused or full queue holds back.
 
 The PostgreSQL helpers are bench/postgres_bench.py's: one database
@@ -161,10 +162,40 @@ def claim_ms(target: str, held: int, claims: int = 100) -> float:
     return statistics.median(times)
 
 
+def memory_claim_ms(held: int, claims: int = 100) -> float:
+    """``claim_ms`` on an in-process memory store (a node without ``--db``)."""
+    from jobsched.engine import Engine
+    from jobsched.queues import QueueChange
+    from jobsched.spec import ScheduleSpec
+    from jobsched.stores.memory import MemoryStore
+
+    store = MemoryStore()
+    engine = Engine(store)
+    now = int(time.time() * 1000)
+    for start in range(0, held, 10_000):
+        count = min(10_000, held - start)
+        engine.schedule_many([ScheduleSpec("noop", "{}", queue="held")] * count, now)
+    engine.schedule_many([ScheduleSpec("noop", "{}")] * (8 * claims), now)
+    store.configure_queue("held", QueueChange(paused=True))
+    times = []
+    for _ in range(claims):
+        began = time.perf_counter()
+        taken = store.claim_due(now + 1000, 8, "bench", now + 60_000)
+        times.append((time.perf_counter() - began) * 1000)
+        assert len(taken) == 8, len(taken)
+    return statistics.median(times)
+
+
 def held_part(held: int, sqlite_dir: Path) -> None:
     print(f"\na claim of 8 jobs behind a paused queue of {held:,} due jobs, median ms")
-    for store, where in stores(sqlite_dir, "held_").items():
-        alone, behind = claim_ms(where("none"), 0), claim_ms(where("many"), held)
+
+    def on(where: Callable[[str], str]) -> Callable[[int], float]:
+        return lambda n: claim_ms(where("many" if n else "none"), n)
+
+    measures: dict[str, Callable[[int], float]] = {"memory (in process)": memory_claim_ms}
+    measures.update((store, on(where)) for store, where in stores(sqlite_dir, "held_").items())
+    for store, measure in measures.items():
+        alone, behind = measure(0), measure(held)
         print(
             f"{store}: {behind:.2f} ms behind them, {alone:.2f} ms with none held "
             f"(ratio {ratio(behind, alone)})",
