@@ -195,13 +195,14 @@ def claim_limited(
     if seen is not None and memory.took_nothing and limits:
         probe = look_sql(now, limit, seen, only, limits)
         rows, counted = memory.both((sq.RESTRICTING, []), probe or ("SELECT 0", []))
-        if [sq.settings_from(r) for r in rows] == seen and counted[0][0] == 0:
+        if _read(rows) == seen and counted[0][0] == 0:
             return [], seen
     if seen and (built := claim_sql(now, limit, lease, seen, only, limits)) is not None:
         try:
             with memory.savepoint():
-                rows, taken = memory.both(_locked(d, limits), _returning(built, d))
-                if [sq.settings_from(r) for r in rows] != seen:
+                locked: Bound = (sq.restricting_sql(d, limits), [])
+                rows, taken = memory.both(locked, _returning(built, d))
+                if _read(rows) != seen:
                     raise _Stale
             return [parse(row) for row in taken], seen
         except _Stale:
@@ -216,9 +217,8 @@ def claim_limited(
     return [parse(row) for row in run(sql, args)], rules
 
 
-def _locked(d: sq.Dialect, limits: bool) -> Bound:
-    """The read of the restricting settings, locking them (``sq.restricting``)."""
-    return sq.RESTRICTING + (" FOR UPDATE" if limits and d.locks else ""), []
+def _read(rows: list[Any]) -> list[QueueSettings]:
+    return [sq.settings_from(r) for r in rows]
 
 
 def _returning(built: Bound, d: sq.Dialect) -> Bound:

@@ -159,14 +159,19 @@ _DB_NOW = "(extract(epoch FROM statement_timestamp()) * 1000)::bigint"
 # more for each new one), and no job due in the future is due sooner (a
 # sleeping node wakes at the earliest of those; jobs already due, blocked in
 # another queue, do not keep it asleep: docs/queues.md).
-NOTIFY_SQL = (
-    f"SELECT pg_notify(%s, %s) WHERE %s <= {_earliest(' AND queue = %s')} "
+_DUE_NEWS = (
+    f"%s <= {_earliest(' AND queue = %s')} "
     f"AND %s <= COALESCE({_earliest(f' AND due_at > {_DB_NOW}')}, %s)"
 )
+NOTIFY_SQL = f"SELECT pg_notify(%s, %s) WHERE {_DUE_NEWS}"
+
+
+def _due_news_args(due: int, queue: str) -> tuple[Any, ...]:
+    return (due, queue, due, due)
 
 
 def notify_args(channel: str, due: int, queue: str) -> tuple[Any, ...]:
-    return (channel, str(due), due, queue, due, due)
+    return (channel, str(due), *_due_news_args(due, queue))
 
 
 # A queue with a concurrency limit whose slot this transaction freed, with a
@@ -180,11 +185,7 @@ _SLOT_FREE = (
     "AND queue = q.name AND due_at IS NOT NULL))"
 )
 _NOTIFY_FREED = f"SELECT pg_notify(%s, '0') WHERE {_SLOT_FREE}"
-_NOTIFY_EITHER = (
-    f"SELECT pg_notify(%s, '0') WHERE {_SLOT_FREE} "
-    f"OR (%s <= {_earliest(' AND queue = %s')} "
-    f"AND %s <= COALESCE({_earliest(f' AND due_at > {_DB_NOW}')}, %s))"
-)
+_NOTIFY_EITHER = f"SELECT pg_notify(%s, '0') WHERE {_SLOT_FREE} OR ({_DUE_NEWS})"
 
 
 def notify(
@@ -198,7 +199,7 @@ def notify(
     names = sorted(freed)
     if due is None:
         return _NOTIFY_FREED, (channel, names)
-    return _NOTIFY_EITHER, (channel, names, *notify_args(channel, due, queue)[2:])
+    return _NOTIFY_EITHER, (channel, names, *_due_news_args(due, queue))
 
 
 PRUNE_JOBS = (

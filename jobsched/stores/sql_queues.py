@@ -113,10 +113,14 @@ def no_restriction(limits: bool) -> str:
 RESTRICTING = f"{_SETTINGS} WHERE {_restricts(True)} ORDER BY name"
 
 
+def restricting_sql(d: Dialect, lock: bool) -> str:
+    """RESTRICTING, locking the rows it reads when ``lock`` and the store locks rows."""
+    return RESTRICTING + (" FOR UPDATE" if lock and d.locks else "")
+
+
 def restricting(run: Run, d: Dialect, lock: bool) -> list[QueueSettings]:
     """The queues a claim must look at: paused ones and limited ones."""
-    sql = RESTRICTING + (" FOR UPDATE" if lock and d.locks else "")
-    return [settings_from(r) for r in run(sql, ())]
+    return [settings_from(r) for r in run(restricting_sql(d, lock), ())]
 
 
 def claim_seqs(
