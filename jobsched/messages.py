@@ -113,11 +113,22 @@ def schedule_once(ctx: Context, body: Fields) -> Job | None:
     return ctx.engine.place(spec, ctx.now(body))[0]
 
 
-def schedule_jobs(ctx: Context, body: Fields) -> Reply:
-    """A batch of schedule_job specs, all scheduled or none (docs/protocol.md)."""
+def schedule_batch(ctx: Context, body: Fields) -> tuple[list[Job], set[int]]:
+    """The jobs of a schedule_jobs request, scheduled (all or none), and the
+    indexes of those that are duplicates (``Engine.schedule_batch``)."""
     now = ctx.now(body)
     specs = v.batch_specs(body.get("jobs"), ctx.max_payload, now, ctx.fast_path)
-    jobs, duplicates = ctx.engine.schedule_batch(specs, now)
+    return ctx.engine.schedule_batch(specs, now)
+
+
+def schedule_jobs(ctx: Context, body: Fields) -> Reply:
+    """A batch of schedule_job specs, all scheduled or none (docs/protocol.md)."""
+    jobs, duplicates = schedule_batch(ctx, body)
+    return "jobs_scheduled", {"jobs": scheduled_entries(jobs, duplicates)}
+
+
+def scheduled_entries(jobs: list[Job], duplicates: set[int]) -> list[Fields]:
+    """jobs_scheduled's ``jobs``: each job's id and first due time, in order."""
     # The jobs of a batch mostly share a few due times: each is formatted once.
     texts: dict[int | None, str | None] = {}
     out = []
@@ -129,7 +140,7 @@ def schedule_jobs(ctx: Context, body: Fields) -> Reply:
         if duplicates and i in duplicates:
             entry["duplicate"] = True
         out.append(entry)
-    return "jobs_scheduled", {"jobs": out}
+    return out
 
 
 def execute_jobs(ctx: Context, body: Fields) -> Reply:

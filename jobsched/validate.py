@@ -116,19 +116,22 @@ def schedule_spec(
 ONCE_KEYS = frozenset(("type", "msg_id", "current_time", "task", "payload", "delay_ms", "run_at"))
 
 
-def once_spec(body: dict[str, Any], max_payload: int = DEFAULT_MAX_PAYLOAD) -> ScheduleSpec | None:
+def once_spec(
+    body: dict[str, Any], max_payload: int = DEFAULT_MAX_PAYLOAD, depth: int = MAX_DEPTH
+) -> ScheduleSpec | None:
     """``schedule_spec(body, max_payload)`` for the commonest request, in one
     pass; None for any other shape, and for a body schedule_spec refuses (it
     then names the error, in its own order). Built from the same readers, so
     the rules cannot differ; the stdio fast path's differential tests
     (tests/test_engine_equivalence.py, tests/test_node_fuzz.py) hold the two
-    to the same answers."""
+    to the same answers. ``depth``: how deeply the payload may nest (less in
+    a batch's spec, ``batch_specs``)."""
     if not ONCE_KEYS.issuperset(body):
         return None
     delay, run_at = body.get("delay_ms"), body.get("run_at")
     try:
         task = text(body.get("task"), "task")
-        payload_json = _payload_json(body.get("payload", {}), max_payload)
+        payload_json = _payload_json(body.get("payload", {}), max_payload, depth)
         if delay is not None:
             if run_at is not None:
                 return None
@@ -193,6 +196,10 @@ def placing_fields(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# How deeply a spec of a batch may nest: "jobs" itself is the first of the
+# field's MAX_DEPTH levels.
+_SPEC_DEPTH = MAX_DEPTH - 1
+
 # Fields of a schedule_jobs message that a spec of its batch may not carry:
 # they belong to the message (one "now" for the whole batch).
 _BATCH_ONLY = ("current_time",)
@@ -213,10 +220,18 @@ def batch_specs(
     specs = []
     for i, item in enumerate(value):
         if fast and type(item) is dict and item.get("current_time") is None:
-            spec = once_spec(item, max_payload)
-            if spec is not None:
+            spec = once_spec(item, max_payload, _SPEC_DEPTH - 1)
+            if spec is not None and not (
+                ("type" in item or "msg_id" in item) and too_deep(item, _SPEC_DEPTH)
+            ):
                 specs.append(spec)
                 continue
+        # The nesting bound of the "jobs" field (docs/protocol.md), which
+        # wire.decode leaves to this reading of it: once_spec checked it above.
+        if too_deep(item, _SPEC_DEPTH):
+            raise Malformed(
+                "jobs", f"is nested more than {MAX_DEPTH} levels deep (arrays and objects)"
+            )
         if not isinstance(item, dict):
             raise Malformed(f"jobs[{i}]", f"must be a schedule_job spec object, not {kind(item)}")
         for name in _BATCH_ONLY:
@@ -230,14 +245,15 @@ def batch_specs(
     return specs
 
 
-def _payload_json(payload: Any, max_payload: int) -> str:
-    """The payload as the compact JSON text stores keep, within the limits."""
+def _payload_json(payload: Any, max_payload: int, depth: int = MAX_DEPTH) -> str:
+    """The payload as the compact JSON text stores keep, within the limits
+    (nesting at most ``depth`` levels: less inside a batch's spec)."""
     try:
         payload_json: str | None = _dumps_compact(payload)
     except RecursionError:
         payload_json = None
     # A payload nested deeper is refused: stored, it could break every read of it.
-    if payload_json is None or (may_be_too_deep(payload_json) and too_deep(payload)):
+    if payload_json is None or (may_be_too_deep(payload_json, depth) and too_deep(payload, depth)):
         raise Malformed(
             "payload", f"is nested more than {MAX_DEPTH} levels deep (arrays and objects)"
         )

@@ -12,6 +12,9 @@ from typing import Any
 
 import pytest
 
+from jobsched import wire
+from jobsched.jsonfast import dumps
+from jobsched.messages import scheduled_entries
 from jobsched.stores.base import Store
 from jobsched.stores.sqlite import SQLiteStore
 from tests.harness import NodeProcess, Wire
@@ -259,17 +262,63 @@ def test_schedule_many_inserts_all_or_nothing_on_every_store(store: Store) -> No
     assert seqs == sorted(seqs)
 
 
-def test_a_payload_in_a_batch_nests_62_levels_the_line_64() -> None:
+def _nested(levels: int) -> Any:
+    value: Any = 1
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "general"])
+def test_a_payload_in_a_batch_nests_62_levels_the_line_64(fast: bool) -> None:
     w = Wire()
-
-    def nested(levels: int) -> Any:
-        value: Any = 1
-        for _ in range(levels):
-            value = [value]
-        return value
-
-    ok = {"type": "schedule_jobs", "jobs": [{"task": "a", "payload": nested(62)}]}
+    w.ctx.fast_path = fast
+    ok = {"type": "schedule_jobs", "jobs": [{"task": "a", "payload": _nested(62)}]}
     [job] = w.ok(ok, "jobs_scheduled")["jobs"]
-    assert w.job(job["job_id"])["payload"] == nested(62)
-    deep = {"type": "schedule_jobs", "jobs": [{"task": "a", "payload": nested(63)}]}
+    assert w.job(job["job_id"])["payload"] == _nested(62)
+    deep = {"type": "schedule_jobs", "jobs": [{"task": "a", "payload": _nested(63)}]}
     assert w.err(deep, 12) == "jobs: is nested more than 64 levels deep (arrays and objects)"
+
+
+# Specs nesting one level too deep, in every place a spec can: the reader of
+# the batch (validate.batch_specs) bounds them, not the wire's walk.
+TOO_DEEP_SPECS = [
+    {"task": "a", "cron": "0 0 * * *", "payload": _nested(63)},  # not once_spec's shape
+    {"task": "a", "msg_id": _nested(63)},  # a field no spec reads
+    {"task": "a", "type": {"x": _nested(62)}},
+    {"task": "a", "unknown": _nested(63)},
+    {"task": "a", "retry": {"max_attempts": _nested(62)}},
+    _nested(64),  # not a spec at all
+]
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "general"])
+@pytest.mark.parametrize("spec", TOO_DEEP_SPECS)
+def test_a_spec_nested_too_deeply_anywhere_is_the_jobs_field_s_error(
+    spec: Any, fast: bool
+) -> None:
+    w = Wire()
+    w.ctx.fast_path = fast
+    body = {"type": "schedule_jobs", "jobs": [{"task": "a", "job_id": "first"}, spec]}
+    assert w.err(body, 12) == "jobs: is nested more than 64 levels deep (arrays and objects)"
+    assert _ids(w) == []
+    # One level less is no longer the nesting bound's business.
+    shallower = json.loads(json.dumps(spec).replace("[1]", "1", 1))
+    body["jobs"][1] = shallower
+    assert "nested" not in str(w.send(body))
+
+
+def test_the_batch_reply_written_directly_is_what_the_encoder_writes() -> None:
+    # wire writes a jobs_scheduled line itself (wire._entries_text); the
+    # differential tests compare whole replies, this the pieces, duplicates
+    # and an id the encoder would have to escape included.
+    w = Wire()
+    specs = [{"task": "a", "job_id": "x1"}, {"task": "a", "cron": "0 0 * * *"}, {"task": "b"}]
+    w.ok({"type": "schedule_jobs", "jobs": specs}, "jobs_scheduled")
+    jobs = list(w.store.iter_all())
+    for dups in (set(), {1}, {0, 2}):
+        assert f"[{wire._entries_text(jobs, dups)}]" == dumps(scheduled_entries(jobs, dups))
+    same = [jobs[0], jobs[2]]  # one due time: the ids joined
+    assert f"[{wire._entries_text(same, set())}]" == dumps(scheduled_entries(same, set()))
+    for odd in ('x"1', "x\\1", "é", "x\n"):
+        assert wire._entries_text([jobs[0].evolve(job_id=odd), jobs[1]], set()) is None

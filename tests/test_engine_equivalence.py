@@ -89,6 +89,10 @@ def _batch(rng: random.Random, now: int, sent: dict[str, dict[str, Any]]) -> dic
     for _ in range(rng.randrange(1, 5)):
         spec = dict(_schedule(rng, now, sent))
         del spec["type"]
+        if rng.random() < 0.2:  # duplicates (the reply marks them) within and across batches
+            spec["unique_key"] = rng.choice(["k1", "k2"])
+        if "job_id" in spec and rng.random() < 0.1:  # an id the protocol refuses
+            spec["job_id"] += rng.choice(['"q', "\\", "é", "\x7f", "\n"])
         jobs.append(spec)
     if rng.random() < 0.1:
         jobs.insert(rng.randrange(len(jobs) + 1), {"task": "a", "delay_ms": -1})
