@@ -194,7 +194,7 @@ class Client:
             body["rate_limit"] = None
         if paused is not None:
             body["paused"] = paused
-        return QueueConfig.from_reply(self._call(body))
+        return QueueConfig.from_reply(self._call(body)["queue"])
 
     def cancel(self, job_id: str) -> None:
         self._call({"type": "cancel_job", "job_id": job_id})

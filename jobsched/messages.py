@@ -212,10 +212,11 @@ def stats(ctx: Context, body: Fields) -> Reply:
 
 
 def configure_queue(ctx: Context, body: Fields) -> Reply:
-    """Set a queue's concurrency, rate limit or pause (docs/queues.md)."""
+    """Set a queue's concurrency, rate limit or pause (docs/queues.md); the
+    reply holds the queue's settings now, as list_queues lists them."""
     name = v.queue_name(body.get("queue"))
     settings = ctx.engine.configure_queue(name, v.queue_change(body))
-    return "queue_configured", settings.to_json()
+    return "queue_configured", {"queue": settings.to_json()}
 
 
 def list_queues(ctx: Context, body: Fields) -> Reply:

@@ -146,7 +146,9 @@ SCHEMAS: dict[str, Schema] = {
         },
     },
     "QueueConfigured": {
-        "allOf": [_ref("Queue"), {"properties": {"type": {"const": "queue_configured"}}}],
+        "type": "object",
+        "required": ["type", "queue"],
+        "properties": {"type": {"const": "queue_configured"}, "queue": _ref("Queue")},
     },
     "QueueList": {
         "type": "object",

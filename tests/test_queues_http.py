@@ -129,12 +129,13 @@ def test_the_queue_routes_speak_the_protocol_and_match_the_document(svc: Service
     put = {"concurrency": 4, "rate_limit": {"max": 10, "per_ms": 1000}}
     status, reply = svc.request("PUT", f"/v1/queues/{q}", put)
     assert status == 200 and reply == {
-        "type": "queue_configured", "queue": q, "concurrency": 4,
-        "rate_limit": {"max": 10, "per_ms": 1000}, "paused": False,
+        "type": "queue_configured", "queue": {"queue": q, "concurrency": 4,
+        "rate_limit": {"max": 10, "per_ms": 1000}, "paused": False},
     }  # fmt: skip
     _check("/v1/queues/{name}", "PUT", status, reply)
     status, reply = svc.request("PUT", f"/v1/queues/{q}", {"concurrency": None})
-    assert status == 200 and reply["concurrency"] is None and reply["rate_limit"]["max"] == 10
+    assert status == 200 and reply["queue"]["concurrency"] is None
+    assert reply["queue"]["rate_limit"]["max"] == 10
     status, listed = svc.request("GET", "/v1/queues")
     assert status == 200 and listed["type"] == "queues_listed"
     _check("/v1/queues", "GET", status, listed)
@@ -149,4 +150,4 @@ def test_the_queue_routes_speak_the_protocol_and_match_the_document(svc: Service
     assert svc.request("GET", "/v1/queues", token="wrong")[0] == 401
     # The body cannot rename the queue: the path names it.
     status, reply = svc.request("PUT", f"/v1/queues/{q}", {"queue": "other", "paused": True})
-    assert status == 200 and reply["queue"] == q and reply["paused"] is True
+    assert status == 200 and reply["queue"]["queue"] == q and reply["queue"]["paused"] is True

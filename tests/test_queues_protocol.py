@@ -82,8 +82,8 @@ def test_execute_jobs_runs_by_priority_and_skips_paused_queues() -> None:
         w.ok({"type": "schedule_job", "task": "t", "job_id": jid, "priority": prio,
               "queue": queue, "current_time": at}, "job_scheduled")  # fmt: skip
     got = w.ok({"type": "configure_queue", "queue": "p", "paused": True}, "queue_configured")
-    assert got == {"type": "queue_configured", "in_reply_to": got["in_reply_to"], "queue": "p",
-                   "concurrency": None, "rate_limit": None, "paused": True}  # fmt: skip
+    assert got == {"type": "queue_configured", "in_reply_to": got["in_reply_to"], "queue": {
+        "queue": "p", "concurrency": None, "rate_limit": None, "paused": True}}  # fmt: skip
     ran = w.ok({"type": "execute_jobs", "current_time": at}, "jobs_executed")
     assert ran["jobs"] == ["high", "mid", "low"]
     listed = w.ok({"type": "list_queues"}, "queues_listed")["queues"]
@@ -100,8 +100,8 @@ def test_configure_queue_keeps_fields_left_out_and_clears_null_ones(tmp_path: ob
         node.send({"type": "configure_queue", "msg_id": 1, "queue": "q", "concurrency": 2,
                    "rate_limit": {"max": 5, "per_ms": 1000}})  # fmt: skip
         got = node.send({"type": "configure_queue", "msg_id": 2, "queue": "q", "concurrency": None})
-        assert got["type"] == "queue_configured" and got["concurrency"] is None
-        assert got["rate_limit"] == {"max": 5, "per_ms": 1000}
+        assert got["type"] == "queue_configured" and got["queue"]["concurrency"] is None
+        assert got["queue"]["rate_limit"] == {"max": 5, "per_ms": 1000}
         listed = node.send({"type": "list_queues", "msg_id": 3})["queues"]
         assert listed[0]["queue"] == "q" and listed[0]["rate_limit"]["max"] == 5
     finally:
