@@ -148,7 +148,7 @@ def start(name: str, args: list[str], tmp: str) -> Server:
 
 
 def servers(tmp: str) -> list[Server]:
-    serve = ["-m", "jobsched", "serve", "--listen", "127.0.0.1:0", "--allow-any-task"]
+    serve = ["-m", "jobsched", "serve", "--listen", "127.0.0.1:0", "--noop-tasks"]
     serve += ["--log-level", "WARNING"]
     started: list[Server] = []
     try:

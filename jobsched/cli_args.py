@@ -70,10 +70,13 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
         "(webhook) are loaded too.",
     )
     p.add_argument(
-        "--allow-any-task",
+        "--noop-tasks",
+        "--allow-any-task",  # its first name, kept
+        dest="allow_any_task",
         action="store_true",
-        help="serve: accept tasks with no handler and run them as no-ops that succeed "
-        "(the stdio node's behaviour; default: such a task is error 12)",
+        help="serve without task handlers: accept any task and run it as a no-op that "
+        "succeeds (the stdio node's behaviour; default: such a task is error 12). With "
+        "handlers loaded, an unknown task is always error 12",
     )
     p.add_argument("--workers", type=int, default=4, help="handlers run at once (default 4)")
     p.add_argument(

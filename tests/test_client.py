@@ -56,7 +56,7 @@ class Service:
         args = [sys.executable, "-m", "jobsched", "serve", "--db", str(tmp / "svc.db")]
         args += ["--listen", "127.0.0.1:0", "--log-level", "WARNING", "--token", TOKEN, *extra]
         # The suite's task names are per test; their handlers are the no-op.
-        args += ["--allow-any-task"]
+        args += ["--noop-tasks"]
         self.proc = subprocess.Popen(args, cwd=ROOT, stderr=subprocess.PIPE, text=True)
         assert self.proc.stderr is not None
         self.log: list[str] = []

@@ -436,3 +436,19 @@ def test_a_decoded_body_answers_as_its_line_would(monkeypatch: pytest.MonkeyPatc
     assert direct == _routed(True, monkeypatch)
     assert [status for status, _ in direct[:4]] == [201, 201, 201, 400]  # 65 deep: refused
     assert [status for status, _ in direct[4:8]] == [201, 400, 400, 400]  # wrapped: one more
+
+
+@pytest.mark.parametrize("flag", ["", "--noop-tasks", "--allow-any-task"])
+def test_noop_tasks_lets_serve_without_handlers_run_any_task_as_a_no_op(
+    tmp_path: Path, flag: str
+) -> None:
+    # A task module that registers nothing: only the flag decides.
+    service = Service(tmp_path, *([flag] if flag else []), db="", tasks_text="")
+    try:
+        status, reply = service.request("POST", "/v1/jobs", {"task": "no-such-task"})
+        if not flag:
+            assert status == 400 and error(reply, 12).startswith("task: no handler"), reply
+        else:
+            assert status == 201 and reply["type"] == "job_scheduled", reply
+    finally:
+        service.stop()
