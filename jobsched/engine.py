@@ -290,7 +290,14 @@ class Engine(Execution):
         return self._transition(job_id, lambda job: transitions.resume(job, now))
 
     def requeue(self, job_id: str, now: int) -> Job:
-        return self._transition(job_id, lambda job: transitions.requeue(job, now))
+        try:
+            return self._transition(job_id, lambda job: transitions.requeue(job, now))
+        except DuplicateKey as held:
+            # At most one job that is not final holds a unique key (docs/queues.md).
+            by = f"job {held.holder!r}" if held.holder else "another job"
+            raise PreconditionFailed(
+                job_id, f"its unique_key is held by {by}, which is not final"
+            ) from None
 
     def _transition(self, job_id: str, change: Callable[[Job], Job]) -> Job:
         """Read, compute the next value, write guarded by the state read; a lost

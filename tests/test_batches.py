@@ -294,9 +294,7 @@ TOO_DEEP_SPECS = [
 
 @pytest.mark.parametrize("fast", [True, False], ids=["fast", "general"])
 @pytest.mark.parametrize("spec", TOO_DEEP_SPECS)
-def test_a_spec_nested_too_deeply_anywhere_is_the_jobs_field_s_error(
-    spec: Any, fast: bool
-) -> None:
+def test_a_spec_nested_too_deeply_anywhere_is_the_jobs_field_s_error(spec: Any, fast: bool) -> None:
     w = Wire()
     w.ctx.fast_path = fast
     body = {"type": "schedule_jobs", "jobs": [{"task": "a", "job_id": "first"}, spec]}

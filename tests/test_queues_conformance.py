@@ -199,3 +199,28 @@ def test_an_undone_unique_insert_frees_its_key(store: Store) -> None:
         raise RuntimeError("undo")
     store.insert(job("kept", unique_key="k"))
     assert store.get("kept") is not None
+
+
+def test_a_final_job_made_live_again_is_refused_while_another_holds_its_key(
+    make_store: Factory,
+) -> None:
+    # retry_job brings a dead job back: at most one job that is not final
+    # holds a key, so it may not while another does (the engine answers 22).
+    a, b = make_store(), make_store()
+    a.insert(job("old", state=S.DEAD, due=None, unique_key="k"))
+    a.insert(job("new", unique_key="k"))
+    old = b.get("old")
+    assert old is not None
+    with b.transaction():  # the refusal leaves the caller's block going
+        with pytest.raises(DuplicateKey) as caught:
+            b.replace(old.evolve(state=S.RETRYING, due_at=T0), S.DEAD)
+        assert caught.value.holder == "new"
+        b.insert(job("other"))
+    got = a.get("old")
+    assert got is not None and got.state is S.DEAD and a.get("other") is not None
+    new = a.get("new")
+    assert new is not None and a.replace(new.evolve(state=S.CANCELLED), S.SCHEDULED)
+    assert b.replace(old.evolve(state=S.RETRYING, due_at=T0), S.DEAD)
+    with pytest.raises(DuplicateKey) as caught:
+        a.insert(job("later", unique_key="k"))
+    assert caught.value.holder == "old"

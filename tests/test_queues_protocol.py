@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import pytest
+
 from jobsched.timefmt import format_ms
 from tests.harness import T0, NodeProcess, Wire
 
@@ -104,5 +109,33 @@ def test_configure_queue_keeps_fields_left_out_and_clears_null_ones(tmp_path: ob
         assert got["queue"]["rate_limit"] == {"max": 5, "per_ms": 1000}
         listed = node.send({"type": "list_queues", "msg_id": 3})["queues"]
         assert listed[0]["queue"] == "q" and listed[0]["rate_limit"]["max"] == 5
+    finally:
+        node.close()
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_retry_job_of_a_dead_job_whose_key_another_holds_is_22(tmp_path: Path, store: str) -> None:
+    node = NodeProcess(*(["--db", str(tmp_path / "q.db")] if store == "sqlite" else []))
+    try:
+
+        def send(body: dict[str, Any]) -> dict[str, Any]:
+            return node.send({"msg_id": 1, **body})
+
+        send({"type": "schedule_job", "task": "t", "job_id": "a", "unique_key": "k",
+              "max_attempts": 1})  # fmt: skip
+        assert (
+            send({"type": "execute_job", "job_id": "a", "force_fail": True})["type"] == "job_failed"
+        )
+        b = send({"type": "schedule_job", "task": "t", "job_id": "b", "unique_key": "k"})
+        assert b["job_id"] == "b" and "duplicate" not in b
+        got = send({"type": "retry_job", "job_id": "a"})
+        assert got["type"] == "error" and got["code"] == 22, got
+        assert got["text"] == "job 'a': its unique_key is held by job 'b', which is not final"
+        assert send({"type": "get_job", "job_id": "a"})["job"]["state"] == "dead"
+        # The node goes on; once the holder is final the retry goes through.
+        assert send({"type": "cancel_job", "job_id": "b"})["type"] == "job_cancelled"
+        assert send({"type": "retry_job", "job_id": "a"})["type"] == "job_requeued"
+        dup = send({"type": "schedule_job", "task": "t", "job_id": "c", "unique_key": "k"})
+        assert dup["job_id"] == "a" and dup["duplicate"] is True
     finally:
         node.close()

@@ -125,6 +125,8 @@ class MemoryStore(MemoryRuns, MemoryQueues, UndoLog, Store):
                 return False
             if expect_owner is not None and _locked_by(old) != expect_owner:
                 return False
+            if job.unique_key is not None:
+                self._refuse_held_key(job)
             seq = job.seq = seq_of(old)
             new = self._packer.pack(job)
             self._jobs[job.job_id] = self._by_seq[seq - 1] = new

@@ -19,6 +19,7 @@ from typing import Any, cast
 
 from jobsched.jobs import FINAL_STATES, Job, JobState
 from jobsched.queues import QueueChange, QueueReport, QueueSettings, free_slots
+from jobsched.stores.base import DuplicateKey
 from jobsched.stores.memory_compact import Item
 from jobsched.stores.memory_undo import Undo
 
@@ -103,6 +104,13 @@ class MemoryQueues:
         if held is not None and held[1] > job.created_at:
             return held[0]
         return None
+
+    def _refuse_held_key(self, job: Job) -> None:
+        """A final job made live again (retry_job) while another job that is
+        not final holds its key: refused, as the SQL stores' index refuses it."""
+        live = self._keys_live.get(cast(str, job.unique_key))
+        if live is not None and live != job.job_id and job.state not in FINAL_STATES:
+            raise DuplicateKey(live)
 
     def _take_window(self, key: str, job: Job) -> None:
         """The new job holds ``key`` for ``unique_for_ms`` past its creation."""

@@ -230,8 +230,27 @@ class PostgresStore(Store, PgCluster):
 
     def replace(self, job: Job, expect_state: JobState, expect_owner: str | None = None) -> bool:
         sql, values = q.replacement(job, expect_state, expect_owner, self.clock())
+        if job.unique_key is not None:
+            return self._replace_keyed(job, expect_state, sql, values, job.unique_key)
         with self._use() as pg:
             found = pg.execute(sql, values).fetchone()
+        return self._replaced(job, expect_state, found)
+
+    def _replace_keyed(
+        self, job: Job, expect_state: JobState, sql: str, values: Any, key: str
+    ) -> bool:
+        """``replace`` in a savepoint (sent with the statement: no round trip of
+        its own): a final job made live again (retry_job) while another holds
+        its key breaks jobs_unique, and the caller's block must go on."""
+        from psycopg.errors import UniqueViolation
+
+        try:
+            with self.transaction(), self._use() as pg:
+                found = pg.execute(sql, values).fetchone()
+        except UniqueViolation as exc:
+            with self._use() as pg:
+                live = sq.live_holder(q.runner(pg), q.D, key)
+            raise DuplicateKey(live or "") from exc
         return self._replaced(job, expect_state, found)
 
     def finish_runs(self, writes: Sequence[Replacement], runs: Sequence[RunRecord]) -> list[bool]:

@@ -281,8 +281,15 @@ class SQLiteStore(Store, Transactions[_Conn], DataVersionWakeups):
         if expect_owner is not None:
             sql, values = sql + " AND locked_by = ?", (*values, expect_owner)
         with self._use(True) as db:
-            # seq never changes: the caller's job was evolved from the stored one.
-            return db.execute(sql, values).rowcount == 1
+            try:
+                # seq never changes: the caller's job was evolved from the stored one.
+                return db.execute(sql, values).rowcount == 1
+            except sqlite3.IntegrityError as exc:
+                if job.unique_key is None:
+                    raise
+                # A final job made live again (retry_job) while another holds its key.
+                rows = lambda sql, a: db.execute(sql, a).fetchall()  # noqa: E731
+                raise DuplicateKey(sq.live_holder(rows, q.D, job.unique_key) or "") from exc
 
     def claim_due(
         self,
