@@ -127,7 +127,7 @@ def kind(value: Any) -> str:
     if isinstance(value, bool):
         return "a boolean"
     if isinstance(value, str):
-        return "a string"
+        return "a string" if value else "an empty string"
     if isinstance(value, int | float):
         return _number(value)
     return "an array" if isinstance(value, list) else "an object"

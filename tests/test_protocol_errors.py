@@ -81,6 +81,12 @@ def test_payload_limit_counts_utf8_bytes_and_is_configurable(w: Wire) -> None:
     w.ok({**S, "payload": [1, 2]}, "job_scheduled")
 
 
+def test_an_empty_string_is_named_as_one(w: Wire) -> None:
+    for field in ("task", "queue", "unique_key"):
+        text = w.err({**S, field: ""}, 12)
+        assert text == f"{field}: must be a non-empty string, not an empty string"
+
+
 def test_payload_is_any_json_and_round_trips(w: Wire) -> None:
     for payload in [None, 0, "s", [1, {"a": [None, True]}], {"ü": "☃", "n": 1.5}]:
         jid = w.ok({**S, "payload": payload}, "job_scheduled")["job_id"]
