@@ -240,7 +240,7 @@ class Engine(Execution):
 
     @staticmethod
     def _same_spec(existing: Job, spec: ScheduleSpec) -> Job:
-        if existing.spec_key is None or existing.spec_key != spec.spec_key:
+        if not _resent(existing, spec):
             raise JobExists(existing.job_id, "with a different spec")
         return existing
 
@@ -327,9 +327,17 @@ def _caller_ids(specs: Sequence[ScheduleSpec]) -> list[str]:
 
 
 def _same_spec_at(i: int, existing: Job, spec: ScheduleSpec) -> Job:
-    if existing.spec_key is None or existing.spec_key != spec.spec_key:
+    if not _resent(existing, spec):
         raise JobExists(existing.job_id, f"with a different spec (jobs[{i}])")
     return existing
+
+
+def _resent(existing: Job, spec: ScheduleSpec) -> bool:
+    """Is ``spec`` the one ``existing`` was scheduled with (docs/protocol.md,
+    Idempotency)? A job stored before its key's last change matches it as
+    it was made then (``legacy_key``)."""
+    key = existing.spec_key
+    return key is not None and (key == spec.spec_key or key == spec.legacy_key)
 
 
 def _at(i: int, exc: Malformed) -> Malformed:

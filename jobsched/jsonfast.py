@@ -39,9 +39,13 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _encoder(item_sep: str, key_sep: str, ascii_only: bool) -> Callable[[Any], str]:
+def _encoder(
+    item_sep: str, key_sep: str, ascii_only: bool, sort_keys: bool = False
+) -> Callable[[Any], str]:
     if _make_encoder is None:  # pragma: no cover
-        enc = json.JSONEncoder(separators=(item_sep, key_sep), ensure_ascii=ascii_only)
+        enc = json.JSONEncoder(
+            separators=(item_sep, key_sep), ensure_ascii=ascii_only, sort_keys=sort_keys
+        )
         return enc.encode
     from json.encoder import encode_basestring, encode_basestring_ascii
 
@@ -55,7 +59,7 @@ def _encoder(item_sep: str, key_sep: str, ascii_only: bool) -> Callable[[Any], s
         None,
         key_sep,
         item_sep,
-        False,
+        sort_keys,
         False,
         False,  # allow_nan=False: NaN and Infinity are not JSON
     )
@@ -72,6 +76,8 @@ dumps = _encoder(", ", ": ", True)
 dumps_compact = _encoder(",", ":", False)
 #: Compact, non-ASCII escaped: for payloads that are not valid UTF-8 (lone surrogates).
 dumps_compact_ascii = _encoder(",", ":", True)
+#: Compact, non-ASCII escaped, keys sorted: one text for every key order (idempotency).
+dumps_canonical = _encoder(",", ":", True, sort_keys=True)
 
 _decoder = json.JSONDecoder(parse_constant=_no_constants, parse_float=_finite_float)
 _scan: Any = _make_scanner(_decoder) if _make_encoder is not None else None  # type: ignore[arg-type]

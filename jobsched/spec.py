@@ -24,6 +24,9 @@ class ScheduleSpec:
     job_id: str | None = None
     # Canonical text of everything but msg_id and current_time, for idempotency.
     spec_key: str | None = None
+    # spec_key as versions before 2026-11 made it (the payload as sent, key
+    # order and all), when it differs: what jobs stored then were keyed by.
+    legacy_key: str | None = None
     queue: str = DEFAULT_QUEUE
     priority: int = 0
     unique_key: str | None = None

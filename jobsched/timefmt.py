@@ -30,7 +30,7 @@ SPAN_MS = MAX_MS - MIN_MS
 # the accepted language to what the docs say.
 _ISO = re.compile(
     r"\d{4}-\d{2}-\d{2}"
-    r"(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)?)?"
+    r"(?:[Tt ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)?)?"
 )
 _FRACTION = re.compile(r"[.,](\d+)")
 

@@ -28,6 +28,7 @@ from jobsched.jobs import (
     RetryPolicy,
 )
 from jobsched.jsonfast import MAX_DEPTH, may_be_too_deep, too_deep
+from jobsched.jsonfast import dumps_canonical as _dumps_canonical
 from jobsched.jsonfast import dumps_compact as _dumps_compact
 from jobsched.jsonfast import dumps_compact_ascii as _dumps_compact_ascii
 from jobsched.queues import QueueChange
@@ -63,7 +64,8 @@ def schedule_spec(
     """The whole schedule_job request, validated; with ``now`` (the request's
     time) also whether it can have a first occurrence at all."""
     task = text(body.get("task"), "task")
-    payload_json = _payload_json(body.get("payload", {}), max_payload)
+    payload = body.get("payload", _ABSENT)
+    payload_json = _payload_json(payload, max_payload)
     given = [name for name in WHEN_FIELDS if body.get(name) is not None]
     if len(given) > 1:
         raise Malformed(
@@ -82,22 +84,27 @@ def schedule_spec(
     retry = DEFAULT_RETRY if keys.isdisjoint(_RETRY_KEYS) else _retry(body)
     options = DEFAULT_OPTIONS if keys.isdisjoint(_OPTION_KEYS) else _options(body)
     placing = _NO_PLACING if keys.isdisjoint(_QUEUE_KEYS) else placing_fields(body)
-    key = None
+    key = legacy = None
     if jid is not None:
         # Everything but msg_id and current_time, normalised, so that the same
-        # job sent flat or nested, with defaults spelt out or not, is the same spec.
-        key = _dumps_compact(
-            [
-                task,
-                payload_json,
-                sorted(when.items()),
-                tz if "cron" in when else None,
-                list(_astuple_retry(retry)),
-                list(_astuple_options(options)),
-                # Only when set: the keys of jobs stored before queues existed stay valid.
-                *([list(placing.values())] if placing != _NO_PLACING else []),
-            ]
-        )
+        # job sent flat or nested, with defaults spelt out or not, its payload's
+        # keys in any order, is the same spec.
+        parts = [
+            task,
+            _payload_key(payload, payload_json),
+            sorted(when.items()),
+            tz if "cron" in when else None,
+            list(_astuple_retry(retry)),
+            list(_astuple_options(options)),
+            # Only when set: the keys of jobs stored before queues existed stay valid.
+            *([list(placing.values())] if placing != _NO_PLACING else []),
+        ]
+        key = _dumps_compact(parts)
+        # The payload as keys of jobs stored before were made of it (as
+        # sent): a re-send of one of those stays a re-send.
+        if payload_json != parts[1]:
+            parts[1] = payload_json
+            legacy = _dumps_compact(parts)
     return ScheduleSpec(
         task=task,
         payload_json=payload_json,
@@ -106,6 +113,7 @@ def schedule_spec(
         options=options,
         job_id=jid,
         spec_key=key,
+        legacy_key=legacy,
         **placing,
         **when,
     )
@@ -131,7 +139,7 @@ def once_spec(
     delay, run_at = body.get("delay_ms"), body.get("run_at")
     try:
         task = text(body.get("task"), "task")
-        payload_json = _payload_json(body.get("payload", {}), max_payload, depth)
+        payload_json = _payload_json(body.get("payload", _ABSENT), max_payload, depth)
         if delay is not None:
             if run_at is not None:
                 return None
@@ -247,7 +255,10 @@ def batch_specs(
 
 def _payload_json(payload: Any, max_payload: int, depth: int = MAX_DEPTH) -> str:
     """The payload as the compact JSON text stores keep, within the limits
-    (nesting at most ``depth`` levels: less inside a batch's spec)."""
+    (nesting at most ``depth`` levels: less inside a batch's spec). Left out,
+    it is ``{}``; ``null`` is a payload like any JSON value."""
+    if payload is _ABSENT:
+        return "{}"
     try:
         payload_json: str | None = _dumps_compact(payload)
     except RecursionError:
@@ -267,6 +278,17 @@ def _payload_json(payload: Any, max_payload: int, depth: int = MAX_DEPTH) -> str
     if len(payload_json) * 4 > max_payload and len(payload_json.encode()) > max_payload:
         size = len(payload_json.encode())
         raise Malformed("payload", f"is {size} bytes as compact JSON; the limit is {max_payload}")
+    return payload_json
+
+
+# "payload" left out (its default is {}), unlike "payload": null (a payload).
+_ABSENT: Any = object()
+
+
+def _payload_key(payload: Any, payload_json: str) -> str:
+    """The payload as idempotency compares it: its objects' keys in one order."""
+    if type(payload) is dict or type(payload) is list:
+        return _dumps_canonical(payload)
     return payload_json
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from jobsched import validate
 from jobsched.timefmt import format_ms, parse_timestamp
 from tests.harness import T0, Wire
 
@@ -48,6 +49,8 @@ def test_run_at_accepts_offsets_fractions_and_epoch_ms(w: Wire) -> None:
         ("2024-02-01T10:00:00+02:00", "2024-02-01T08:00:00.000Z"),
         ("2024-02-01T10:00:00.5Z", "2024-02-01T10:00:00.500Z"),
         ("2024-02-01T10:00:00", "2024-02-01T10:00:00.000Z"),
+        ("2024-02-01t10:00:00.25z", "2024-02-01T10:00:00.250Z"),  # RFC 3339 allows lower case
+        ("2024-02-01 10:00+0100", "2024-02-01T09:00:00.000Z"),
         (ms("2024-02-01T10:00:00.123Z"), "2024-02-01T10:00:00.123Z"),
     ]:
         r = w.ok({"type": "schedule_job", "task": "a", "run_at": value}, "job_scheduled")
@@ -361,6 +364,41 @@ def test_idempotent_schedule_with_caller_job_id(w: Wire) -> None:
     w.err({**body, "delay_ms": 2000}, 21)
     w.err({**body, "task": "b"}, 21)
     assert w.ok({"type": "stats"}, "stats")["total"] == 1
+
+
+def test_a_resend_s_payload_may_list_its_keys_in_another_order(w: Wire) -> None:
+    body = {
+        "type": "schedule_job",
+        "task": "a",
+        "job_id": "k",
+        "payload": {"b": [{"y": 1, "x": "é"}], "a": None},
+    }
+    first = w.ok(body, "job_scheduled")
+    again = {**body, "payload": {"a": None, "b": [{"x": "é", "y": 1}]}}
+    assert w.ok(again, "job_scheduled") == {**first, "in_reply_to": first["in_reply_to"] + 1}
+    assert w.job("k")["payload"] == body["payload"]  # stored as sent, key order and all
+    w.err({**body, "payload": {"a": None, "b": [{"x": "é", "y": 2}]}}, 21)
+    w.err({**body, "payload": [{"a": None, "b": [{"x": "é", "y": 1}]}]}, 21)
+    # Absent is {}; null is a payload of its own.
+    w.ok({"type": "schedule_job", "task": "a", "job_id": "e"}, "job_scheduled")
+    w.ok({"type": "schedule_job", "task": "a", "job_id": "e", "payload": {}}, "job_scheduled")
+    w.err({"type": "schedule_job", "task": "a", "job_id": "e", "payload": None}, 21)
+
+
+def test_a_job_keyed_before_payloads_were_compared_key_order_free_is_still_resent(
+    w: Wire,
+) -> None:
+    # Jobs stored by earlier versions carry a spec_key made of the payload as
+    # sent (validate's legacy_key); a re-send of the same request must still match.
+    body = {"type": "schedule_job", "task": "a", "job_id": "old", "payload": {"b": 1, "a": "é"}}
+    first = w.ok(body, "job_scheduled")
+    spec = validate.schedule_spec(body)
+    assert spec.legacy_key is not None and spec.legacy_key != spec.spec_key
+    stored = w.store.get("old")
+    assert stored is not None
+    w.store.replace(stored.evolve(spec_key=spec.legacy_key), stored.state)
+    assert w.ok(body, "job_scheduled")["scheduled_at"] == first["scheduled_at"]
+    w.err({**body, "payload": {"b": 2, "a": "é"}}, 21)
 
 
 def test_a_resend_with_a_unique_key_finds_its_own_job_not_a_duplicate(w: Wire) -> None:
