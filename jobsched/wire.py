@@ -146,7 +146,7 @@ def decode(ctx: Context, line: str | bytes) -> Pending | tuple[Body, Envelope] |
     deep = may_be_too_deep(text)
     if "body" in obj:
         if deep and (field := _too_deep_field(obj, skip="body")) is not None:
-            return Pending(None, _MISSING, "error", _nested_error(field), False)
+            return _deep_envelope(ctx, obj, field)
         body = obj["body"]
         node = ctx.node_id if ctx.node_id is not None else obj.get("dest")
         envelope: dict[str, Any] | None = {"src": node, "dest": obj.get("src")}
@@ -161,6 +161,20 @@ def decode(ctx: Context, line: str | bytes) -> Pending | tuple[Body, Envelope] |
         msg_id = _MISSING if field == "msg_id" else body.get("msg_id", _MISSING)
         return Pending(envelope, msg_id, "error", _nested_error(field), False)
     return body, envelope
+
+
+def _deep_envelope(ctx: Context, obj: dict[str, Any], field: str) -> Pending:
+    """The error for an envelope ``field`` nested too deeply: addressed, and
+    echoing msg_id, unless src, dest or msg_id is too deep to be written back."""
+    src, dest = obj.get("src"), obj.get("dest")
+    if too_deep(src, MAX_DEPTH) or too_deep(dest, MAX_DEPTH):
+        return Pending(None, _MISSING, "error", _nested_error(field), False)
+    body = obj["body"]
+    msg_id = body.get("msg_id", _MISSING) if isinstance(body, dict) else _MISSING
+    if too_deep(msg_id, MAX_DEPTH):
+        msg_id = _MISSING
+    node = ctx.node_id if ctx.node_id is not None else dest
+    return Pending({"src": node, "dest": src}, msg_id, "error", _nested_error(field), False)
 
 
 def _read_later(body: Body) -> str:

@@ -168,6 +168,10 @@ def test_msg_id_and_envelope_values_are_bounded_too(db: list[str]) -> None:
         f'{{"src": {nested(900)}, "dest": "s", "body": {{"type": "stats", "msg_id": 2}}}}',
         f'{{"type": "stats", "msg_id": 3, "junk": {nested(900)}}}',
         f'{{"type": "stats", "msg_id": {nested(64)}}}',
+        # An envelope field other than src and dest: the reply is still addressed.
+        f'{{"src": "c", "dest": "s", "extra": {nested(65)}, "body": {{"type": "stats", "msg_id": 5}}}}',
+        f'{{"src": "c", "extra": {nested(65)}, "body": {{"type": "stats", "msg_id": {nested(65)}}}}}',
+        f'{{"extra": {nested(65)}, "dest": {nested(65)}, "body": {{"type": "stats", "msg_id": 7}}}}',
     ]
     replies = run(lines, db)
     first = replies[0]
@@ -180,6 +184,14 @@ def test_msg_id_and_envelope_values_are_bounded_too(db: list[str]) -> None:
     assert third["code"] == 12 and third["text"].startswith("junk:") and third["in_reply_to"] == 3
     assert replies[3]["type"] == "stats"
     assert json.dumps(replies[3]["in_reply_to"], separators=(",", ":")) == nested(64)
+    addressed, deep_id, bare = replies[4:7]
+    assert (addressed["src"], addressed["dest"]) == ("s", "c")
+    assert addressed["body"] == {
+        "type": "error", "in_reply_to": 5, "code": 12,
+        "text": "extra: is nested more than 64 levels deep (arrays and objects)",
+    }  # fmt: skip
+    assert deep_id["dest"] == "c" and "in_reply_to" not in deep_id["body"]
+    assert "body" not in bare and bare["code"] == 12 and "in_reply_to" not in bare
 
 
 # -- times past year 9999 ------------------------------------------------------------
