@@ -226,8 +226,9 @@ class Service:
         return self.call({**fields, "type": kind, "job_id": job_id}, False, body)
 
     def call(self, fields: dict[str, Any], created: bool = False, raw: bytes = b"") -> Reply:
-        """The protocol message ``fields``, decoded from the body ``raw``."""
-        fields.pop("msg_id", None)
+        """The protocol message ``fields``, decoded from the body ``raw``. A
+        ``msg_id`` among them is kept: the reply echoes it as ``in_reply_to``,
+        as every transport's does (docs/service.md)."""
         kind = str(fields["type"])
         # Too shallow for wire.decode's depth check to matter (one level spared
         # for the {"jobs": [...]} a route wraps around a body), and no "body"

@@ -151,3 +151,13 @@ def test_the_queue_routes_speak_the_protocol_and_match_the_document(svc: Service
     # The body cannot rename the queue: the path names it.
     status, reply = svc.request("PUT", f"/v1/queues/{q}", {"queue": "other", "paused": True})
     assert status == 200 and reply["queue"]["queue"] == q and reply["queue"]["paused"] is True
+
+
+def test_configure_queue_echoes_a_msg_id(svc: Service, q: str) -> None:
+    status, reply = svc.request("PUT", f"/v1/queues/{q}", {"paused": False, "msg_id": 41})
+    assert status == 200 and reply["in_reply_to"] == 41 and reply["queue"]["queue"] == q
+    _check("/v1/queues/{name}", "PUT", status, reply)  # the document allows it
+    status, reply = svc.request("PUT", f"/v1/queues/{q}", {"concurrency": 0, "msg_id": "e"})
+    assert status == 400 and reply["code"] == 12 and reply["in_reply_to"] == "e"
+    status, reply = svc.request("PUT", f"/v1/queues/{q}", {"paused": False})
+    assert status == 200 and "in_reply_to" not in reply

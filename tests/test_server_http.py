@@ -212,6 +212,25 @@ def test_list_jobs_filters_and_pages(svc: Service) -> None:
     assert svc.request("GET", "/v1/jobs?after=nobody")[0] == 404
 
 
+def test_the_rest_routes_echo_a_msg_id_as_the_protocol_does(svc: Service) -> None:
+    """docs/service.md: no in_reply_to unless the request had a msg_id; the
+    routes dropped it, /v1/messages alone echoed it."""
+    spec = {"task": "ok", "delay_ms": 3_600_000, "job_id": "echo"}
+    status, reply = svc.request("POST", "/v1/jobs", {**spec, "msg_id": 5})
+    assert status == 201 and reply["in_reply_to"] == 5 and reply["job_id"] == "echo"
+    status, reply = svc.request("POST", "/v1/jobs", spec)  # the same job: no msg_id, no echo
+    assert status == 201 and "in_reply_to" not in reply
+    batch = {"jobs": [{**spec, "job_id": "echo-2"}], "msg_id": "b-1"}
+    status, reply = svc.request("POST", "/v1/jobs/batch", batch)
+    assert status == 201 and reply["type"] == "jobs_scheduled" and reply["in_reply_to"] == "b-1"
+    status, reply = svc.request("POST", "/v1/jobs/echo/pause", {"msg_id": [7]})
+    assert status == 200 and reply == {"type": "job_paused", "job_id": "echo", "in_reply_to": [7]}
+    status, reply = svc.request("POST", "/v1/jobs/echo/pause", {"msg_id": 8})  # errors too
+    assert status == 409 and error(reply, 22) and reply["in_reply_to"] == 8
+    status, reply = svc.request("POST", "/v1/jobs", {"task": "no-such-task", "msg_id": 9})
+    assert status == 400 and error(reply, 12) and reply["in_reply_to"] == 9
+
+
 def test_actions_and_cancel(svc: Service) -> None:
     body = {"task": "ok", "delay_ms": 3_600_000, "job_id": "act"}
     assert svc.request("POST", "/v1/jobs", body)[0] == 201
