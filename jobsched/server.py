@@ -27,7 +27,7 @@ import re
 import resource
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from jobsched.errors import JobschedError
 from jobsched.http_conn import JSON, Limits, Response, error
@@ -59,6 +59,8 @@ ACTIONS = {"run": "execute_job", "pause": "pause_job", "resume": "resume_job", "
 _JOB = re.compile(r"/v1/jobs/([^/]+)")
 _ACTION = re.compile(r"/v1/jobs/([^/]+)/([a-z]+)")
 _QUEUE = re.compile(r"/v1/queues/([^/]+)")
+_STRAY_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")  # a "%" starting no %XX escape
+_LIST_FIELDS = ("state", "task", "queue", "after", "limit")  # GET /v1/jobs's query
 # A route's outcome: its response, or a change to commit before answering.
 Reply = Response | Change
 FD_RESERVE = 64  # descriptors kept for the store, logs and handlers
@@ -157,21 +159,30 @@ class Service:
             return self._only(method, "GET") or _openapi()
         if path == "/v1/jobs":
             if method == "GET":
-                return self.call(_listing(parse_qs(query)))  # parsed only here
+                listing = _listing(query)  # parsed only here
+                return listing if isinstance(listing, Response) else self.call(listing)
             return self._only(method, "GET, POST") or self.schedule(body)
+        if path == "/healthz":
+            return self._only(method, "GET") or self.healthz()
+        return self._job(method, path, body) or self._queues(method, path, body)
+
+    def _job(self, method: str, path: str, body: bytes) -> Reply | None:
+        """The routes of one job, /v1/jobs/{id}[/action]; None for another path."""
         if m := _ACTION.fullmatch(path):
             kind = ACTIONS.get(m.group(2))
             if kind is None:
                 return error(404, 10, f"no such action {m.group(2)!r}")
-            return self._only(method, "POST") or self.action(kind, unquote(m.group(1)), body)
-        if m := _JOB.fullmatch(path):
-            job = {"job_id": unquote(m.group(1))}
-            if method == "GET":
-                return self.call({"type": "get_job", **job})
-            return self._only(method, "GET, DELETE") or self.call({"type": "cancel_job", **job})
-        if path == "/healthz":
-            return self._only(method, "GET") or self.healthz()
-        return self._queues(method, path, body)
+            job_id = self._only(method, "POST") or decoded(m.group(1), "job_id")
+            return job_id if isinstance(job_id, Response) else self.action(kind, job_id, body)
+        if not (m := _JOB.fullmatch(path)):
+            return None
+        job_id = decoded(m.group(1), "job_id")
+        if isinstance(job_id, Response):
+            return job_id
+        if method == "GET":
+            return self.call({"type": "get_job", "job_id": job_id})
+        refused = self._only(method, "GET, DELETE")
+        return refused or self.call({"type": "cancel_job", "job_id": job_id})
 
     def _queues(self, method: str, path: str, body: bytes) -> Reply:
         """The queue routes (docs/queues.md): list_queues, configure_queue; the
@@ -179,10 +190,11 @@ class Service:
         if path == "/v1/queues":
             return self._only(method, "GET") or self.call({"type": "list_queues"})
         if m := _QUEUE.fullmatch(path):
-            fields = self._only(method, "PUT") or _json_object(body)
+            queue = self._only(method, "PUT") or decoded(m.group(1), "queue")
+            fields = queue if isinstance(queue, Response) else _json_object(body)
             if isinstance(fields, Response):
                 return fields
-            change = {**fields, "type": "configure_queue", "queue": unquote(m.group(1))}
+            change = {**fields, "type": "configure_queue", "queue": queue}
             return self.call(change, False, body)
         return error(404, 10, f"no route for {path}")
 
@@ -298,15 +310,41 @@ def _openapi() -> Response:
     return Response(200, document_bytes())
 
 
-def _listing(query: dict[str, list[str]]) -> dict[str, Any]:
+def _listing(query: str) -> dict[str, Any] | Response:
+    """list_jobs from a query string. A filter given empty (``queue=``, or a
+    bare ``queue``) is handed over as "", which list_jobs refuses naming it,
+    as it refuses ``"queue": ""`` in a message: dropping it, as ``parse_qs``
+    does, listed every job. The last of a repeated field counts; other
+    fields are ignored."""
     fields: dict[str, Any] = {"type": "list_jobs"}
-    for key in ("state", "task", "queue", "after", "limit"):
-        if key in query:
-            value: Any = query[key][-1]
-            if key == "limit" and value.isdigit():
-                value = int(value)
-            fields[key] = value
+    for pair in query.split("&") if query else ():
+        raw_key, _, raw_value = pair.partition("=")
+        key = decoded(raw_key.replace("+", " "), "query")  # "+" is a space in a query
+        if isinstance(key, Response) or key not in _LIST_FIELDS:
+            continue
+        value = decoded(raw_value.replace("+", " "), key)
+        if isinstance(value, Response):
+            return value
+        # isdigit alone takes "²", which int() refuses: the limit is ASCII digits.
+        numeric = key == "limit" and value.isascii() and value.isdigit()
+        fields[key] = int(value) if numeric else value
     return fields
+
+
+def decoded(raw: str, field: str) -> str | Response:
+    """A percent-encoded part of the request target (a path segment, a query
+    key or value), decoded strictly: the bytes it stands for, raw or as %XX
+    escapes, must be UTF-8, and every "%" must start an escape. ``unquote``
+    would turn bad UTF-8 into U+FFFD and keep a stray "%" as it is, so that
+    ``PUT /v1/queues/%ff`` configured a queue named U+FFFD."""
+    if _STRAY_PERCENT.search(raw):
+        return error(400, 12, f"{field}: a '%' in the URL must start a %XX escape")
+    try:
+        # The target is the request line's bytes read as latin-1 (http_conn):
+        # encoded back, those bytes; a raw non-ASCII byte counts as its escape.
+        return unquote_to_bytes(raw.encode("latin-1")).decode("utf-8")
+    except UnicodeError:
+        return error(400, 12, f"{field}: is not UTF-8 once its %XX escapes are decoded")
 
 
 def make_server(service: Service, host: str, port: int, limits: Limits | None = None) -> HttpServer:

@@ -8,6 +8,8 @@ every job here is due far in the future and every queue is named per test."""
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import FrozenInstanceError
@@ -151,6 +153,52 @@ def test_the_queue_routes_speak_the_protocol_and_match_the_document(svc: Service
     # The body cannot rename the queue: the path names it.
     status, reply = svc.request("PUT", f"/v1/queues/{q}", {"queue": "other", "paused": True})
     assert status == 200 and reply["queue"]["queue"] == q and reply["queue"]["paused"] is True
+
+
+def _listed(svc: Service) -> set[str]:
+    status, reply = svc.request("GET", "/v1/queues")
+    assert status == 200
+    return {entry["queue"] for entry in reply["queues"]}
+
+
+@pytest.mark.parametrize("segment", ["%ff", "%zz", "a%2", "%c3%28", "%ed%a0%80", "x%FF%FEy"])
+def test_a_queue_path_that_is_not_utf8_or_not_percent_encoded_is_400(
+    svc: Service, segment: str
+) -> None:
+    """%ff configured a queue named U+FFFD, %zz one named "%zz": the path is
+    decoded as strictly as a job's."""
+    status, reply = svc.request("PUT", f"/v1/queues/{segment}", {"paused": True})
+    assert status == 400 and reply["code"] == 12 and reply["text"].startswith("queue:"), reply
+    _check("/v1/queues/{name}", "PUT", status, reply)
+    assert not {"\ufffd", "%zz", "a%2"} & _listed(svc)
+    assert not any("\ufffd" in name for name in _listed(svc))
+
+
+def _raw_put(svc: Service, target: bytes, body: bytes) -> tuple[int, Any]:
+    """A request line as the bytes given (urllib sends ASCII only)."""
+    head = b"PUT " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+    head += f"Authorization: Bearer {TOKEN}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    with socket.create_connection(svc.address, timeout=10) as sock:
+        sock.sendall(head + body)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    status_line, _, rest = data.partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
+
+
+def test_a_queue_path_names_the_queue_its_utf8_bytes_spell(svc: Service, q: str) -> None:
+    # Escaped or sent raw, the bytes of "é" name "é"; a raw byte that is no UTF-8 is 400.
+    name = f"{q}-\u00e9t\u00e9"
+    status, reply = svc.request("PUT", f"/v1/queues/{q}-%C3%A9t%c3%a9", {"concurrency": 3})
+    assert status == 200 and reply["queue"]["queue"] == name, reply
+    status, reply = _raw_put(svc, f"/v1/queues/{name}".encode(), b'{"paused": true}')
+    assert status == 200 and reply["queue"] == {
+        "queue": name, "concurrency": 3, "rate_limit": None, "paused": True,
+    }  # fmt: skip
+    status, reply = _raw_put(svc, b"/v1/queues/" + q.encode() + b"\xff", b"{}")
+    assert status == 400 and reply["text"].startswith("queue:"), reply
+    assert name in _listed(svc) and not any(n.startswith(q) and n != name for n in _listed(svc))
 
 
 def test_configure_queue_echoes_a_msg_id(svc: Service, q: str) -> None:

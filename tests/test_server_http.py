@@ -212,6 +212,43 @@ def test_list_jobs_filters_and_pages(svc: Service) -> None:
     assert svc.request("GET", "/v1/jobs?after=nobody")[0] == 404
 
 
+@pytest.mark.parametrize("field", ["queue", "task", "state", "after", "limit"])
+def test_an_empty_list_filter_is_400_naming_it(svc: Service, field: str) -> None:
+    """As list_jobs refuses {"queue": ""}: "queue=" listed every job (parse_qs
+    drops blank values), and so did "task=" and "state="."""
+    for query in (f"{field}=", field, f"limit=5&{field}="):
+        status, reply = svc.request("GET", f"/v1/jobs?{query}")
+        assert status == 400 and error(reply, 12).startswith(f"{field}:"), (query, reply)
+
+
+def test_list_filters_are_decoded_strictly(svc: Service) -> None:
+    # Bad UTF-8 was replaced by U+FFFD and a stray "%" kept: a filter matching nothing.
+    for query, field in [
+        ("queue=%ff", "queue"),
+        ("task=%zz", "task"),
+        ("state=sched%uled", "state"),
+        ("queue=%ed%a0%80", "queue"),  # a surrogate, in UTF-8
+        ("limit=%C2%B2", "limit"),  # "²": str.isdigit, yet no int (it was a 500)
+    ]:
+        status, reply = svc.request("GET", f"/v1/jobs?{query}")
+        assert status == 400 and error(reply, 12).startswith(f"{field}:"), (query, reply)
+    # A query's "+" is a space, as parse_qs read it; other fields are ignored.
+    spec = {"task": "ok", "delay_ms": 3_600_000, "job_id": "plus", "queue": "a b"}
+    assert svc.request("POST", "/v1/jobs", spec)[0] == 201
+    status, reply = svc.request("GET", "/v1/jobs?queue=a+b&x=%ff&limit=%35")
+    assert status == 200 and [j["job_id"] for j in reply["jobs"]] == ["plus"], reply
+
+
+def test_a_job_path_is_decoded_strictly(svc: Service) -> None:
+    for segment in ("%ff", "%zz", "a%2", "%c3%28"):
+        for method, path in [("GET", segment), ("DELETE", segment), ("POST", f"{segment}/pause")]:
+            status, reply = svc.request(method, f"/v1/jobs/{path}")
+            assert status == 400 and error(reply, 12).startswith("job_id:"), (path, reply)
+    body = {"task": "ok", "delay_ms": 3_600_000, "job_id": "esc:1"}
+    assert svc.request("POST", "/v1/jobs", body)[0] == 201
+    assert svc.request("GET", "/v1/jobs/esc%3A1")[1]["job"]["job_id"] == "esc:1"
+
+
 def test_the_rest_routes_echo_a_msg_id_as_the_protocol_does(svc: Service) -> None:
     """docs/service.md: no in_reply_to unless the request had a msg_id; the
     routes dropped it, /v1/messages alone echoed it."""
