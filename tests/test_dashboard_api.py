@@ -297,7 +297,7 @@ def test_jobs_by_queue_and_the_queues_settings_now_with_counts_cached(svc: Servi
     paused = {"paused": True}
     assert call(svc, "PUT", path, paused, Cookie=session, Host=host)[0] == 403  # no Origin
     status, _, reply = call(svc, "PUT", path, paused, Cookie=session, Host=host, Origin=origin(svc))
-    assert status == 200 and reply["paused"] is True
+    assert status == 200 and reply["queue"]["paused"] is True
     call(svc, "POST", "/v1/jobs", spec, **auth)
     _, _, again = call(svc, "GET", "/v1/dashboard/queues", Cookie=session)
     (odd,) = [x for x in again["queues"] if x["queue"] == ODD_QUEUE]
