@@ -244,17 +244,26 @@ class Execution:
         return results
 
     def execute_one(self, job_id: str, force_fail: bool, now: int) -> Executed:
-        """Run one job now, due or not (execute_job): read, run the handler
-        with no transaction open, write the outcome guarded by the state read
-        (a job changed meanwhile answers 22 and keeps its newer state)."""
+        """Run one job now, due or not (execute_job). It is claimed first,
+        as a dispatcher claims (running, under this node's lease), so that no
+        dispatcher of any node runs it meanwhile; the handler runs with no
+        transaction open; the outcome is written guarded by the claim (a job
+        cancelled or rescued meanwhile answers 22 and keeps its newer state)."""
         job = self.store.get(job_id)
         if job is None:
             raise JobNotFound(job_id)
         transitions.check_runnable(job)
+        lease_until = self.wall_clock() + self.config.lease_ms
+        held = job.evolve(state=JobState.RUNNING, locked_by=self.owner, locked_until=lease_until)
+        with self.store.transaction():
+            if not self.store.replace(held, job.state):
+                raise PreconditionFailed(job_id, "changed as it was about to run; try again")
         outcome = self.run_handler(job, force_fail)
+        # From the job as it was before the claim: a paused job stays paused,
+        # a recurring one keeps its schedule (docs/protocol.md, execute_job).
         new, decision = self._after(job, outcome, now, now)
         with self.store.transaction():
-            if not self.store.replace(new, job.state):
+            if not self.store.replace(new, JobState.RUNNING, self.owner):
                 raise PreconditionFailed(
                     job_id, "changed while it ran; its outcome was not applied"
                 )

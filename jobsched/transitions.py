@@ -177,6 +177,10 @@ def on_lost(job: Job, now: int, rng: random.Random) -> tuple[Job, RetryDecision]
     after its backoff.
     """
     error = LOST.format(owner=job.locked_by)
+    if job.paused_from is not None:
+        # Only a paused job has paused_from: this one was lost in a manual run
+        # (execute_job), and a paused job stays paused.
+        job = job.evolve(state=S.PAUSED)
     return on_failure(job, now, job.updated_at, error, rng)
 
 

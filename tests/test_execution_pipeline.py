@@ -21,6 +21,7 @@ from pathlib import Path
 
 from jobsched.dispatcher import Dispatcher
 from jobsched.engine import Engine, EngineConfig
+from jobsched.errors import PreconditionFailed
 from jobsched.jobs import JobState
 from jobsched.maintenance import Maintenance
 from jobsched.runner import Runner, TaskRegistry
@@ -236,3 +237,62 @@ def test_catch_up_a_year_late_counts_every_missed_occurrence_without_walking_the
     first_due = 1_704_067_260_000  # 2024-01-01T00:01:00Z
     minutes = (late - first_due) // 60_000  # occurrences after the first one, up to late
     assert info["job"]["skipped"] == minutes, info["job"]["skipped"]
+
+
+def test_execute_job_holds_its_job_so_no_dispatcher_runs_it_meanwhile(
+    make_store: StoreFactory,
+) -> None:
+    """execute_job claims the job as a dispatcher does: while its handler
+    runs, another node's claim of due jobs passes it by, and another
+    execute_job of it is 22; it ran once."""
+    mine, theirs = make_store(), make_store()
+    try:
+        registry = TaskRegistry()
+        other = _engine(theirs)
+        seen: dict[str, object] = {}
+
+        @registry.task("probe")
+        def probe(payload: object) -> None:
+            seen["claimed"] = [
+                c.job.job_id for c in other.claim(T0 + 10, 10, other.owner, T0 + 999)
+            ]
+            try:
+                other.execute_one("p", False, T0)
+            except PreconditionFailed as exc:
+                seen["again"] = exc.code
+            running = theirs.get("p")
+            seen["state"] = None if running is None else running.state
+
+        engine = Engine(mine, registry, EngineConfig(lease_ms=1000), wall_clock=lambda: T0)
+        engine.schedule(schedule_spec({"task": "probe", "job_id": "p"}), T0)
+        assert engine.execute_one("p", False, T0).ok
+        assert seen == {"claimed": [], "again": 22, "state": JobState.RUNNING}
+        done = theirs.get("p")
+        assert done is not None and done.state is JobState.COMPLETED and done.runs == 1
+        assert done.locked_by is None and done.locked_until is None
+    finally:
+        mine.close()
+        theirs.close()
+
+
+def test_a_paused_job_lost_in_a_manual_run_stays_paused(make_store: StoreFactory) -> None:
+    crashed, survivor = make_store(), make_store()
+    try:
+        first = _engine(crashed)
+        job = first.schedule(schedule_spec({"task": "t", "job_id": "p", "base_ms": 100}), T0)
+        first.pause(job.job_id, T0)
+        held = crashed.get("p")
+        assert held is not None
+        # execute_job's claim of the paused job, then the process dies.
+        assert crashed.replace(
+            held.evolve(state=JobState.RUNNING, locked_by=first.owner, locked_until=T0 + 1000),
+            JobState.PAUSED,
+        )
+        other = _engine(survivor)
+        Maintenance(other, other.owner).run(T0 + 1500)
+        after = survivor.get("p")
+        assert after is not None and after.state is JobState.PAUSED and after.attempts == 1
+        assert after.paused_from is JobState.RETRYING and after.locked_by is None
+    finally:
+        crashed.close()
+        survivor.close()
