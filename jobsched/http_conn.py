@@ -13,10 +13,13 @@ Events) has no Content-Length and closes its connection when it ends.
 from __future__ import annotations
 
 import json
+import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
+from urllib.parse import unquote_to_bytes
 
 from jobsched.errors import JobschedError
 from jobsched.http_stream import Stream
@@ -193,3 +196,43 @@ def _head(
             out.append("Connection: keep-alive")
         out.append(f"Keep-Alive: timeout={max(int(idle_timeout), 1)}")
     return "\r\n".join(out) + "\r\n\r\n"
+
+
+# -- the request target --------------------------------------------------------------
+
+_STRAY_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")  # a "%" starting no %XX escape
+
+
+def decoded(raw: str, field: str) -> str | Response:
+    """A percent-encoded part of the request target (a path segment, a query
+    key or value), decoded strictly: the bytes it stands for, raw or as %XX
+    escapes, must be UTF-8, and every "%" must start an escape. ``unquote``
+    would turn bad UTF-8 into U+FFFD and keep a stray "%" as it is, so that
+    ``PUT /v1/queues/%ff`` configured a queue named U+FFFD."""
+    if _STRAY_PERCENT.search(raw):
+        return error(400, 12, f"{field}: a '%' in the URL must start a %XX escape")
+    try:
+        # The target is the request line's bytes read as latin-1 (parse_head):
+        # encoded back, those bytes; a raw non-ASCII byte counts as its escape.
+        return unquote_to_bytes(raw.encode("latin-1")).decode("utf-8")
+    except UnicodeError:
+        return error(400, 12, f"{field}: is not UTF-8 once its %XX escapes are decoded")
+
+
+def query_fields(query: str, names: Iterable[str]) -> dict[str, str] | Response:
+    """The fields ``names`` of a query string, each decoded strictly
+    (``decoded``); the last of a repeated field counts, a field given empty
+    (``a=``, or a bare ``a``) is "", and other fields are ignored. Not
+    ``parse_qs``: it drops empty fields and replaces bad UTF-8."""
+    wanted = frozenset(names)
+    fields: dict[str, str] = {}
+    for pair in query.split("&") if query else ():
+        raw_key, _, raw_value = pair.partition("=")
+        key = decoded(raw_key.replace("+", " "), "query")  # "+" is a space in a query
+        if isinstance(key, Response) or key not in wanted:
+            continue
+        value = decoded(raw_value.replace("+", " "), key)
+        if isinstance(value, Response):
+            return value
+        fields[key] = value
+    return fields

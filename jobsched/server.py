@@ -27,10 +27,10 @@ import re
 import resource
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote_to_bytes, urlsplit
+from urllib.parse import urlsplit
 
 from jobsched.errors import JobschedError
-from jobsched.http_conn import JSON, Limits, Response, error
+from jobsched.http_conn import JSON, Limits, Response, decoded, error, query_fields
 from jobsched.http_server import HttpServer
 from jobsched.jsonfast import MAX_DEPTH, dumps, loads, may_be_too_deep
 from jobsched.messages import READ_ONLY, RUNS_USER_CODE, Context
@@ -59,7 +59,6 @@ ACTIONS = {"run": "execute_job", "pause": "pause_job", "resume": "resume_job", "
 _JOB = re.compile(r"/v1/jobs/([^/]+)")
 _ACTION = re.compile(r"/v1/jobs/([^/]+)/([a-z]+)")
 _QUEUE = re.compile(r"/v1/queues/([^/]+)")
-_STRAY_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")  # a "%" starting no %XX escape
 _LIST_FIELDS = ("state", "task", "queue", "after", "limit")  # GET /v1/jobs's query
 # A route's outcome: its response, or a change to commit before answering.
 Reply = Response | Change
@@ -316,35 +315,15 @@ def _listing(query: str) -> dict[str, Any] | Response:
     as it refuses ``"queue": ""`` in a message: dropping it, as ``parse_qs``
     does, listed every job. The last of a repeated field counts; other
     fields are ignored."""
+    pairs = query_fields(query, _LIST_FIELDS)
+    if isinstance(pairs, Response):
+        return pairs
     fields: dict[str, Any] = {"type": "list_jobs"}
-    for pair in query.split("&") if query else ():
-        raw_key, _, raw_value = pair.partition("=")
-        key = decoded(raw_key.replace("+", " "), "query")  # "+" is a space in a query
-        if isinstance(key, Response) or key not in _LIST_FIELDS:
-            continue
-        value = decoded(raw_value.replace("+", " "), key)
-        if isinstance(value, Response):
-            return value
+    for key, value in pairs.items():
         # isdigit alone takes "²", which int() refuses: the limit is ASCII digits.
         numeric = key == "limit" and value.isascii() and value.isdigit()
         fields[key] = int(value) if numeric else value
     return fields
-
-
-def decoded(raw: str, field: str) -> str | Response:
-    """A percent-encoded part of the request target (a path segment, a query
-    key or value), decoded strictly: the bytes it stands for, raw or as %XX
-    escapes, must be UTF-8, and every "%" must start an escape. ``unquote``
-    would turn bad UTF-8 into U+FFFD and keep a stray "%" as it is, so that
-    ``PUT /v1/queues/%ff`` configured a queue named U+FFFD."""
-    if _STRAY_PERCENT.search(raw):
-        return error(400, 12, f"{field}: a '%' in the URL must start a %XX escape")
-    try:
-        # The target is the request line's bytes read as latin-1 (http_conn):
-        # encoded back, those bytes; a raw non-ASCII byte counts as its escape.
-        return unquote_to_bytes(raw.encode("latin-1")).decode("utf-8")
-    except UnicodeError:
-        return error(400, 12, f"{field}: is not UTF-8 once its %XX escapes are decoded")
 
 
 def make_server(service: Service, host: str, port: int, limits: Limits | None = None) -> HttpServer:

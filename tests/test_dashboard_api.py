@@ -240,6 +240,13 @@ def test_upcoming_expands_recurring_jobs_in_time_order_and_says_when_capped(svc:
     _, _, capped = call(svc, "GET", "/v1/dashboard/upcoming?hours=24&limit=5", **auth)
     assert capped["capped"] is True and capped["runs"] == reply["runs"][:5]
     assert call(svc, "GET", "/v1/dashboard/upcoming?hours=nan", **auth)[0] == 400
+    # The query is read as the API's is (http_conn.query_fields): an empty
+    # number is no number, and bad UTF-8 or a stray "%" is refused, not guessed.
+    for query, field in (("hours=", "hours"), ("limit=%ff", "limit"), ("hours=1%", "hours")):
+        status, _, reply = call(svc, "GET", f"/v1/dashboard/upcoming?{query}", **auth)
+        assert status == 400 and reply["code"] == 12 and reply["text"].startswith(field), reply
+    cron = "/v1/cron/explain?expr=%E2%80%A6&tz=Europe%2FLondon"  # "…", escaped
+    assert call(svc, "GET", cron, **auth)[2]["error"].startswith("cron")
 
 
 def test_failures_and_the_overview(svc: Service) -> None:

@@ -22,9 +22,8 @@ from collections.abc import Callable, Mapping
 from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Any
-from urllib.parse import parse_qs
 
-from jobsched.http_conn import JSON, Response, error
+from jobsched.http_conn import JSON, Response, error, query_fields
 from jobsched.web.cronwords import explain
 from jobsched.web.events import EventHub
 from jobsched.web.queries import Queries
@@ -172,7 +171,10 @@ class Web:
         if method != "GET":
             return error(405, 10, f"method {method} is not allowed here", ("Allow", "GET"))
         try:
-            return self._get(path, {k: v[-1] for k, v in parse_qs(query).items()}, headers)
+            fields = query_fields(query, _QUERY_FIELDS)
+            if isinstance(fields, Response):
+                return fields
+            return self._get(path, fields, headers)
         except _BadQuery as bad:
             return bad.response
 
@@ -195,6 +197,10 @@ class Web:
             answer = explain(q.get("expr", ""), q.get("tz") or "UTC", self.clock(), int(n))
             return _json(200, answer)
         return error(404, 10, f"no route for {path}")
+
+
+# The dashboard routes' query fields (every other field is ignored).
+_QUERY_FIELDS = ("last_event_id", "hours", "limit", "n", "expr", "tz")
 
 
 class _BadQuery(Exception):
