@@ -141,23 +141,33 @@ class Client:
         task: str | None = None,
         limit: int = 100,
         after: str | None = None,
+        *,
+        queue: str | None = None,
     ) -> JobPage:
-        """One page of jobs in scheduling order (``limit`` 1 to 1000); pass the
-        page's ``next`` as ``after`` for the following one, or use ``iter_jobs``."""
+        """One page of jobs in scheduling order (``limit`` 1 to 1000), of one
+        ``state``, ``task`` and ``queue`` if given; pass the page's ``next`` as
+        ``after`` for the following one, or use ``iter_jobs``."""
         body: Body = {"type": "list_jobs", "limit": limit}
         for name, value in (("state", state), ("task", task), ("after", after)):
             if value is not None:
                 body[name] = str(value)
+        if queue is not None:
+            body["queue"] = queue  # as given: the protocol names a wrong type
         reply = self._call(body)
         return JobPage(tuple(Job.from_reply(j) for j in reply["jobs"]), reply["next"])
 
     def iter_jobs(
-        self, state: JobState | str | None = None, task: str | None = None, page_size: int = 100
+        self,
+        state: JobState | str | None = None,
+        task: str | None = None,
+        page_size: int = 100,
+        *,
+        queue: str | None = None,
     ) -> Iterator[Job]:
         """Every job matching, in scheduling order, a page at a time."""
         after: str | None = None
         while True:
-            page = self.list(state, task, page_size, after)
+            page = self.list(state, task, page_size, after, queue=queue)
             yield from page.jobs
             if page.next is None:
                 return

@@ -110,12 +110,19 @@ class AsyncClient:
     close = _in_thread(Client.close)
 
     async def iter_jobs(
-        self, state: JobState | str | None = None, task: str | None = None, page_size: int = 100
+        self,
+        state: JobState | str | None = None,
+        task: str | None = None,
+        page_size: int = 100,
+        *,
+        queue: str | None = None,
     ) -> AsyncIterator[Job]:
         """Every job matching, in scheduling order, a page at a time."""
         after: str | None = None
         while True:
-            page = await asyncio.to_thread(self.sync.list, state, task, page_size, after)
+            page = await asyncio.to_thread(
+                self.sync.list, state, task, page_size, after, queue=queue
+            )
             for job in page.jobs:
                 yield job
             if page.next is None:

@@ -216,6 +216,31 @@ def test_list_pages_and_iter_jobs_follows_them(client: Client, p: str) -> None:
     ]  # fmt: skip
 
 
+def test_list_and_iter_jobs_take_a_queue(
+    client: Client, target: tuple[str, str | None], p: str
+) -> None:
+    mail = [client.schedule(f"{p}-t", run_at=LATER, queue=f"{p}-mail").job_id for _ in range(3)]
+    client.schedule(f"{p}-t", run_at=LATER, queue=f"{p}-other")
+    client.schedule(f"{p}-t", run_at=LATER)  # the default queue
+    page = client.list(task=f"{p}-t", queue=f"{p}-mail", limit=2)
+    assert [j.job_id for j in page.jobs] == mail[:2] and page.next == mail[1]
+    assert {j.queue for j in page.jobs} == {f"{p}-mail"}
+    assert [j.job_id for j in client.iter_jobs(queue=f"{p}-mail", page_size=2)] == mail
+    client.pause(mail[1])
+    assert [j.job_id for j in client.iter_jobs("paused", queue=f"{p}-mail")] == [mail[1]]
+    assert client.list(queue=f"{p}-none").jobs == ()
+    with pytest.raises(Malformed, match=r"^queue: "):
+        client.list(queue="")
+    with pytest.raises(Malformed, match=r"^queue: must be a non-empty string, not 5$"):
+        client.list(queue=5)  # type: ignore[arg-type]
+
+    async def listed() -> list[str]:
+        async with AsyncClient(target[0], token=target[1]) as c:
+            return [j.job_id async for j in c.iter_jobs(queue=f"{p}-mail", page_size=1)]
+
+    assert asyncio.run(listed()) == mail
+
+
 # -- changes ------------------------------------------------------------------------------
 
 
