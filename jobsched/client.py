@@ -39,6 +39,7 @@ from jobsched.client_types import (
     RateLimit,
     ScheduledJob,
     Stats,
+    a_type,
     spec_body,
 )
 
@@ -187,21 +188,22 @@ class Client:
         name: str,
         *,
         concurrency: int | Literal[_Keep.KEEP] | None = KEEP,
-        rate_limit: RateLimit | tuple[int, int] | Literal[_Keep.KEEP] | None = KEEP,
+        rate_limit: RateLimit
+        | tuple[int, int]
+        | Mapping[str, int]
+        | Literal[_Keep.KEEP]
+        | None = KEEP,
         paused: bool | None = None,
     ) -> QueueConfig:
         """Set a queue's limits for the whole cluster (``configure_queue``): an
         argument left out keeps its setting, ``None`` removes a limit;
-        ``rate_limit`` is a ``RateLimit(max, per_ms)`` or ``(max, per_ms)``."""
+        ``rate_limit`` is a ``RateLimit(max, per_ms)``, a ``(max, per_ms)``
+        tuple or a ``{"max": ..., "per_ms": ...}`` mapping."""
         body: Body = {"type": "configure_queue", "queue": name}
         if concurrency is not KEEP:
             body["concurrency"] = concurrency
-        if isinstance(rate_limit, RateLimit):
-            body["rate_limit"] = {"max": rate_limit.max, "per_ms": rate_limit.per_ms}
-        elif isinstance(rate_limit, tuple):
-            body["rate_limit"] = {"max": rate_limit[0], "per_ms": rate_limit[1]}
-        elif rate_limit is None:
-            body["rate_limit"] = None
+        if rate_limit is not KEEP:
+            body["rate_limit"] = _rate_limit(rate_limit)
         if paused is not None:
             body["paused"] = paused
         return QueueConfig.from_reply(self._call(body)["queue"])
@@ -242,6 +244,30 @@ class Client:
 
     def __repr__(self) -> str:
         return f"Client({self.target!r})"
+
+
+def _rate_limit(value: object) -> dict[str, Any] | None:
+    """configure_queue's ``rate_limit`` as the protocol's ``{max, per_ms}``
+    (``None``: no limit); the protocol checks the numbers."""
+    if value is None:
+        return None
+    if isinstance(value, RateLimit):
+        return {"max": value.max, "per_ms": value.per_ms}
+    if isinstance(value, tuple) and len(value) == 2:
+        return {"max": value[0], "per_ms": value[1]}
+    if isinstance(value, Mapping) and value.keys() == {"max", "per_ms"}:
+        return {"max": value["max"], "per_ms": value["per_ms"]}
+    if isinstance(value, tuple):
+        given = f"a tuple of {len(value)}"
+    elif isinstance(value, Mapping):
+        given = f"a mapping of {', '.join(sorted(repr(str(k)) for k in value)) or 'no keys'}"
+    else:  # the type only: the repr of some values fails (an int too long to write)
+        given = a_type(value)
+    raise InvalidArgument(
+        "rate_limit",
+        "must be a RateLimit(max, per_ms), a (max, per_ms) tuple, a mapping "
+        f"{{'max': ..., 'per_ms': ...}} or None, not {given}",
+    )
 
 
 def _spec_fields(spec: object) -> Mapping[str, Any]:

@@ -46,6 +46,7 @@ __all__ = [
     "ScheduledJob",
     "Stats",
     "WrongConnection",
+    "a_type",
     "error_from_reply",
 ]
 
@@ -104,6 +105,12 @@ def spec_body(spec: Mapping[str, Any]) -> Mapping[str, Any]:
     if isinstance(body.get("run_at"), datetime):
         body["run_at"] = epoch_ms(body["run_at"], "run_at")
     return body
+
+
+def a_type(value: object) -> str:
+    """What type a value is, for an error text: "a set", "an int"."""
+    what = type(value).__name__
+    return f"{'an' if what[:1] in 'aeiouAEIOU' else 'a'} {what}"
 
 
 def epoch_ms(when: datetime, name: str) -> int:

@@ -36,6 +36,7 @@ from jobsched import (
     JobSchedule,
     JobSpec,
     JobState,
+    RateLimit,
     ScheduledJob,
 )
 from jobsched.client_types import InvalidArgument, WrongConnection
@@ -261,6 +262,49 @@ def test_pause_resume_cancel_retry(client: Client, p: str) -> None:
     assert final.value.text.startswith(f"job '{jid}': ")
     with pytest.raises(JobNotFound):
         client.cancel(f"{p}-ghost")
+
+
+def test_configure_queue_takes_a_rate_limit_in_three_shapes(client: Client, p: str) -> None:
+    q = f"{p}-q"
+    assert client.configure_queue(q, rate_limit=RateLimit(5, 1000)).rate_limit == RateLimit(5, 1000)
+    assert client.configure_queue(q, rate_limit=(6, 2000)).rate_limit == RateLimit(6, 2000)
+    by_map = client.configure_queue(q, rate_limit={"max": 7, "per_ms": 3000})
+    assert by_map.rate_limit == RateLimit(7, 3000)
+    assert client.configure_queue(q, concurrency=2).rate_limit == RateLimit(7, 3000)  # kept
+    with pytest.raises(Malformed, match=r"^rate_limit\.max: must be at least 1, not 0$"):
+        client.configure_queue(q, rate_limit=(0, 1000))  # the protocol checks the numbers
+    assert client.configure_queue(q, rate_limit=None).rate_limit is None
+
+
+_BAD_RATE_LIMITS: list[tuple[Any, str]] = [
+    ([5, 1000], "a list"),
+    ("5/s", "a str"),
+    (10**5000, "an int"),  # whose repr fails
+    ((5,), "a tuple of 1"),
+    ((5, 1000, 7), "a tuple of 3"),
+    ({"max": 5}, "a mapping of 'max'"),
+    ({"max": 5, "per_ms": 1000, "burst": 2}, "a mapping of 'burst', 'max', 'per_ms'"),
+    ({}, "a mapping of no keys"),
+]
+
+
+@pytest.mark.parametrize(
+    ("rate_limit", "given"), _BAD_RATE_LIMITS, ids=[given for _, given in _BAD_RATE_LIMITS]
+)
+def test_configure_queue_refuses_any_other_rate_limit(
+    client: Client, p: str, rate_limit: Any, given: str
+) -> None:
+    q = f"{p}-q"
+    client.configure_queue(q, rate_limit=(5, 1000))
+    with pytest.raises(InvalidArgument) as err:
+        client.configure_queue(q, rate_limit=rate_limit, concurrency=3)
+    assert (err.value.code, err.value.field) == (12, "rate_limit")
+    assert err.value.problem == (
+        "must be a RateLimit(max, per_ms), a (max, per_ms) tuple, a mapping "
+        f"{{'max': ..., 'per_ms': ...}} or None, not {given}"
+    )
+    [config] = [info.config for info in client.list_queues() if info.name == q]
+    assert (config.rate_limit, config.concurrency) == (RateLimit(5, 1000), None)  # nothing sent
 
 
 def test_stats_count_every_state(client: Client, p: str) -> None:
