@@ -40,6 +40,8 @@ from jobsched.client_types import (
     ScheduledJob,
     Stats,
     a_type,
+    batch_json_problem,
+    json_problem,
     spec_body,
 )
 
@@ -127,6 +129,9 @@ class Client:
             # The specs before the bad one are in jobs: its index is their count.
             where = f"jobs[{len(jobs)}].{exc.field}".rstrip(".")
             raise InvalidArgument(where, exc.problem) from None
+        refused = batch_json_problem(jobs)
+        if refused is not None:
+            raise refused
         reply = self._call({"type": "schedule_jobs", "jobs": jobs}, connection)
         return ScheduledJob.from_replies(reply["jobs"])
 
@@ -225,7 +230,18 @@ class Client:
     # -- plumbing -------------------------------------------------------------
 
     def _call(self, body: Body, connection: object | None = None) -> Body:
-        return self._transport.call(body, connection)
+        try:
+            return self._transport.call(body, connection)
+        except Exception:
+            # A value JSON cannot carry (NaN, a set, ...) fails on each target
+            # its own way: the service's encoder raises, a store answers its own
+            # text, or another error it met first. Every target answers the same
+            # for it: json_problem's. Looked for only now, so a call that
+            # succeeds pays nothing for it.
+            refused = json_problem(body)
+            if refused is None:
+                raise
+            raise refused from None
 
     def close(self) -> None:
         """Close the client's connections (the store's, or the HTTP ones)."""

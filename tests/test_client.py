@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import enum
 import os
 import signal
 import sqlite3
@@ -163,6 +164,60 @@ def test_bad_arguments_are_refused_with_the_field_named(client: Client, p: str) 
     with pytest.raises(Malformed, match=r"^job_id: must be 1-200 characters"):
         client.get("bad id")
     assert client.list(task=f"{p}-t").jobs == ()
+
+
+def _nested(levels: int) -> Any:
+    value: Any = 1
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def test_values_json_cannot_carry_are_refused_alike_everywhere(client: Client, p: str) -> None:
+    """Every target answers the same InvalidArgument naming the field: a
+    service's encoder used to raise ValueError or TypeError (RecursionError
+    for a deep payload), a store its own texts or the encoder's errors."""
+    task = f"{p}-t"
+    cases: list[tuple[Callable[[], Any], str]] = [
+        (lambda: client.schedule(task, delay_ms=float("inf")), "delay_ms: must be a finite number, not inf"),
+        (lambda: client.schedule(task, unique_key="k", unique_for_ms=float("nan")), "unique_for_ms: must be a finite number, not nan"),
+        (lambda: client.configure_queue(f"{p}-q", concurrency=float("inf")), "concurrency: must be a finite number, not inf"),  # type: ignore[arg-type]
+        (lambda: client.list(limit=float("nan")), "limit: must be a finite number, not nan"),  # type: ignore[arg-type]
+        (lambda: client.schedule(task, {"x": [1.5, float("-inf")]}), "payload: ['x'][1] must be a finite number, not -inf"),
+        (lambda: client.schedule(task, {"x": {1, 2}}), "payload: ['x'] must be a dict, list, str, int, float, bool or None (JSON), not a set"),
+        (lambda: client.schedule(task, object()), "payload: must be a dict, list, str, int, float, bool or None (JSON), not an object"),
+        (lambda: client.schedule(task, {"k": {(1, 2): 3}}), "payload: ['k'] has a key (1, 2), a tuple: JSON keys must be str, int, float, bool or None"),
+        (lambda: client.schedule(task, {"n": 10**5000}), "payload: ['n'] must have at most 4300 digits (sys.get_int_max_str_digits()), not 5000"),
+        (lambda: client.schedule(task, _nested(5000)), "payload: is nested more than 64 levels deep (arrays and objects)"),
+        # The payload's problem, not the task's (which a store reads first).
+        (lambda: client.schedule("", {"x": float("nan")}), "payload: ['x'] must be a finite number, not nan"),
+        (lambda: client.schedule_many([JobSpec(task), JobSpec(task, {"x": {1}})]), "jobs[1].payload: ['x'] must be a dict, list, str, int, float, bool or None (JSON), not a set"),
+        # A field the protocol ignores: a store took it, a service could not be sent it.
+        (lambda: client.schedule_many([{"task": task, "note": float("nan")}]), "jobs[0].note: must be a finite number, not nan"),
+        (lambda: client.schedule_many([{"task": task, (1,): 2}]), "jobs[0]: has a key (1,), a tuple: JSON keys must be str, int, float, bool or None"),
+    ]  # fmt: skip
+    for call, text in cases:
+        with pytest.raises(InvalidArgument) as err:
+            call()
+        assert err.value.text == text
+        assert err.value.code == 12 and err.value.field == text.split(": ")[0]
+    assert client.list(task=task).jobs == ()
+
+
+class _Level(enum.IntEnum):
+    HIGH = 2
+
+
+def test_values_json_takes_are_not_refused(client: Client, p: str) -> None:
+    # What json.dumps writes (tuples, number keys, int enums) is sent as JSON...
+    odd = {1: (2, 3), "level": _Level.HIGH, "deep": _nested(62)}
+    # ...and a call failing for another reason keeps its own error.
+    with pytest.raises(Malformed) as err:
+        client.schedule(f"{p}-t", odd, delay_ms=-1)
+    assert type(err.value) is Malformed
+    assert err.value.text == "delay_ms: must be at least 0, not -1"
+    job = client.schedule(f"{p}-t", odd, run_at=LATER)
+    assert client.get(job.job_id).payload == {"1": [2, 3], "level": 2, "deep": _nested(62)}
 
 
 # -- reading ------------------------------------------------------------------------------
