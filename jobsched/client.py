@@ -27,6 +27,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Final, Literal
 
+from jobsched.client_json import a_type, batch_json_problem, json_problem
 from jobsched.client_transports import Body, Transport, open_transport
 from jobsched.client_types import (
     InvalidArgument,
@@ -39,9 +40,6 @@ from jobsched.client_types import (
     RateLimit,
     ScheduledJob,
     Stats,
-    a_type,
-    batch_json_problem,
-    json_problem,
     spec_body,
 )
 

@@ -99,6 +99,7 @@ RANKS = {
     "server_metrics": 4,
     "client": 4,
     "client_types": 4,
+    "client_json": 4,
     "client_transports": 4,
     "client_async": 4,
     "client_async_pg": 4,
