@@ -152,11 +152,9 @@ class Client:
         ``state``, ``task`` and ``queue`` if given; pass the page's ``next`` as
         ``after`` for the following one, or use ``iter_jobs``."""
         body: Body = {"type": "list_jobs", "limit": limit}
-        for name, value in (("state", state), ("task", task), ("after", after)):
+        for name, value in (("state", state), ("task", task), ("after", after), ("queue", queue)):
             if value is not None:
-                body[name] = str(value)
-        if queue is not None:
-            body["queue"] = queue  # as given: the protocol names a wrong type
+                body[name] = value  # as given: the protocol names a wrong type
         reply = self._call(body)
         return JobPage(tuple(Job.from_reply(j) for j in reply["jobs"]), reply["next"])
 

@@ -270,6 +270,10 @@ def test_list_pages_and_iter_jobs_follows_them(client: Client, p: str) -> None:
     assert [j.payload for j in client.iter_jobs("scheduled", f"{p}-t")] == [
         {"i": 0}, {"i": 1}, {"i": 2}, {"i": 4},
     ]  # fmt: skip
+    # A filter of the wrong type is named, not turned into text that matches nothing.
+    for field, value in (("task", {1}), ("after", 1.5), ("state", 7)):
+        with pytest.raises(JobschedError, match=rf"^{field}: "):
+            client.list(**{field: value})
 
 
 def test_list_and_iter_jobs_take_a_queue(
