@@ -256,7 +256,9 @@ def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "jobsched", "version": __version__,
-                 "description": "The jobsched HTTP service (docs/service.md)."},
+                 "description": "The jobsched HTTP service (docs/service.md). A request "
+                 "body may carry a msg_id (any JSON value): the reply then carries it "
+                 "back as in_reply_to, on every route."},
         "paths": _paths(),
         "components": {
             "schemas": SCHEMAS,
