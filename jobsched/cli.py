@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from jobsched.cli_args import LOG_FORMAT, USAGE, listen_address, node_parser, serve_parser
 from jobsched.engine import Engine, EngineConfig
 from jobsched.errors import JobschedError
+from jobsched.execution import SHUTDOWN
 from jobsched.messages import Context
 from jobsched.node import StdioNode
 from jobsched.runner import TaskRegistry, default_registry
@@ -214,6 +215,9 @@ def run_serve(argv: Sequence[str] | None = None) -> int:
     if dispatcher is not None:
         dispatcher.stop(args.grace)
     server.server_close(end - time.monotonic())  # requests still running handlers: same grace
+    # Manual runs (execute_job, execute_jobs) still going: put back, as the dispatcher's are.
+    if put_back := engine.release_held(ctx.clock(), SHUTDOWN):
+        log.warning("put back %d job(s) whose manual run had not ended", put_back)
     store.close()
     return 0
 

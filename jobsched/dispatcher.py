@@ -46,7 +46,7 @@ from jobsched.dispatch_runs import Event, Run, State, run_event
 from jobsched.dispatch_wait import QueueLimits, Sleeper, timeout_s
 from jobsched.engine import Engine
 from jobsched.errors import JobschedError
-from jobsched.execution import Finished, Rescued
+from jobsched.execution import LOST_SKIP, SHUTDOWN, Finished, Rescued
 from jobsched.handles import context_for
 from jobsched.jobs import Job
 from jobsched.maintenance import Maintenance
@@ -330,6 +330,8 @@ class Dispatcher:
     def _on_rescued(self, rescued: Rescued, now: int) -> None:
         self.metrics.run("lost", queue=rescued.job.queue)
         self._emit("lost", rescued.job, rescued.job.due_at, now, error=rescued.error)
+        if rescued.skipped:  # the engine recorded and logged them
+            self._note_skip(rescued.job, rescued.skipped, LOST_SKIP, now)
 
     def _maintain(self, now: int) -> None:
         """Rescue, heartbeat and retention (jobsched.maintenance)."""
@@ -339,10 +341,9 @@ class Dispatcher:
         """Shutdown after the grace: put back every job whose handler still runs."""
         s = self._s
         left = [run for run in s.active if not run.finished]
-        text = "interrupted by shutdown before its handler ended; it will run again"
         try:
             runs = [(run.job, run.due, run.start_ms()) for run in left]
-            self.engine.release(runs, now, self.owner, text)
+            self.engine.release(runs, now, self.owner, SHUTDOWN)
             self._flush(now)
         except JobschedError as exc:
             # Not written: the leases expire and another node (or our restart) rescues them.
@@ -351,8 +352,8 @@ class Dispatcher:
         for run in left:
             s.active.discard(run)
             self.metrics.holding(run.job.queue, -1)
-            log.warning("job %s (%s): %s", run.job.job_id, run.job.task, text)
-            self._emit("released", run.job, run.due, now, error=text)
+            log.warning("job %s (%s): %s", run.job.job_id, run.job.task, SHUTDOWN)
+            self._emit("released", run.job, run.due, now, error=SHUTDOWN)
 
     def _next_time(self, now: int) -> int | None:
         s = self._s

@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 from jobsched import transitions
 from jobsched.cron import CronExpr
 from jobsched.errors import JobExists, JobNotFound, Malformed, PreconditionFailed
-from jobsched.execution import ExecConfig, Execution
+from jobsched.execute import Executing
+from jobsched.execution import ExecConfig
 from jobsched.ids import uuid7, uuid7_many
 from jobsched.jobs import (
     ALL_STATES,
@@ -45,9 +46,10 @@ MAX_BATCH = 10_000
 EngineConfig = ExecConfig
 
 
-class Engine(Execution):
+class Engine(Executing):
     """The scheduler's rules: scheduling, reading and changing jobs here; the
-    execution pipeline (claim, finish, rescue, release) from ``Execution``."""
+    execution pipeline (claim, finish, rescue, release) from ``Execution``,
+    the protocol's execute_jobs and execute_job from ``Executing``."""
 
     def __init__(
         self,
@@ -67,6 +69,7 @@ class Engine(Execution):
         self.config = config or EngineConfig()
         self.rng = rng or random.Random()
         self._init_execution()
+        self._init_executing()
 
     # -- scheduling ---------------------------------------------------------
 

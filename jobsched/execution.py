@@ -34,7 +34,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from jobsched import policies, transitions
-from jobsched.errors import JobNotFound, PreconditionFailed
 from jobsched.handles import context_for
 from jobsched.jobs import Job, JobState, RetryDecision
 from jobsched.runner import Outcome, TaskRegistry
@@ -43,6 +42,12 @@ from jobsched.stores.base import Replacement, RunRecord, Store
 log = logging.getLogger("jobsched.execution")
 
 FORCED = "forced failure (force_fail)"
+# The suffix of the owner an execute_jobs claims its due set under: a job it
+# holds but has not started yet (jobsched.execute). One left by a node that
+# stopped is put back, not counted as an attempt: its handler never ran.
+QUEUED = "+queued"
+LOST_SKIP = "overlap=skip: came due while its lost run held it"
+SHUTDOWN = "interrupted by shutdown before its handler ended; it will run again"
 Claim = policies.Claim
 
 
@@ -71,19 +76,10 @@ class Finished:
 
 
 @dataclass(frozen=True, slots=True)
-class Executed:
-    """What one execute_job did."""
-
-    job_id: str
-    ok: bool
-    retry_scheduled: bool = False
-    backoff_ms: int = 0
-
-
-@dataclass(frozen=True, slots=True)
 class Rescued:
     job: Job  # as it was found (running, its lease expired)
     error: str
+    skipped: int = 0  # occurrences that came due while the lost run held it
 
 
 class Execution:
@@ -162,16 +158,36 @@ class Execution:
         for job in self.store.expired_leases(now, limit):
             if job.job_id in exclude:
                 continue
-            new, _ = transitions.on_lost(job, now, self.rng)
+            if (job.locked_by or "").endswith(QUEUED):
+                self._unqueue(job, now)
+                continue
+            # Occurrences that came due while the lost run held the job are
+            # skipped as a run's overlap skips them, and never silently.
+            over, skipped = policies.after_run(job, job.updated_at, now)
+            new, _ = transitions.on_lost(over, now, self.rng)
             with self.store.transaction():
                 if not self.store.replace(new, JobState.RUNNING, job.locked_by):
                     continue  # its holder finished it after all, or another node rescued it
                 error = new.last_error or "lost"
                 node = self.config.node_id
                 self.store.record_run(RunRecord(job.job_id, now, now, "lost", error, node))
+                if skipped:
+                    self.record_skip(new, skipped, LOST_SKIP, now)
             log.warning("job %s (%s): %s", job.job_id, job.task, error)
-            rescued.append(Rescued(job, error))
+            rescued.append(Rescued(job, error, skipped))
         return rescued
+
+    def _unqueue(self, job: Job, now: int) -> None:
+        """Put back a job an execute_jobs claimed and never started (its node
+        stopped first), due at once: not an attempt, since nothing ran."""
+        back = transitions.put_back(job, now, now)
+        text = f"claimed by {job.locked_by} (execute_jobs), which stopped before running it"
+        with self.store.transaction():
+            if not self.store.replace(back, JobState.RUNNING, job.locked_by):
+                return
+            node = self.config.node_id
+            self.store.record_run(RunRecord(job.job_id, now, now, "lost", text, node))
+        log.warning("job %s (%s): %s; put back", job.job_id, job.task, text)
 
     def release(self, runs: Sequence[tuple[Job, int, int]], now: int, owner: str, text: str) -> int:
         """Put back (job, due, started) whose handlers did not end before a
@@ -201,77 +217,6 @@ class Execution:
     def next_due(self, after: int | None = None) -> int | None:
         return self.store.next_due(after)
 
-    # -- the protocol's execute_jobs and execute_job ------------------------------
-
-    def execute_due(self, now: int) -> tuple[list[str], list[str]]:
-        """Run every job due at or before ``now`` once; return (ran, failed).
-
-        All due jobs are claimed (and committed) before any runs, so a job
-        whose retry comes due again within ``now`` (base_ms 0) still runs once
-        per call; the handlers run with no transaction open; the outcomes are
-        committed together, and only then does the caller reply.
-        """
-        cfg = self.config
-        claims: list[Claim] = []
-        while True:
-            # A lease guards against a runner dying in real time, so it is
-            # measured on the wall (or cluster) clock, never on a logical now.
-            lease_until = self.wall_clock() + cfg.lease_ms
-            # Limits are not applied: execute_jobs runs jobs one at a time, on a
-            # logical clock a rate could not be measured on (docs/queues.md).
-            batch = self.claim(
-                now, cfg.claim_batch, self.owner, lease_until, "coalesce", limits=False
-            )
-            claims += batch
-            if len(batch) < cfg.claim_batch:
-                break
-        results = self._run_claims([c for c in claims if c.run])
-        finished = self.finish_all([(c.job, outcome, now, now) for c, outcome in results])
-        ran = [f.job.job_id for f in finished]
-        return ran, [f.job.job_id for f in finished if not f.ok]
-
-    def _run_claims(self, claims: list[Claim]) -> list[tuple[Claim, Outcome]]:
-        """Run the claimed jobs' handlers one after another, renewing the
-        leases between them so a long batch is not rescued while it runs."""
-        results: list[tuple[Claim, Outcome]] = []
-        renew_at = self.wall_clock() + self.config.lease_ms // 3
-        for claim in claims:
-            results.append((claim, self.run_handler(claim.job, False)))
-            wall = self.wall_clock()
-            if wall >= renew_at and len(results) < len(claims):
-                self.store.extend_leases(self.owner, wall + self.config.lease_ms)
-                renew_at = wall + self.config.lease_ms // 3
-        return results
-
-    def execute_one(self, job_id: str, force_fail: bool, now: int) -> Executed:
-        """Run one job now, due or not (execute_job). It is claimed first,
-        as a dispatcher claims (running, under this node's lease), so that no
-        dispatcher of any node runs it meanwhile; the handler runs with no
-        transaction open; the outcome is written guarded by the claim (a job
-        cancelled or rescued meanwhile answers 22 and keeps its newer state)."""
-        job = self.store.get(job_id)
-        if job is None:
-            raise JobNotFound(job_id)
-        transitions.check_runnable(job)
-        lease_until = self.wall_clock() + self.config.lease_ms
-        held = job.evolve(state=JobState.RUNNING, locked_by=self.owner, locked_until=lease_until)
-        with self.store.transaction():
-            if not self.store.replace(held, job.state):
-                raise PreconditionFailed(job_id, "changed as it was about to run; try again")
-        outcome = self.run_handler(job, force_fail)
-        # From the job as it was before the claim: a paused job stays paused,
-        # a recurring one keeps its schedule (docs/protocol.md, execute_job).
-        new, decision = self._after(job, outcome, now, now)
-        with self.store.transaction():
-            if not self.store.replace(new, JobState.RUNNING, self.owner):
-                raise PreconditionFailed(
-                    job_id, "changed while it ran; its outcome was not applied"
-                )
-            self._record(job_id, now, now, outcome)
-        if decision is None:
-            return Executed(job_id, True)
-        return Executed(job_id, False, decision.retry, decision.backoff_ms)
-
     def _after(
         self, job: Job, outcome: Outcome, ended: int, started: int
     ) -> tuple[Job, RetryDecision | None]:
@@ -280,11 +225,12 @@ class Execution:
             return transitions.on_success(job, ended, started), None
         return transitions.on_failure(job, ended, started, outcome.error or "failed", self.rng)
 
-    def run_handler(self, job: Job, force_fail: bool) -> Outcome:
+    def run_handler(self, job: Job, force_fail: bool, due: int | None = None) -> Outcome:
+        """``due``: the occurrence the run stands for (a claim's), else the job's due time."""
         if force_fail:
             return Outcome(False, FORCED)
         registry = self.registry
-        ctx = context_for(job) if registry.wants_context(job.task) else None
+        ctx = context_for(job, due) if registry.wants_context(job.task) else None
         return registry.run(job.task, job.payload_json, job.options.timeout_ms, context=ctx)
 
     def _record(self, job_id: str, started: int, now: int, outcome: Outcome) -> None:

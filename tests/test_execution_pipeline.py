@@ -296,3 +296,121 @@ def test_a_paused_job_lost_in_a_manual_run_stays_paused(make_store: StoreFactory
     finally:
         crashed.close()
         survivor.close()
+
+
+def test_execute_jobs_hands_a_handler_the_occurrence_it_runs() -> None:
+    """The context's due_at is the occurrence claimed, as under the dispatcher,
+    not the next one the claim set: two runs never see the same due_at."""
+    from jobsched.handles import TaskContext
+    from jobsched.stores.memory import MemoryStore
+
+    registry = TaskRegistry()
+    seen: list[int | None] = []
+
+    @registry.task("tick", pass_context=True)
+    def tick(payload: object, ctx: TaskContext) -> None:
+        seen.append(ctx.due_at)
+
+    engine = Engine(MemoryStore(), registry, wall_clock=lambda: T0)
+    engine.schedule(schedule_spec({"task": "tick", "interval_ms": 10_000}), T0)
+    engine.execute_due(T0 + 15_000)  # due at T0 + 10 s; next at T0 + 20 s
+    engine.execute_due(T0 + 20_000)
+    assert seen == [T0 + 10_000, T0 + 20_000]
+
+
+def test_occurrences_due_while_a_lost_run_held_its_job_are_counted_skipped(
+    make_store: StoreFactory,
+) -> None:
+    crashed, survivor = make_store(), make_store()
+    try:
+        first = _engine(crashed)
+        spec = schedule_spec({"task": "t", "job_id": "tick", "interval_ms": 1000})
+        first.schedule(spec, T0)
+        # Claimed at its first occurrence (T0 + 1 s), then its node dies.
+        assert [c.job.job_id for c in first.claim(T0 + 1000, 10, first.owner, T0 + 2000)] == [
+            "tick"
+        ]
+        other = _engine(survivor)
+        rescued = other.rescue(T0 + 5500, 10)
+        # T0 + 2 s to T0 + 5 s came due while the dead node held it: four.
+        assert [(r.job.job_id, r.skipped) for r in rescued] == [("tick", 4)]
+        after = survivor.get("tick")
+        assert after is not None and after.skipped == 4 and after.state is JobState.RETRYING
+        outcomes = [r.outcome for r in survivor.recent_runs("tick")]
+        assert sorted(outcomes) == ["lost", "skipped"]
+    finally:
+        crashed.close()
+        survivor.close()
+
+
+def test_a_manual_run_longer_than_the_lease_is_not_rescued_under_it(tmp_path: Path) -> None:
+    """execute_job and execute_jobs renew their leases while a handler runs
+    (from another thread): another node's maintenance, running all along,
+    rescues nothing, and the one run is the only run."""
+    from jobsched.stores.sqlite import SQLiteStore
+
+    db = str(tmp_path / "j.db")
+    store, other_store = SQLiteStore(db), SQLiteStore(db)
+    other = Engine(other_store, config=EngineConfig(lease_ms=300))
+    rescued: list[str] = []
+    runs: list[str] = []
+    registry = TaskRegistry()
+
+    @registry.task("long")
+    def long(payload: object) -> None:
+        runs.append("run")
+        for _ in range(8):  # 0.8 s: over two leases
+            time.sleep(0.1)
+            # As another node's maintenance does, on the real clock.
+            rescued.extend(r.job.job_id for r in other.rescue(other.wall_clock(), 10))
+
+    engine = Engine(store, registry, EngineConfig(lease_ms=300))
+    try:
+        engine.schedule(schedule_spec({"task": "long", "job_id": "one"}), T0)
+        assert engine.execute_one("one", False, T0).ok
+        engine.schedule(schedule_spec({"task": "long", "job_id": "due"}), T0)
+        assert engine.execute_due(T0) == (["due"], [])
+        assert rescued == [] and runs == ["run", "run"]
+    finally:
+        store.close()
+        other_store.close()
+
+
+def test_a_node_that_dies_in_execute_jobs_loses_only_the_run_it_was_in(
+    make_store: StoreFactory,
+) -> None:
+    """execute_jobs claims its due set first; a node that dies while the
+    first handler runs leaves that run lost (an attempt, the crash rule) and
+    the jobs it had not started put back as they were: not attempts."""
+    mine, theirs = make_store(), make_store()
+    wall = {"ms": T0}
+    after: dict[str, tuple[JobState, int]] = {}
+    try:
+        other = Engine(theirs, config=EngineConfig(lease_ms=1000), wall_clock=lambda: wall["ms"])
+        registry = TaskRegistry()
+
+        @registry.task("t")
+        def dies(payload: object) -> None:
+            if after:
+                return
+            wall["ms"] = T0 + 5000  # as if this node died here: every lease of it runs out
+            Maintenance(other, other.owner).run(wall["ms"])
+            for i in range(3):
+                job = theirs.get(f"j{i}")
+                assert job is not None
+                after[f"j{i}"] = (job.state, job.attempts)
+
+        engine = Engine(mine, registry, EngineConfig(lease_ms=1000), wall_clock=lambda: wall["ms"])
+        for i in range(3):
+            engine.schedule(schedule_spec({"task": "t", "job_id": f"j{i}", "max_attempts": 1}), T0)
+        engine.execute_due(T0)
+        assert after == {
+            "j0": (JobState.DEAD, 1),  # its handler was running: the lost run counts
+            "j1": (JobState.SCHEDULED, 0),
+            "j2": (JobState.SCHEDULED, 0),
+        }
+        outcomes = {f"j{i}": [r.outcome for r in theirs.recent_runs(f"j{i}")] for i in range(3)}
+        assert outcomes["j1"] == ["lost"] and outcomes["j2"] == ["lost"]
+    finally:
+        mine.close()
+        theirs.close()

@@ -48,6 +48,7 @@ RANKS = {
     # 3: the engine, and the store backends (neither imports the other)
     "engine": 3,
     "execution": 3,
+    "execute": 3,
     "maintenance": 4,
     "stores.memory": 3,
     "stores.sqlite": 3,

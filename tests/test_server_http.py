@@ -6,6 +6,7 @@ followed by a restart."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -367,6 +368,13 @@ def test_due_jobs_run_by_themselves_and_metrics_count_them(svc: Service) -> None
     )
 
 
+def wait_for_file(path: Path) -> None:
+    """Until a handler wrote ``path`` (its first step), within BOUND_S."""
+    deadline = time.monotonic() + BOUND_S
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def test_sigterm_mid_run_then_restart_runs_the_job_again(tmp_path: Path) -> None:
     marker = tmp_path / "marker"
     first = Service(tmp_path, "--grace", "0.2")
@@ -374,9 +382,7 @@ def test_sigterm_mid_run_then_restart_runs_the_job_again(tmp_path: Path) -> None
         body = {"task": "slow", "job_id": "long", "payload": {"marker": str(marker)}}
         assert first.request("POST", "/v1/jobs", body)[0] == 201
         wait_state(first, "long", "running")
-        deadline = time.monotonic() + BOUND_S
-        while not marker.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for_file(marker)
     finally:
         assert first.stop() == 0
     assert marker.read_text() == "started\n"
@@ -390,6 +396,39 @@ def test_sigterm_mid_run_then_restart_runs_the_job_again(tmp_path: Path) -> None
         assert marker.read_text() == "started\nstarted\n"
     finally:
         assert second.stop() == 0
+
+
+def test_sigterm_mid_manual_run_puts_the_job_back_not_an_attempt(tmp_path: Path) -> None:
+    """POST /v1/jobs/{id}/run (execute_job) cut off by a shutdown: the job is
+    put back, as a dispatcher's run is, with a lost run record; it is not
+    counted an attempt, so a max_attempts 1 job runs again."""
+    from jobsched.stores.sqlite import SQLiteStore
+
+    marker = tmp_path / "marker"
+    service = Service(tmp_path, "--grace", "0.3")
+    try:
+        body = {"task": "slow", "job_id": "man", "delay_ms": 3_600_000, "max_attempts": 1,
+                "payload": {"marker": str(marker)}}  # fmt: skip
+        assert service.request("POST", "/v1/jobs", body)[0] == 201
+
+        def run() -> None:
+            with contextlib.suppress(OSError):  # the service stops before answering
+                service.request("POST", "/v1/jobs/man/run")
+
+        threading.Thread(target=run, daemon=True).start()
+        wait_for_file(marker)
+    finally:
+        assert service.stop() == 0
+    assert marker.read_text() == "started\n"
+    store = SQLiteStore(service.db)
+    try:
+        job = store.get("man")
+        assert job is not None and (job.state.value, job.attempts) == ("scheduled", 0)
+        assert job.locked_by is None
+        [run] = store.recent_runs("man")
+        assert run.outcome == "lost" and "interrupted by shutdown" in (run.error or "")
+    finally:
+        store.close()
 
 
 # -- start, and replies that cannot be encoded -------------------------------------------------

@@ -1,0 +1,211 @@
+"""The protocol's own runs: ``execute_jobs`` and ``execute_job``, whose
+handlers run in the caller's thread, through the pipeline's steps
+(``jobsched.execution``) like the dispatcher's.
+
+What they guarantee, whatever happens to the process (docs/design.md):
+
+- a run holds its job under this node's lease, renewed from another thread
+  while the handler runs, so no node rescues it or runs it meanwhile however
+  long it takes (``_keeping``);
+- ``execute_jobs`` claims its whole due set first (each job runs once per
+  call), under the owner ``QUEUED`` marks; with task handlers loaded, each
+  job is marked started, in the transaction that writes the previous job's
+  outcome, just before its handler runs. A node that dies mid-call leaves one
+  job lost (the one whose handler was running: the crash rule counts it an
+  attempt) and the rest put back untouched (``Execution.rescue``). Without
+  handlers every task is a no-op and no user code runs between the claim and
+  the outcomes: they are written together, as before;
+- a run cut off by a shutdown is put back, not counted an attempt
+  (``release_held``, as the dispatcher's ``release``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from jobsched import transitions
+from jobsched.errors import JobNotFound, PreconditionFailed
+from jobsched.execution import QUEUED, Claim, Execution, Finished
+from jobsched.jobs import Job, JobState
+from jobsched.runner import Outcome
+from jobsched.stores.base import RunRecord
+
+log = logging.getLogger("jobsched.execute")
+
+
+@dataclass(frozen=True, slots=True)
+class Executed:
+    """What one execute_job did."""
+
+    job_id: str
+    ok: bool
+    retry_scheduled: bool = False
+    backoff_ms: int = 0
+
+
+class Executing(Execution):
+    """``execute_jobs`` and ``execute_job`` (the engine is one of these)."""
+
+    def _init_executing(self) -> None:
+        # The jobs this process's protocol runs hold now, and the occurrence
+        # each stands for: what a shutdown puts back (release_held).
+        self._held: dict[str, tuple[Job, int]] = {}
+        self._held_lock = threading.Lock()
+
+    def execute_due(self, now: int) -> tuple[list[str], list[str]]:
+        """Run every job due at or before ``now`` once; return (ran, failed).
+        The outcomes are committed before the caller replies."""
+        if not self.registry.names():
+            return self._execute_together(now)
+        return self._execute_each(now)
+
+    def _claim_due_set(self, now: int, owner: str) -> list[Claim]:
+        """Every job due at ``now``, claimed (and committed) before any runs,
+        so that a job whose retry comes due again within ``now`` (base_ms 0)
+        runs once per call. Limits are not applied: the runs are one at a
+        time, on a logical clock a rate cannot be measured on (docs/queues.md)."""
+        cfg = self.config
+        claims: list[Claim] = []
+        while True:
+            # A lease guards against a runner dying in real time, so it is
+            # measured on the wall (or cluster) clock, never on a logical now.
+            lease_until = self.wall_clock() + cfg.lease_ms
+            batch = self.claim(now, cfg.claim_batch, owner, lease_until, "coalesce", limits=False)
+            claims += batch
+            if len(batch) < cfg.claim_batch:
+                return [c for c in claims if c.run]
+
+    def _execute_together(self, now: int) -> tuple[list[str], list[str]]:
+        """No handlers: every task is a no-op, so nothing can stop the
+        process between the claim and the outcomes (the stdio node holds them
+        in one transaction): one claim, the runs, one write of the outcomes."""
+        claims = self._claim_due_set(now, self.owner)
+        results = [(c.job, self.run_handler(c.job, False, c.due)) for c in claims]
+        return _ran(self.finish_all([(job, outcome, now, now) for job, outcome in results]))
+
+    def _execute_each(self, now: int) -> tuple[list[str], list[str]]:
+        """Handlers: each job marked started just before its handler runs,
+        with the previous job's outcome in the same transaction."""
+        queued = self.owner + QUEUED
+        claims = self._claim_due_set(now, queued)
+        for claim in claims:
+            self._hold(claim.job, claim.due)
+        finished: list[Finished] = []
+        ended: tuple[Job, Outcome] | None = None
+        renew_at = self.wall_clock() + self.config.lease_ms // 3
+        try:
+            with self._keeping(queued):
+                for claim in claims:
+                    lease_until = self.wall_clock() + self.config.lease_ms
+                    held = claim.job.evolve(locked_by=self.owner, locked_until=lease_until)
+                    with self.store.transaction():
+                        if ended is not None:
+                            finished += self.finish_all([(*ended, now, now)])
+                        # Renewed here too, between handlers, at no commit of its own.
+                        if (wall := self.wall_clock()) >= renew_at:
+                            self._renew(wall, queued)
+                            renew_at = wall + self.config.lease_ms // 3
+                        started = self.store.replace(held, JobState.RUNNING, queued)
+                    ended = None
+                    if started:  # else cancelled since the claim
+                        self._hold(held, claim.due)
+                        ended = (held, self.run_handler(held, False, claim.due))
+                if ended is not None:
+                    finished += self.finish_all([(*ended, now, now)])
+        finally:
+            for claim in claims:
+                self._unhold(claim.job)
+        return _ran(finished)
+
+    def execute_one(self, job_id: str, force_fail: bool, now: int) -> Executed:
+        """Run one job now, due or not (execute_job). It is claimed first,
+        as a dispatcher claims (running, under this node's lease), so that no
+        dispatcher of any node runs it meanwhile; the handler runs with no
+        transaction open; the outcome is written guarded by the claim (a job
+        cancelled or rescued meanwhile answers 22 and keeps its newer state)."""
+        job = self.store.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        transitions.check_runnable(job)
+        lease_until = self.wall_clock() + self.config.lease_ms
+        held = job.evolve(state=JobState.RUNNING, locked_by=self.owner, locked_until=lease_until)
+        with self.store.transaction():
+            if not self.store.replace(held, job.state):
+                raise PreconditionFailed(job_id, "changed as it was about to run; try again")
+        self._hold(held, job.due_at if job.due_at is not None else now)
+        try:
+            with self._keeping():
+                outcome = self.run_handler(job, force_fail)
+            # From the job as it was before the claim: a paused job stays paused,
+            # a recurring one keeps its schedule (docs/protocol.md, execute_job).
+            new, decision = self._after(job, outcome, now, now)
+            with self.store.transaction():
+                if not self.store.replace(new, JobState.RUNNING, self.owner):
+                    raise PreconditionFailed(
+                        job_id, "changed while it ran; its outcome was not applied"
+                    )
+                self._record(job_id, now, now, outcome)
+        finally:
+            self._unhold(held)
+        if decision is None:
+            return Executed(job_id, True)
+        return Executed(job_id, False, decision.retry, decision.backoff_ms)
+
+    def release_held(self, now: int, text: str) -> int:
+        """At shutdown, once the grace is over: put back every job a protocol
+        run of this process still holds (its handler still running, or not
+        started), at the occurrence it stood for; not an attempt."""
+        with self._held_lock:
+            held = list(self._held.values())
+        n = 0
+        for job, due in held:
+            back = transitions.put_back(job, due, now)
+            with self.store.transaction():
+                if self.store.replace(back, JobState.RUNNING, job.locked_by):
+                    record = RunRecord(job.job_id, now, now, "lost", text, self.config.node_id)
+                    self.store.record_run(record)
+                    n += 1
+        return n
+
+    def _hold(self, job: Job, due: int) -> None:
+        with self._held_lock:
+            self._held[job.job_id] = (job, due)
+
+    def _unhold(self, job: Job) -> None:
+        with self._held_lock:
+            self._held.pop(job.job_id, None)
+
+    @contextmanager
+    def _keeping(self, *also: str) -> Iterator[None]:
+        """While handlers run in this thread: this node's leases (and those of
+        the owners ``also``) renewed every lease_ms / 3 from another thread,
+        so a handler longer than the lease is not rescued under it."""
+        stop = threading.Event()
+        lease_ms = self.config.lease_ms
+
+        def keep() -> None:
+            while not stop.wait(lease_ms / 3000):
+                try:
+                    self._renew(self.wall_clock(), *also)
+                except Exception:  # a store fault now; the next turn tries again
+                    log.warning("could not renew the leases of running jobs", exc_info=True)
+
+        keeper = threading.Thread(target=keep, name="jobsched-leases", daemon=True)
+        keeper.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            keeper.join()
+
+    def _renew(self, wall: int, *also: str) -> None:
+        for owner in (self.owner, *also):
+            self.store.extend_leases(owner, wall + self.config.lease_ms)
+
+
+def _ran(finished: list[Finished]) -> tuple[list[str], list[str]]:
+    return [f.job.job_id for f in finished], [f.job.job_id for f in finished if not f.ok]
