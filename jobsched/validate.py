@@ -286,10 +286,16 @@ _ABSENT: Any = object()
 
 
 def _payload_key(payload: Any, payload_json: str) -> str:
-    """The payload as idempotency compares it: its objects' keys in one order."""
-    if type(payload) is dict or type(payload) is list:
-        return _dumps_canonical(payload)
-    return payload_json
+    """The payload as idempotency compares it: its objects' keys in one order.
+    An ASCII text with no object of two keys or more is that already (the
+    commonest payload, one key: its canonical text is not made again)."""
+    if type(payload) is not dict and type(payload) is not list:
+        return payload_json
+    if payload_json.isascii():
+        objects = payload_json.count("{")  # a "{" in a string only costs the exact path
+        if objects == 0 or (objects == 1 and type(payload) is dict and len(payload) < 2):
+            return payload_json
+    return _dumps_canonical(payload)
 
 
 def _when(name: str, value: Any, tz: str) -> dict[str, Any]:

@@ -385,6 +385,20 @@ def test_a_resend_s_payload_may_list_its_keys_in_another_order(w: Wire) -> None:
     w.err({"type": "schedule_job", "task": "a", "job_id": "e", "payload": None}, 21)
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [{}, {"n": 1}, {"a": "{"}, {"b": 1, "a": 2}, [{"b": 1, "a": 2}], {"é": 1}, {"x": [1, "ü"]},
+     {"x": {"b": 1, "a": 2}}, [1, [2]], [], {"k": "\ud800"}],
+)  # fmt: skip
+def test_a_payload_s_idempotency_text_is_its_canonical_text(payload: object) -> None:
+    # validate._payload_key skips making the canonical text when the payload's
+    # own text is it already: it must never differ from the canonical text.
+    from jobsched.jsonfast import dumps_canonical
+
+    text = validate._payload_json(payload, 1 << 20)
+    assert validate._payload_key(payload, text) == dumps_canonical(payload)
+
+
 def test_a_job_keyed_before_payloads_were_compared_key_order_free_is_still_resent(
     w: Wire,
 ) -> None:
