@@ -84,7 +84,8 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
         type=float,
         default=10.0,
         help="seconds running handlers get to end on SIGTERM/SIGINT (default 10); "
-        "jobs still running then run again after a restart",
+        "jobs still running then run again after a restart. Real-time runs and serve's "
+        "requests: a stdio line in progress (execute_jobs) is finished first, as on EOF",
     )
     p.add_argument("--poll-ms", type=int, default=1000, help=argparse.SUPPRESS)
     p.add_argument(
