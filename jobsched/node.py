@@ -124,7 +124,9 @@ class StdioNode:
                 pending, discarding = b"", True
             if lines:
                 self.process(lines)
-        if pending.strip() and not self._stopping and not discarding:
+        # A last line without its newline is answered at SIGTERM as at EOF (the
+        # contract: "SIGTERM: the same"); cut off mid-write, it is answered 12.
+        if pending.strip() and not discarding:
             self.process([pending])
 
     def process(self, lines: list[bytes]) -> None:

@@ -154,6 +154,21 @@ def test_sigterm_exits_zero_after_answering_what_it_read() -> None:
         node.proc.kill()
 
 
+def test_sigterm_answers_a_last_line_without_its_newline_as_eof_does() -> None:
+    node = NodeProcess()
+    try:
+        assert node.proc.stdin is not None and node.proc.stdout is not None
+        assert node.send({"type": "stats", "msg_id": 1})["type"] == "stats"
+        node.proc.stdin.write(b'{"type": "stats", "msg_id": 2}')  # no newline
+        node.proc.stdin.flush()
+        time.sleep(0.3)  # read by the node, waiting for its newline
+        node.proc.send_signal(signal.SIGTERM)
+        assert json.loads(node.proc.stdout.readline())["in_reply_to"] == 2
+        assert node.proc.wait(timeout=10) == 0
+    finally:
+        node.proc.kill()
+
+
 def test_pipelined_requests_are_answered_in_order() -> None:
     lines = [
         json.dumps(
