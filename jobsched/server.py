@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 from jobsched.errors import JobschedError
 from jobsched.http_conn import JSON, Limits, Response, decoded, error, query_fields
 from jobsched.http_server import HttpServer
-from jobsched.jsonfast import MAX_DEPTH, dumps, loads, may_be_too_deep
+from jobsched.jsonfast import MAX_DEPTH, loads, may_be_too_deep
 from jobsched.messages import READ_ONLY, RUNS_USER_CODE, Context
 from jobsched.metrics import Metrics
 from jobsched.server_commit import STATUS, Answer, Change, GroupCommit, Write, encoded, run
@@ -120,7 +120,10 @@ class Service:
     def _serve(
         self, method: str, target: str, auth: str | None, body: bytes, headers: Mapping[str, str]
     ) -> Reply:
-        url = urlsplit(target)
+        try:
+            url = urlsplit(target)
+        except ValueError as exc:  # "//[/v1/jobs": an authority it cannot read
+            return error(400, 12, f"the request target is not a URL: {exc}"[:300])
         path = url.path.rstrip("/") or "/"
         if path == "/healthz" and method == "GET":
             return self.healthz()
@@ -241,17 +244,13 @@ class Service:
         ``msg_id`` among them is kept: the reply echoes it as ``in_reply_to``,
         as every transport's does (docs/service.md)."""
         kind = str(fields["type"])
-        # Too shallow for wire.decode's depth check to matter (one level spared
-        # for the {"jobs": [...]} a route wraps around a body), and no "body"
-        # that would make it an envelope: handed over as it is, not encoded
-        # and decoded again.
-        if "body" not in fields and not may_be_too_deep(raw.decode("latin-1"), MAX_DEPTH - 1):
-            return self._answer(Change("", created, fields), kind)
-        try:
-            line = dumps(fields)
-        except (ValueError, RecursionError) as exc:  # too deep to re-encode
-            return error(400, 12, f"body: cannot be read: {exc}"[:300])
-        return self._answer(Change(line, created), kind)
+        # Handed over as a bare body, never encoded and read again as a line:
+        # a "body" field in it is one more field (ignored), not an envelope
+        # that would make the route another message. Its nesting is checked
+        # as wire.decode checks a line's when its text could nest too deeply
+        # (one level spared for the {"jobs": [...]} a route wraps around a body).
+        deep = may_be_too_deep(raw.decode("latin-1"), MAX_DEPTH - 1)
+        return self._answer(Change("", created, fields, deep), kind)
 
     def healthz(self) -> Response:
         try:
@@ -321,8 +320,13 @@ def _listing(query: str) -> dict[str, Any] | Response:
     fields: dict[str, Any] = {"type": "list_jobs"}
     for key, value in pairs.items():
         # isdigit alone takes "²", which int() refuses: the limit is ASCII digits.
-        numeric = key == "limit" and value.isascii() and value.isdigit()
-        fields[key] = int(value) if numeric else value
+        if key == "limit" and value.isascii() and value.isdigit():
+            digits = value.lstrip("0") or "0"
+            if len(digits) > 18:  # int() refuses past 4,300 digits; list_jobs, past 1000
+                return error(400, 12, f"limit: must be at most 1000, not {len(digits)} digits")
+            fields[key] = int(digits)
+        else:
+            fields[key] = value
     return fields
 
 

@@ -34,7 +34,7 @@ from jobsched.errors import JobschedError
 from jobsched.http_conn import Response, error
 from jobsched.jsonfast import dumps
 from jobsched.messages import Context
-from jobsched.wire import Body, Envelope, Pending, decode, dispatch, fast, unavailable
+from jobsched.wire import Body, Envelope, Pending, bare, decode, dispatch, fast, unavailable
 
 log = logging.getLogger("jobsched.server")
 
@@ -81,13 +81,13 @@ def encoded(reply: Pending | None, created: bool) -> Response:
 @dataclass(frozen=True, slots=True)
 class Change:
     """A protocol request: its line, or its body when the route decoded it
-    already (and found it too shallow for ``wire.decode``'s depth check to
-    matter: it is not encoded and decoded again); and whether success is 201
-    (a route that creates)."""
+    already (a bare body, whose nesting is checked when ``deep``: it might
+    nest too deeply); and whether success is 201 (a route that creates)."""
 
     text: str
     created: bool = False
     body: Body | None = None
+    deep: bool = False
 
     def line(self) -> str:
         return self.text if self.body is None else dumps(self.body)
@@ -96,7 +96,9 @@ class Change:
 def request(ctx: Context, change: Change) -> Pending | tuple[Body, Envelope] | None:
     """The change as ``wire.decode`` gives it: the request, or the reply to a line
     that is none (None for a blank one)."""
-    return decode(ctx, change.text) if change.body is None else (change.body, None)
+    if change.body is None:
+        return decode(ctx, change.text)
+    return bare(change.body) if change.deep else (change.body, None)
 
 
 def run(ctx: Context, change: Change) -> Pending | None:

@@ -156,7 +156,18 @@ def decode(ctx: Context, line: str | bytes) -> Pending | tuple[Body, Envelope] |
         return Pending(
             envelope, _MISSING, "error", _error(12, "body: must be a JSON object"), False
         )
-    if deep and (field := _too_deep_field(body, _read_later(body))) is not None:
+    return _checked(body, envelope) if deep else (body, envelope)
+
+
+def bare(body: Body) -> Pending | tuple[Body, Envelope]:
+    """A bare body a transport read itself (an HTTP route's), checked as
+    ``decode`` checks a line's body."""
+    return _checked(body, None)
+
+
+def _checked(body: Body, envelope: Envelope) -> Pending | tuple[Body, Envelope]:
+    """The request, or error 12 if a field of its body nests deeper than MAX_DEPTH."""
+    if (field := _too_deep_field(body, _read_later(body))) is not None:
         # A msg_id that deep is not echoed: the reply itself must stay within bounds.
         msg_id = _MISSING if field == "msg_id" else body.get("msg_id", _MISSING)
         return Pending(envelope, msg_id, "error", _nested_error(field), False)

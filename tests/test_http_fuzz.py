@@ -14,16 +14,15 @@ a GET) sent is stored; and the service keeps answering.
 Most examples drive ``Service.handle`` in-process (a fresh memory-store
 service per example, so examples do not depend on each other); fewer go over
 a socket to one real ``python -m jobsched serve`` on SQLite, for the real
-wiring (framing, auth header, group commit). Inputs the fuzz found to break
-a property are kept as ``xfail(strict=True)`` tests at the end, and left out
-of the fuzz (``_known_bug``) so that it keeps checking everything else.
+wiring (framing, auth header, group commit). The inputs the fuzz found to
+break a property are pinned as tests of their own at the end (each failed
+until its fix).
 """
 
 from __future__ import annotations
 
 import json
 import socket
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +33,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jobsched.engine import Engine
-from jobsched.http_conn import JSON, Response, query_fields
+from jobsched.http_conn import JSON, Response
 from jobsched.messages import HANDLERS, Context
 from jobsched.registry import TaskRegistry
 from jobsched.server import Service
@@ -441,47 +440,6 @@ def requests(draw: st.DrawFn, wild: bool = True) -> Request:
     return Request(method, target, body, auth, headers, expect)
 
 
-# -- inputs found to break a property (the xfail tests at the end) ----------------------
-
-
-def _known_bug(req: Request) -> str | None:
-    """Why ``req`` is one of the failures kept as xfail tests below, if it is."""
-    try:
-        urlsplit(req.target)
-    except ValueError:
-        return "target: urlsplit raises (an unclosed '[' in the host)"
-    url = urlsplit(req.target)
-    path = url.path.rstrip("/") or "/"
-    try:
-        urlsplit(req.headers.get("origin") or "")
-    except ValueError:
-        # same_origin reads it: for a sign-in or sign-out, and a cookie's change.
-        if (path == "/v1/session" and req.method in ("POST", "DELETE")) or (
-            req.auth == "cookie" and req.method not in ("GET", "HEAD", "OPTIONS")
-        ):
-            return "Origin: urlsplit raises"
-    if path == "/v1/jobs" and req.method == "GET":
-        limit = query_fields(url.query, ["limit"])
-        value = limit.get("limit", "") if isinstance(limit, dict) else ""
-        if len(value) > sys.get_int_max_str_digits() and value.isascii() and value.isdigit():
-            return "limit: int() of more than 4300 digits"
-    if path != "/v1/messages" and req.method in ("POST", "PUT"):
-        try:
-            sent = strict_json(req.body)
-        except (ValueError, RecursionError):
-            sent = None
-        if isinstance(sent, dict) and "body" in sent:
-            return "a route's JSON object with a 'body' field runs as an envelope"
-    if path == "/v1/session" and req.method == "POST":
-        try:
-            json.loads(req.body or b"{}")
-        except RecursionError:
-            return "session body: json.loads RecursionError"
-        except ValueError:
-            pass
-    return None
-
-
 # -- checking one answer --------------------------------------------------------------
 
 
@@ -686,8 +644,6 @@ def _one_service(reqs: list[Request]) -> None:
     """The requests, in order, to a fresh service: each answer checked."""
     svc = InProcess()
     for req in reqs:
-        if _known_bug(req):
-            continue
         before = svc.snapshot()
         response = svc.fuzz(req)
         headers = {k.lower(): v for k, v in response.headers}
@@ -835,7 +791,7 @@ def test_every_request_over_a_socket_gets_a_documented_answer(live: Live) -> Non
         framing=st.sampled_from([0] * 20 + [1, 2, 3, 4]),
     )
     def one(req: Request, framing: int) -> None:
-        if _known_bug(req) or req.target.startswith("/v1/events"):
+        if req.target.startswith("/v1/events"):
             return  # a stream never ends: its connection is the stream's
         if "keep-" in req.target:
             return
@@ -856,25 +812,20 @@ def test_every_request_over_a_socket_gets_a_documented_answer(live: Live) -> Non
     one()
     assert _keep(live) == keep
     assert live.proc.proc.poll() is None, "".join(live.proc.log)
-    log = "".join(live.proc.log[logged:])  # the xfail tests below may have run first
+    log = "".join(live.proc.log[logged:])  # the tests below may have run first
     assert "Traceback" not in log, log[-3000:]
 
 
 # -- what the fuzz found ------------------------------------------------------------------
 #
-# Each test is one failure, against the real serve: the exact request, and
-# the answer the docs promise. What it gets instead is in its reason. The
-# first four are 500s (code 13, "internal error serving ...") where the docs
-# say 400 (or 403): an exception raised outside the route's try
-# (Service._serve calls urlsplit, Web.public and Web.refuse before it), or
-# inside it where int() meets more than 4300 digits.
-
-
-def found(reason: str) -> pytest.MarkDecorator:
-    """A failure the fuzz found: expected to fail its assertion (only that),
-    until the bug is fixed; then strict=True turns the pass into a failure,
-    to say so (and that _known_bug should let the fuzz send it again)."""
-    return pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason)
+# Each test is one failure the fuzz found, against the real serve: the exact
+# request, and the answer the docs promise. The first four were 500s (code
+# 13, "internal error serving ...") where the docs say 400 (or 403): an
+# exception raised outside the route's try (Service._serve called urlsplit,
+# Web.public and Web.refuse before it), or inside it where int() met more
+# than 4300 digits. The last ran a route's JSON object with a "body" field as
+# a protocol envelope: POST /v1/jobs {"body": {"type": "cancel_job", ...}}
+# cancelled a job.
 
 
 def _raw_send(live: Live, data: bytes) -> tuple[int, Any]:
@@ -893,40 +844,24 @@ def _post(live: Live, target: str, head: str, body: bytes) -> bytes:
     return start.encode() + b"Content-Length: %d\r\n\r\n" % len(body) + body
 
 
-@found(
-    "500 {code 13, 'internal error serving GET'}: urlsplit raises ValueError "
-    "('Invalid IPv6 URL') on a target whose authority has an unclosed '['",
-)
 @pytest.mark.parametrize("target", ["//[/v1/jobs", "http://[::1/healthz"])
 def test_a_target_urlsplit_cannot_read_is_400(live: Live, target: str) -> None:
     status, reply = _raw_send(live, f"GET {target} HTTP/1.1\r\n{_auth(live)}\r\n".encode())
     assert status == 400 and reply["code"] == 12, (status, reply)
 
 
-@found(
-    "500 {code 13, 'internal error serving GET /v1/jobs'}: server._listing's "
-    "int() refuses more than 4300 digits (ValueError)",
-)
 def test_a_limit_of_thousands_of_digits_is_400(live: Live) -> None:
     target = "/v1/jobs?limit=" + "9" * 4301
     status, reply = _raw_send(live, f"GET {target} HTTP/1.1\r\n{_auth(live)}\r\n".encode())
     assert status == 400 and reply["code"] == 12 and "limit" in reply["text"], (status, reply)
 
 
-@found(
-    "500 {code 13, 'internal error serving POST'}: Web.session's json.loads "
-    "raises RecursionError, which it does not catch",
-)
 def test_a_sign_in_body_nested_too_deeply_is_400(live: Live) -> None:
     data = _post(live, "/v1/session", f"Origin: http://{live.host}\r\n", b"[" * 10_000)
     status, reply = _raw_send(live, data)
     assert status == 400 and reply["code"] == 12, (status, reply)
 
 
-@found(
-    "500 {code 13, 'internal error serving POST'}: session.same_origin's "
-    "urlsplit raises ValueError on 'Origin: http://['",
-)
 @pytest.mark.parametrize("route", ["session", "cookie"])
 def test_an_origin_urlsplit_cannot_read_is_403(live: Live, route: str) -> None:
     """A sign-in, and a change made with the session cookie, from that Origin."""
@@ -948,12 +883,6 @@ ENVELOPE_ROUTES = [
 ]
 
 
-@found(
-    "a JSON object with a 'body' field is run as a protocol envelope: "
-    'POST /v1/jobs {"body": {"type": "cancel_job", "job_id": "victim-0"}} answers '
-    '201 {"src": null, "dest": null, "body": {"type": "job_cancelled", ...}} and '
-    "cancels victim-0; so do the batch, action and queue routes (200)",
-)
 @pytest.mark.parametrize(("method", "target"), ENVELOPE_ROUTES)
 def test_a_body_field_does_not_turn_a_route_into_another_message(
     live: Live, method: str, target: str
@@ -969,30 +898,3 @@ def test_a_body_field_does_not_turn_a_route_into_another_message(
     _, after = live.proc.request("GET", f"/v1/jobs/{victim}")
     assert after["job"]["state"] == "scheduled", (status, reply)
     assert "body" not in reply, (status, reply)
-
-
-def test_the_known_bugs_are_what_the_fuzz_leaves_out() -> None:
-    """_known_bug names the inputs of the xfail tests above, and not their
-    near neighbours: the fuzz skips what is known to fail, nothing else."""
-    cookie_change = {"host": HOST, "origin": "http://["}
-    sign_in = {"host": HOST, "origin": "http://" + HOST}
-    for req in [
-        Request("GET", "//[/v1/jobs", b"", "bearer"),
-        Request("GET", "http://[::1/healthz", b"", "bearer"),
-        Request("GET", "/v1/jobs?limit=" + "9" * 4301, b"", "bearer"),
-        Request("POST", "/v1/session", b"[" * 10_000, "none", sign_in),
-        Request("POST", "/v1/session", b"{}", "none", cookie_change),
-        Request("POST", "/v1/jobs", b'{"task": "ok"}', "cookie", cookie_change),
-        *[Request(m, t, b'{"body": {}}', "bearer") for m, t in ENVELOPE_ROUTES],
-    ]:
-        assert _known_bug(req), req
-    for req in [
-        Request("GET", "/v1/jobs?limit=" + "9" * 4300, b"", "bearer"),
-        Request("GET", "/v1/jobs/%5B", b"", "bearer"),
-        Request("GET", "//h/v1/jobs", b"", "bearer"),
-        Request("POST", "/v1/session", b"[" * 100, "none", sign_in),
-        Request("POST", "/v1/jobs", b'{"task": "ok"}', "bearer", cookie_change),
-        Request("GET", "/v1/jobs", b"", "cookie", cookie_change),
-        Request("POST", "/v1/messages", b'{"body": {"type": "stats"}}', "bearer"),
-    ]:
-        assert _known_bug(req) is None, req

@@ -132,7 +132,7 @@ class Web:
             )
         try:
             given = json.loads(body or b"{}").get("token")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             given = None
         if not isinstance(given, str):
             return error(400, 12, 'token: send {"token": "..."}')

@@ -111,7 +111,10 @@ def same_origin(headers: Mapping[str, str]) -> bool:
     origin, host = headers.get("origin"), headers.get("host")
     if not origin or not host or origin == "null":
         return False
-    parts = urlsplit(origin)
+    try:
+        parts = urlsplit(origin)
+    except ValueError:  # "http://[": no origin at all
+        return False
     return parts.scheme in ("http", "https") and parts.netloc.lower() == host.lower()
 
 
