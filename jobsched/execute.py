@@ -92,6 +92,8 @@ class Executing(Execution):
         with the previous job's outcome in the same transaction."""
         queued = self.owner + QUEUED
         claims = self._claim_due_set(now, queued)
+        if not claims:
+            return [], []
         for claim in claims:
             self._hold(claim.job, claim.due)
         finished: list[Finished] = []
