@@ -102,7 +102,9 @@ def _check_books(s: MemoryStore) -> None:
         pending = j.state in RUNNABLE_STATES and j.due_at is not None
         assert isinstance(item, tuple) is pending
         if pending:
-            assert item in s._heaps[j.priority][j.queue]  # the record is its own heap entry
+            # Its key is in its queue's heap, and leads back to it.
+            heap = s._heaps[j.priority][j.queue]
+            assert item[0] in heap and s._record(item[0], heap) is item
     pending = [
         sum(isinstance(i, tuple) and s.get(i[1]).state is st for i in items)  # type: ignore[union-attr]
         for st in (S.SCHEDULED, S.RETRYING)
@@ -352,3 +354,26 @@ def test_next_due_after_walks_a_held_backlog_once_while_nothing_is_pushed(
     assert s.next_due(after=T0 + 300_000) is None
     assert s.next_due(after=T0 + 400_000) is None
     assert s.next_due() == T0
+
+
+def test_a_job_put_back_at_the_same_due_time_pushes_its_key_again_safely() -> None:
+    """A recurring job claimed and ended at the same due time (a manual run
+    that failed for the last time: due at the same next occurrence) pushed a
+    second record with the same key; the heap then compared the two records
+    past their keys (None against an int) and raised, and the rollback of
+    that raised again: the node died with every job in memory. The heaps
+    hold keys now, which never compare beyond themselves."""
+    from jobsched.engine import Engine
+    from jobsched.validate import schedule_spec
+
+    s = MemoryStore()
+    engine = Engine(s, wall_clock=lambda: T0)
+    spec = schedule_spec({"task": "t", "job_id": "a", "interval_ms": 60_000, "max_attempts": 1})
+    engine.schedule(spec, T0)
+    engine.schedule(schedule_spec({"task": "t", "job_id": "b", "delay_ms": 60_000}), T0)
+    for _ in range(3):  # each failure gives up: due again at the same next occurrence
+        assert not engine.execute_one("a", True, T0).retry_scheduled
+    job = s.get("a")
+    assert job is not None and (job.state, job.due_at) == (S.SCHEDULED, T0 + 60_000)
+    assert engine.execute_due(T0 + 60_000) == (["a", "b"], [])
+    _check_books(s)

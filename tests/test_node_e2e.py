@@ -192,3 +192,22 @@ def test_help_lists_the_flags() -> None:
         [sys.executable, str(ROOT / "main.py"), "--help"], capture_output=True, timeout=30
     )
     assert proc.returncode == 0 and b"--db" in proc.stdout
+
+
+def test_a_recurring_job_s_last_failure_leaves_the_node_up() -> None:
+    """A differential run found it: on the memory store a recurring job whose
+    manual run failed for the last time (due again at the same occurrence)
+    made the node exit 1 without a reply, every job lost."""
+    at = "2024-01-15T09:00:00Z"
+    lines = [
+        json.dumps({"type": "schedule_job", "msg_id": 1, "task": "t", "job_id": "a",
+                    "interval_ms": 60000, "max_attempts": 1, "current_time": at}),
+        json.dumps({"type": "execute_job", "msg_id": 2, "job_id": "a", "force_fail": True,
+                    "current_time": at}),
+        json.dumps({"type": "execute_jobs", "msg_id": 3, "current_time": "2024-01-15T09:01:00Z"}),
+    ]  # fmt: skip
+    out, err, code = run_lines(lines)
+    assert code == 0, err
+    replies = [json.loads(line) for line in out]
+    assert [r["type"] for r in replies] == ["job_scheduled", "job_failed", "jobs_executed"]
+    assert replies[1]["retry_scheduled"] is False and replies[2]["jobs"] == ["a"]

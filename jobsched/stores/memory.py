@@ -3,10 +3,13 @@
 Executing k due jobs out of n pending costs O(k log n): each priority and
 queue has a due heap that is never scanned (a claim leaves the heaps of the
 queues it may not take from, paused or full, alone). A pending job is held as a compact record
-(``memory_compact``: a short tuple whose first item orders it by (due_at,
-seq)), and that record is its own heap entry. Entries are not removed when a
-job changes: a popped entry that is no longer the job's current record is
-stale and dropped. A heap is rebuilt when stale entries outnumber live ones,
+(``memory_compact``: a short tuple whose first item, its key, orders it by
+(due_at, seq)), and the heaps hold those keys (the very int objects: no
+memory of their own). A key leads to its record by its seq; two keys never
+compare beyond themselves, however alike their records (a job put back at the
+same due time pushes the same key again). Entries are not removed when a job
+changes: a popped key that is not the key of the job's current record in
+that heap is stale and dropped. A heap is rebuilt when stale entries outnumber live ones,
 so churn cannot grow it without bound. Counts per state and the set of running
 jobs are kept up to date, so no call on the hot path scans every job.
 
@@ -28,9 +31,11 @@ from jobsched.queues import QueueChange, QueueReport, QueueSettings
 from jobsched.stores.base import DuplicateKey, Store
 from jobsched.stores.memory_compact import (
     JOB_ID,
+    KEY,
     PRIORITY,
     QUEUE,
     SEQ_BITS,
+    SEQ_MASK,
     SHAPE,
     STATE,
     TASK,
@@ -51,10 +56,12 @@ __all__ = ["RUNS_KEPT", "MemoryStore"]
 _RUNNING, _SCHEDULED, _RETRYING = JobState.RUNNING, JobState.SCHEDULED, JobState.RETRYING
 
 
-def _head(entry: tuple[str, list[Record]]) -> int:
-    """The key of a queue heap's first record (claims take the earliest)."""
-    key: int = entry[1][0][0]
-    return key
+Heap = list[int]  # the keys of a queue's pending records, a heap
+
+
+def _head(entry: tuple[str, Heap]) -> int:
+    """A queue heap's first key (claims take the earliest)."""
+    return entry[1][0]
 
 
 class MemoryStore(MemoryRuns, MemoryQueues, UndoLog, Store):
@@ -66,10 +73,10 @@ class MemoryStore(MemoryRuns, MemoryQueues, UndoLog, Store):
         # the queues it may take from; a paused or full queue's heap is not
         # touched (one heap per priority made every claim pop and push back
         # every due job of the queues it had to leave alone).
-        self._heaps: list[dict[str, list[Record]]] = [{} for _ in range(MAX_PRIORITY + 1)]
+        self._heaps: list[dict[str, Heap]] = [{} for _ in range(MAX_PRIORITY + 1)]
         # By id of a heap with due records: next_due(after)'s last answer for it,
         # (bound, key, record) or (bound, None, None); forgotten when it is pushed to.
-        self._after: dict[int, tuple[int, int | None, Record | None]] = {}
+        self._after: dict[int, tuple[int, int | None]] = {}
         self._packer = Packer()
         # Pending records (scheduled, retrying): counted apart from the other
         # jobs' states, as an enum's hash is Python code and these are most calls.
@@ -102,7 +109,7 @@ class MemoryStore(MemoryRuns, MemoryQueues, UndoLog, Store):
                 return job
             # The hot path, _track's for a new pending record.
             self._pending[job.state is _RETRYING] += 1
-            heapq.heappush(self._heap(job.priority, job.queue), item)
+            heapq.heappush(self._heap(job.priority, job.queue), item[KEY])
             if self._marks:
                 self._undo.append((MemoryStore._undo_job, None, item, None))
             return job
@@ -153,7 +160,7 @@ class MemoryStore(MemoryRuns, MemoryQueues, UndoLog, Store):
         if isinstance(new, tuple):
             self._pending[state is _RETRYING] += 1
             heap = self._heap(job.priority, job.queue)
-            heapq.heappush(heap, new)
+            heapq.heappush(heap, new[KEY])
             if len(heap) > 2 * (self._pending[0] + self._pending[1]) + 1024:
                 self._rebuild()
         else:
@@ -172,7 +179,7 @@ class MemoryStore(MemoryRuns, MemoryQueues, UndoLog, Store):
         if job.unique_key is not None:
             self._key_track(job_id, job.unique_key, state)
 
-    def _heap(self, priority: int, queue: str) -> list[Record]:
+    def _heap(self, priority: int, queue: str) -> Heap:
         """The heap to push a record of ``queue`` to (every push goes through here)."""
         heaps = self._heaps[priority]
         heap = heaps.get(queue)
@@ -187,7 +194,7 @@ class MemoryStore(MemoryRuns, MemoryQueues, UndoLog, Store):
         self._after = {}
         for item in self._jobs.values():
             if isinstance(item, tuple):
-                self._heap(item[SHAPE][PRIORITY], item[SHAPE][QUEUE]).append(item)
+                self._heap(item[SHAPE][PRIORITY], item[SHAPE][QUEUE]).append(item[KEY])
         for heaps in self._heaps:
             for heap in heaps.values():
                 heapq.heapify(heap)
@@ -202,7 +209,6 @@ class MemoryStore(MemoryRuns, MemoryQueues, UndoLog, Store):
         limits: bool = True,
     ) -> list[Job]:
         claimed: list[Job] = []
-        jobs = self._jobs
         with self._lock:
             budgets = self._budgets(now, limits)
             bound = (now + 1) << SEQ_BITS  # records due at or before now have smaller keys
@@ -216,11 +222,10 @@ class MemoryStore(MemoryRuns, MemoryQueues, UndoLog, Store):
                 ]
                 while open_ and len(claimed) < limit:
                     queue, heap = min(open_, key=_head) if len(open_) > 1 else open_[0]
-                    rec = heap[0]
-                    if rec[0] >= bound:
+                    if heap[0] >= bound:
                         break  # the earliest head of the queues open here is not due
-                    heapq.heappop(heap)
-                    if jobs.get(rec[JOB_ID]) is rec:  # else stale: the job has changed
+                    rec = self._record(heapq.heappop(heap), heap)
+                    if rec is not None:  # else stale: the job has changed
                         taken = unpack(rec, owner, lease_until)
                         self._put(taken.job_id, taken)
                         self._track(rec, rec[SHAPE][STATE], taken, taken)
@@ -235,49 +240,54 @@ class MemoryStore(MemoryRuns, MemoryQueues, UndoLog, Store):
             found: int | None = None
             bound = None if after is None else ((after + 1) << SEQ_BITS) - 1
             for heap in (h for heaps in self._heaps for h in heaps.values()):
-                while heap and self._jobs.get(heap[0][JOB_ID]) is not heap[0]:
+                while heap and self._record(heap[0], heap) is None:
                     heapq.heappop(heap)
                 if not heap:
                     continue
-                key = (
-                    heap[0][0]
-                    if bound is None or heap[0][0] > bound
-                    else self._after_key(heap, bound)
-                )
+                key = heap[0] if bound is None or heap[0] > bound else self._after_key(heap, bound)
                 if key is not None and (found is None or key < found):
                     found = key
             return None if found is None else found >> SEQ_BITS
 
-    def _after_key(self, heap: list[Record], bound: int) -> int | None:
+    def _record(self, key: int, heap: Heap) -> Record | None:
+        """The pending record ``key`` stands for in ``heap``, or None if the
+        key is stale: its job has changed since (another due time, another
+        state, another queue or priority, or its insert was undone)."""
+        i = (key & SEQ_MASK) - 1
+        rec = self._by_seq[i] if i < len(self._by_seq) else None
+        if type(rec) is not tuple or rec[KEY] != key:
+            return None
+        shape = rec[SHAPE]
+        return rec if self._heaps[shape[PRIORITY]].get(shape[QUEUE]) is heap else None
+
+    def _after_key(self, heap: Heap, bound: int) -> int | None:
         """The smallest key above ``bound`` in ``heap``, whose head is due: a
         paused or full queue's backlog is walked once, not at every look of a
         blocked dispatcher, while nothing is pushed to it."""
         memo = self._after.get(id(heap))
         if memo is not None and memo[0] <= bound:
-            _, key, rec = memo
-            if key is None or (
-                bound < key and rec is not None and self._jobs.get(rec[JOB_ID]) is rec
-            ):
+            key = memo[1]
+            if key is None or (bound < key and self._record(key, heap) is not None):
                 return key
-        rec = self._first_after(heap, bound)
-        self._after[id(heap)] = (bound, None if rec is None else rec[0], rec)
-        return None if rec is None else rec[0]
+        key = self._first_after(heap, bound)
+        self._after[id(heap)] = (bound, key)
+        return key
 
-    def _first_after(self, heap: list[Record], bound: int) -> Record | None:
-        """The live record of ``heap`` with the smallest key above ``bound``. A
-        heap's subtree holds no key smaller than its root, so only the records
-        at or below ``bound`` (what is already due) are walked through, and
-        stale ones."""
-        jobs, todo, best = self._jobs, [0], None
+    def _first_after(self, heap: Heap, bound: int) -> int | None:
+        """The live key of ``heap`` that is the smallest above ``bound``. A
+        heap's subtree holds no key smaller than its root, so only the keys at
+        or below ``bound`` (what is already due) are walked through, and stale
+        ones."""
+        todo, best = [0], None
         while todo:
             i = todo.pop()
             if i >= len(heap):
                 continue
-            rec = heap[i]
-            if best is not None and rec[0] >= best[0]:
+            key = heap[i]
+            if best is not None and key >= best:
                 continue
-            if rec[0] > bound and jobs.get(rec[JOB_ID]) is rec:
-                best = rec
+            if key > bound and self._record(key, heap) is not None:
+                best = key
                 continue
             todo += (2 * i + 1, 2 * i + 2)
         return best
@@ -384,7 +394,7 @@ class MemoryStore(MemoryRuns, MemoryQueues, UndoLog, Store):
         elif isinstance(old, tuple):
             self._put(job_id, old)
             self._pending[old_state is _RETRYING] += 1
-            heapq.heappush(self._heap(old[SHAPE][PRIORITY], old[SHAPE][QUEUE]), old)
+            heapq.heappush(self._heap(old[SHAPE][PRIORITY], old[SHAPE][QUEUE]), old[KEY])
         else:
             self._put(job_id, old)
             self._counts[old.state] = self._counts.get(old.state, 0) + 1
