@@ -146,8 +146,29 @@ class _Hook(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.received.append((self.path, self.headers["Content-Type"], body))
+        if self.path.startswith("/moved/"):  # a redirect to a page that answers 200 to a GET
+            self.send_response(int(self.path.rsplit("/", 1)[1]))
+            self.send_header("Location", "/landing")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if self.path == "/trickle":  # 200, then a body a byte every 0.2 s
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            for _ in range(100):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.2)
+            return
         status = 500 if self.path == "/fail" else 204
         self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        self.received.append((self.path, "", b""))
+        self.send_response(200)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
@@ -183,6 +204,23 @@ def test_webhook_non_2xx_and_refused_connections_are_failures(hook_url: str) -> 
         webhook({"url": "http://127.0.0.1:9/closed", "timeout_ms": 2000})
     with pytest.raises(WebhookError, match=r"payload\.url"):
         webhook({"url": "file:///etc/passwd"})
+
+
+@pytest.mark.parametrize("status", [302, 303, 307])
+def test_a_webhook_redirect_is_a_failure_not_followed(hook_url: str, status: int) -> None:
+    """urllib follows a 301-303 as a GET without the body: the target's 200
+    made the run a success though the hook never got its POST."""
+    with pytest.raises(WebhookError, match=f"HTTP {status}"):
+        webhook({"url": f"{hook_url}/moved/{status}"})
+    assert [r[0] for r in _Hook.received] == [f"/moved/{status}"]
+
+
+def test_a_webhook_s_answer_body_cannot_hold_the_run(hook_url: str) -> None:
+    """Only the status counts: a 2xx whose body trickles in (each read
+    within the client's timeout) ends the run at once."""
+    started = time.monotonic()
+    assert webhook({"url": f"{hook_url}/trickle", "timeout_ms": 1000}) == 200
+    assert time.monotonic() - started < 2
 
 
 # -- what a handler cannot do to the runner ---------------------------------------

@@ -8,8 +8,11 @@ Payload fields:
 - ``headers`` (optional): an object of extra request headers (strings).
 - ``timeout_ms`` (optional, default 10000): the HTTP client's own timeout.
 
-Any 2xx status is a success. Any other status, a refused connection or a
-timeout raises, which makes the run a failure that goes through the retry rules.
+Any 2xx status is a success. Any other status, a redirect included (urllib
+would follow a 301, 302 or 303 as a GET without the body, and report the
+target's answer), a refused connection or a timeout raises, which makes the
+run a failure that goes through the retry rules. The body of a 2xx answer is
+not read: only its status counts (a server trickling it cannot hold the run).
 """
 
 from __future__ import annotations
@@ -25,6 +28,16 @@ USER_AGENT = "jobsched-webhook/0.1"
 
 class WebhookError(Exception):
     """The webhook did not answer 2xx (or the payload cannot make a request)."""
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A 3xx is the answer, not a place to go: urllib raises it as an HTTPError."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirect)
 
 
 def _request(payload: Any) -> tuple[urllib.request.Request, float]:
@@ -55,9 +68,8 @@ def webhook(payload: Any) -> int:
     """POST ``payload["body"]`` to ``payload["url"]``; return the status (2xx)."""
     request, timeout = _request(payload)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _opener.open(request, timeout=timeout) as response:
             status = int(response.status)
-            response.read(1 << 16)  # drain a little so keep-alive servers are happy
     except urllib.error.HTTPError as exc:
         raise WebhookError(f"{request.full_url} answered HTTP {exc.code}") from None
     except (urllib.error.URLError, OSError) as exc:
