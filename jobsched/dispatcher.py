@@ -328,8 +328,9 @@ class Dispatcher:
         self._emit("skipped", job, job.due_at, now, skipped=n, error=reason)
 
     def _on_rescued(self, rescued: Rescued, now: int) -> None:
-        self.metrics.run("lost", queue=rescued.job.queue)
-        self._emit("lost", rescued.job, rescued.job.due_at, now, error=rescued.error)
+        self.metrics.run("lost", rescued.retry, rescued.job.queue)
+        job = rescued.job
+        self._emit("lost", job, job.due_at, now, error=rescued.error, retry_scheduled=rescued.retry)
         if rescued.skipped:  # the engine recorded and logged them
             self._note_skip(rescued.job, rescued.skipped, LOST_SKIP, now)
 

@@ -80,6 +80,7 @@ class Rescued:
     job: Job  # as it was found (running, its lease expired)
     error: str
     skipped: int = 0  # occurrences that came due while the lost run held it
+    retry: bool = False  # the lost run, a failed attempt, scheduled a retry
 
 
 class Execution:
@@ -164,7 +165,7 @@ class Execution:
             # Occurrences that came due while the lost run held the job are
             # skipped as a run's overlap skips them, and never silently.
             over, skipped = policies.after_run(job, job.updated_at, now)
-            new, _ = transitions.on_lost(over, now, self.rng)
+            new, decision = transitions.on_lost(over, now, self.rng)
             with self.store.transaction():
                 if not self.store.replace(new, JobState.RUNNING, job.locked_by):
                     continue  # its holder finished it after all, or another node rescued it
@@ -174,7 +175,7 @@ class Execution:
                 if skipped:
                     self.record_skip(new, skipped, LOST_SKIP, now)
             log.warning("job %s (%s): %s", job.job_id, job.task, error)
-            rescued.append(Rescued(job, error, skipped))
+            rescued.append(Rescued(job, error, skipped, decision.retry))
         return rescued
 
     def _unqueue(self, job: Job, now: int) -> None:

@@ -215,6 +215,8 @@ def test_a_job_whose_holder_died_is_rescued_as_a_lost_attempt(store: Store, h: H
     assert rescued.state is JobState.RETRYING and rescued.attempts == 1
     assert "lease of dead-node/1 expired" in (rescued.last_error or "")
     assert outcomes(engine, job) == ["lost"] and h.calls == []
+    # A lost run is a failed attempt, and this one scheduled a retry.
+    assert d.metrics.runs["lost"] == 1 and d.metrics.retries == 1
     d.run_until_idle(rescued.due_at or 0)
     assert get(engine, job).state is JobState.COMPLETED
 
