@@ -87,6 +87,11 @@ class Service:
             raise JobschedError("the service is already running")
         from jobsched.dispatcher import Dispatcher
 
+        # As under jobsched serve: an unknown task is refused (a typo must not
+        # be "completed" as a no-op), even before any handler is registered,
+        # and the built-in webhook is known.
+        self.registry.strict = True
+        self.registry.add_builtins()
         self.store = store = open_store(self.db)
         try:
             engine = Engine(store, self.registry, EngineConfig(node_id=self.node_id))

@@ -58,6 +58,16 @@ def test_it_runs_jobs_and_stops_cleanly(tmp_path: Path, where: str) -> None:
         assert sorted(r[0] for r in rows) == ["completed", "completed"]
 
 
+def test_with_no_handler_a_task_is_refused_and_webhook_is_known() -> None:
+    """As under serve: a typo is not "completed" as a no-op, however few
+    handlers the application registered (none here)."""
+    with jobsched.Service(":memory:", registry=TaskRegistry(), grace=1) as svc:
+        with pytest.raises(Malformed, match="no handler is registered for task 'typo-task'"):
+            svc.client.schedule("typo-task", {})
+        url = "http://127.0.0.1:9/hook"  # scheduled far ahead: never run here
+        assert svc.client.schedule("webhook", {"url": url}, delay_ms=3_600_000).job_id
+
+
 def test_task_modules_by_name_and_a_failed_start_closes_nothing_twice(tmp_path: Path) -> None:
     with pytest.raises(ModuleNotFoundError):
         jobsched.Service(":memory:", tasks=["no_such_module_here"])
