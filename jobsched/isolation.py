@@ -238,6 +238,26 @@ def _run_on_new_loop(handler: Handler, payload: Any, timeout_ms: int | None) -> 
         return error_outcome(exc)
 
 
+def coroutine_with_deadline(handler: Handler, payload: Any, timeout_ms: int) -> Outcome:
+    """``run_coroutine`` bounded as a sync handler is (``call_with_deadline``):
+    on a thread of its own, abandoned at the deadline. The loop's own timeout
+    only cancels the coroutine, which a handler blocking its loop never sees
+    and one catching the cancellation survives (it then "succeeds"): a run
+    that has not ended within ``timeout_ms`` is a timeout, however it ends."""
+    box: list[Outcome] = []
+    started = time.monotonic()
+    t = threading.Thread(
+        target=lambda: box.append(run_coroutine(handler, payload, timeout_ms)), daemon=True
+    )
+    t.start()
+    t.join(timeout_ms / 1000)
+    late = time.monotonic() - started >= timeout_ms / 1000
+    if t.is_alive() or not box or (late and not box[0].timed_out):
+        log.warning("handler %r outlived its timeout of %d ms", handler, timeout_ms)
+        return timeout_outcome(timeout_ms)
+    return box[0]
+
+
 def call_with_deadline(handler: Handler, payload: Any, timeout_ms: int) -> Outcome:
     box: list[Outcome] = []
     t = threading.Thread(target=lambda: box.append(call(handler, payload)), daemon=True)

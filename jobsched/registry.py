@@ -27,6 +27,7 @@ from jobsched.isolation import (
     Outcome,
     call,
     call_with_deadline,
+    coroutine_with_deadline,
     run_coroutine,
 )
 
@@ -109,7 +110,9 @@ class TaskRegistry:
             return Outcome(False, f"no handler for {task!r}") if self.enabled else SUCCESS
         payload = json.loads(payload_json)
         if inspect.iscoroutinefunction(handler):
-            return run_coroutine(handler, payload, timeout_ms)
+            if timeout_ms is None:
+                return run_coroutine(handler, payload, None)
+            return coroutine_with_deadline(handler, payload, timeout_ms)
         if timeout_ms is None:
             return call(handler, payload)
         return call_with_deadline(handler, payload, timeout_ms)

@@ -461,3 +461,34 @@ def test_a_task_handle_schedules_through_the_configured_client(tmp_path: Any) ->
     assert len(many) == 2 and set(jobs) == {one.job_id, *(m.job_id for m in many)}
     assert sorted(j.payload["to"] for j in jobs.values()) == ["a", "b", "c"]
     assert {j.task for j in jobs.values()} == {"send-email"}
+
+
+def test_an_async_handler_run_in_the_caller_s_thread_is_bounded_by_its_timeout() -> None:
+    """execute_job and execute_jobs run a handler in the request's thread
+    (TaskRegistry.run): a coroutine that blocks its loop, or that catches its
+    cancellation and returns, was a success after as long as it liked."""
+    import asyncio
+
+    reg = TaskRegistry()
+
+    @reg.task("blocks")
+    async def blocks(payload: Any) -> None:
+        time.sleep(1.0)  # the loop cannot cancel what it never gets back to
+
+    @reg.task("shrugs")
+    async def shrugs(payload: Any) -> None:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            return  # "succeeds" after the cancel
+
+    @reg.task("quick")
+    async def quick(payload: Any) -> None:
+        await asyncio.sleep(0.01)
+
+    for task in ("blocks", "shrugs"):
+        started = time.monotonic()
+        outcome = reg.run(task, "{}", 200)
+        assert outcome.timed_out and not outcome.ok, (task, outcome)
+        assert time.monotonic() - started < 0.9, task
+    assert reg.run("quick", "{}", 2000).ok
