@@ -9,7 +9,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from jobsched.cli import run_node
+from jobsched.cli import exit_process, run_node
 
 if __name__ == "__main__":
-    sys.exit(run_node(prog="main.py"))
+    exit_process(run_node(prog="main.py"))

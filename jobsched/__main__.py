@@ -1,7 +1,5 @@
 """``python -m jobsched ...``: the same commands as the ``jobsched`` script."""
 
-import sys
+from jobsched.cli import entry
 
-from jobsched.cli import main
-
-sys.exit(main())
+entry()

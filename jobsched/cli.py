@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import importlib.util
 import json
@@ -15,7 +16,7 @@ import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
 
 from jobsched.cli_args import LOG_FORMAT, USAGE, listen_address, node_parser, serve_parser
@@ -257,6 +258,30 @@ def run_cron(argv: Sequence[str] | None = None) -> int:
         print(f"{local:%a %Y-%m-%d %H:%M:%S %z} ({tz})   {format_ms(nxt)}")
         t = nxt
     return 0
+
+
+def exit_process(code: int) -> NoReturn:
+    """End the process with ``code`` once a command has returned. A thread a
+    handler started and never ended (not a daemon) would keep the interpreter
+    waiting for it forever after the node or service is done (its jobs put
+    back, its store closed): with one alive, the process ends at once, its
+    output and logs flushed first."""
+    if any(
+        t.is_alive() and not t.daemon
+        for t in threading.enumerate()
+        if t is not threading.main_thread()
+    ):
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def entry() -> NoReturn:
+    """The ``jobsched`` script and ``python -m jobsched``."""
+    exit_process(main())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

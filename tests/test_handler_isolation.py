@@ -117,6 +117,12 @@ def reader(payload):
         raise ValueError(f"read the protocol's input: {data!r}")
 
 
+@task("leak")
+def leak(payload):
+    import threading
+    threading.Thread(target=time.sleep, args=(600,)).start()  # not a daemon: never joined
+
+
 @task("fork")
 def fork(payload):
     pid = os.fork()
@@ -484,6 +490,50 @@ def test_a_forked_child_never_returns_into_the_realtime_runner(
     assert len(marker.read_text().split()) == 2 and not _gone(marker)
     out, err, rc = client.close()
     assert rc == 0 and out == b"", err
+
+
+@pytest.mark.parametrize("command", ["main.py", "-m jobsched serve"])
+def test_a_thread_a_handler_leaves_running_does_not_keep_the_process_alive(
+    tasks: str, tmp_path: Path, command: str
+) -> None:
+    """A handler that starts a thread that is not a daemon: the node's work
+    ends (EOF, or SIGTERM for serve) and the process exits 0 at once, instead
+    of waiting forever for the handler's thread."""
+    db = str(tmp_path / "j.db")
+    if command == "main.py":
+        client = Client("--tasks", tasks, "--realtime", "--db", db, "--grace", "1")
+        client.send(schedule("leak"))
+        end = time.monotonic() + BOUND_S
+        while client.send({"type": "get_job", "job_id": "leak"})["job"]["state"] != "completed":
+            assert time.monotonic() < end
+            time.sleep(0.02)
+        started = time.monotonic()
+        _, err, rc = client.close()
+    else:
+        args = ["--tasks", tasks, "--db", db, "--listen", "127.0.0.1:0", "--grace", "1"]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jobsched", "serve", *args],
+            cwd=ROOT, stderr=subprocess.PIPE, start_new_session=True,
+        )  # fmt: skip
+        try:
+            assert proc.stderr is not None
+            url = ""
+            for raw in proc.stderr:
+                if raw.startswith(b"jobsched: listening on "):
+                    url = raw.decode().split("listening on ")[1].strip()
+                    break
+            body = json.dumps({"task": "leak", "job_id": "leak"}).encode()
+            urllib.request.urlopen(urllib.request.Request(f"{url}/v1/jobs", body), timeout=10)
+            time.sleep(0.5)  # its dispatcher runs it
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(timeout=BOUND_S)
+            err = ""
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    assert rc == 0, err
+    assert time.monotonic() - started < 8
 
 
 # -- 4. shutdown of async handlers ------------------------------------------------------
