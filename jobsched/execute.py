@@ -7,6 +7,9 @@ What they guarantee, whatever happens to the process (docs/design.md):
 - a run holds its job under this node's lease, renewed from another thread
   while the handler runs, so no node rescues it or runs it meanwhile however
   long it takes (``_keeping``);
+- they hold their jobs as ``manual_owner`` (the node's owner + ``MANUAL``),
+  not as the node's dispatcher does: the event stream's follower reports
+  their starts, and leaves the dispatcher's to the dispatcher;
 - ``execute_jobs`` claims its whole due set first (each job runs once per
   call), under the owner ``QUEUED`` marks; with task handlers loaded, each
   job is marked started, in the transaction that writes the previous job's
@@ -36,6 +39,8 @@ from jobsched.stores.base import RunRecord
 
 log = logging.getLogger("jobsched.execute")
 
+MANUAL = "+manual"  # the owner suffix of the protocol's runs (Executing.manual_owner)
+
 
 @dataclass(frozen=True, slots=True)
 class Executed:
@@ -49,6 +54,12 @@ class Executed:
 
 class Executing(Execution):
     """``execute_jobs`` and ``execute_job`` (the engine is one of these)."""
+
+    @property
+    def manual_owner(self) -> str:
+        """Who holds a job a protocol run holds: this process, told apart from
+        its dispatcher (whose runs it reports itself: jobsched.web.follow)."""
+        return self.owner + MANUAL
 
     def _init_executing(self) -> None:
         # The jobs this process's protocol runs hold now, and the occurrence
@@ -83,14 +94,14 @@ class Executing(Execution):
         """No handlers: every task is a no-op, so nothing can stop the
         process between the claim and the outcomes (the stdio node holds them
         in one transaction): one claim, the runs, one write of the outcomes."""
-        claims = self._claim_due_set(now, self.owner)
+        claims = self._claim_due_set(now, self.manual_owner)
         results = [(c.job, self.run_handler(c.job, False, c.due)) for c in claims]
         return _ran(self.finish_all([(job, outcome, now, now) for job, outcome in results]))
 
     def _execute_each(self, now: int) -> tuple[list[str], list[str]]:
         """Handlers: each job marked started just before its handler runs,
         with the previous job's outcome in the same transaction."""
-        queued = self.owner + QUEUED
+        queued = self.manual_owner + QUEUED
         claims = self._claim_due_set(now, queued)
         if not claims:
             return [], []
@@ -103,7 +114,7 @@ class Executing(Execution):
             with self._keeping(queued):
                 for claim in claims:
                     lease_until = self.wall_clock() + self.config.lease_ms
-                    held = claim.job.evolve(locked_by=self.owner, locked_until=lease_until)
+                    held = claim.job.evolve(locked_by=self.manual_owner, locked_until=lease_until)
                     with self.store.transaction():
                         if ended is not None:
                             finished += self.finish_all([(*ended, now, now)])
@@ -134,7 +145,8 @@ class Executing(Execution):
             raise JobNotFound(job_id)
         transitions.check_runnable(job)
         lease_until = self.wall_clock() + self.config.lease_ms
-        held = job.evolve(state=JobState.RUNNING, locked_by=self.owner, locked_until=lease_until)
+        owner = self.manual_owner
+        held = job.evolve(state=JobState.RUNNING, locked_by=owner, locked_until=lease_until)
         with self.store.transaction():
             if not self.store.replace(held, job.state):
                 raise PreconditionFailed(job_id, "changed as it was about to run; try again")
@@ -146,7 +158,7 @@ class Executing(Execution):
             # a recurring one keeps its schedule (docs/protocol.md, execute_job).
             new, decision = self._after(job, outcome, now, now)
             with self.store.transaction():
-                if not self.store.replace(new, JobState.RUNNING, self.owner):
+                if not self.store.replace(new, JobState.RUNNING, owner):
                     raise PreconditionFailed(
                         job_id, "changed while it ran; its outcome was not applied"
                     )
@@ -205,7 +217,7 @@ class Executing(Execution):
             keeper.join()
 
     def _renew(self, wall: int, *also: str) -> None:
-        for owner in (self.owner, *also):
+        for owner in (self.manual_owner, *also):
             self.store.extend_leases(owner, wall + self.config.lease_ms)
 
 

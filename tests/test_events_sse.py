@@ -253,3 +253,32 @@ def test_the_stream_shows_runs_of_another_node_on_the_same_postgres(tmp_path: Pa
     assert [(q["queue"], q["jobs"]["completed"], q["running"]) for q in queues] == [
         ("default", 1, 0)
     ]
+
+
+def test_a_run_of_this_service_s_dispatcher_is_reported_once_with_its_occurrence(
+    tmp_path: Path,
+) -> None:
+    """The store follower reported every run of a recurring job a second
+    time, from the jobs table (source "store"), with the next occurrence as
+    its due_at: the table shows a claimed recurring job due at its next one
+    already. The dispatcher reports its own starts; the follower, only the
+    others'."""
+    svc = Service(tmp_path)  # SQLite: the follower reads its tables
+    marker = tmp_path / "marker"
+    events = Events(svc)
+    try:
+        events.frame()
+        time.sleep(0.6)  # the follower's first poll
+        spec = {"task": "slow", "job_id": "tick", "interval_ms": 1000,
+                "payload": {"marker": str(marker), "seconds": 0.7}}  # fmt: skip
+        assert svc.request("POST", "/v1/jobs", spec)[0] == 201
+        seen: list[dict[str, Any]] = []
+        for _ in range(3):  # three runs, each seen running by several polls
+            seen += events.until(_finished("tick"), within=10)
+    finally:
+        events.close()
+        assert svc.stop() == 0
+    started = [e["body"] for e in seen if e["body"]["event"] == "started"]
+    assert all(b.get("source") != "store" for b in started), started
+    dues = [b["due_at"] for b in started]
+    assert len(dues) == len(set(dues)) == 3, dues

@@ -39,7 +39,9 @@ class Dashboard:
         # Runs of other processes on the same database, and runs made through
         # the API, come from the store's tables (the memory store has none).
         follow_reader = open_reader(db)
-        self.follower = None if follow_reader is None else RunFollower(follow_reader, self.hub)
+        self.follower = None
+        if follow_reader is not None:  # this process's dispatcher claims as engine.owner
+            self.follower = RunFollower(follow_reader, self.hub, own=engine.owner)
         self._readers = [r for r in (reader, counter, follow_reader) if r is not None]
 
     def sink(self, run_log: bool = True) -> Callable[[Event], None]:

@@ -12,7 +12,11 @@ the service reads the store's tables every ``POLL_S``:
   over are asked for again for ``HOLE_S`` seconds (a rolled-back insert never
   comes).
 - jobs that turned ``running`` since the last poll become ``started`` events
-  (a run shorter than a poll may show only its end).
+  (a run shorter than a poll may show only its end), but for the jobs this
+  process's own dispatcher holds (``own``): it reports their starts itself,
+  with the occurrence each run stands for, which the table no longer shows
+  (a claimed recurring job is due at its next occurrence already), so a key
+  made from the table's could never match its report of the same start.
 
 A row the dispatcher of this process reports too is published once: the
 hub drops the second copy by key (job, time). A row is held for one poll
@@ -64,10 +68,13 @@ def run_key(body: dict[str, Any]) -> tuple[str, str, str]:
 class RunFollower:
     """A thread that polls the store's tables and publishes what it finds."""
 
-    def __init__(self, reader: Reader, hub: EventHub, poll_s: float = POLL_S) -> None:
+    def __init__(
+        self, reader: Reader, hub: EventHub, poll_s: float = POLL_S, own: str | None = None
+    ) -> None:
         self.reader = reader
         self.hub = hub
         self.poll_s = poll_s
+        self.own = own  # the owner this process's dispatcher claims as
         self._last_id: int | None = None
         self._holes: dict[int, float] = {}  # id -> until when it is asked for
         self._held: list[tuple[tuple[str, str, str], dict[str, Any]]] = []
@@ -134,7 +141,7 @@ class RunFollower:
         rows = self.reader.rows(_RUNNING)
         seen = {(r[0], r[2]) for r in rows}
         for row in rows:
-            if (row[0], row[2]) not in self._running:
+            if (row[0], row[2]) not in self._running and row[3] != self.own:
                 self._hold(_started(row))
         self._running = seen
 
