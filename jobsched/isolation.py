@@ -168,6 +168,9 @@ def call(handler: Handler, payload: Any) -> Outcome:
             import asyncio  # imported when first needed: it costs the node ~25 ms at start
 
             asyncio.run(_awaited(result))
+        elif inspect.isgenerator(result):  # a generator function: its body runs only when drained
+            for _ in result:
+                pass
     except BaseException as exc:  # a user's handler may raise anything, SystemExit too
         leave_if_forked(pid, exit_status(exc))
         return error_outcome(exc)

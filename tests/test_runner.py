@@ -492,3 +492,24 @@ def test_an_async_handler_run_in_the_caller_s_thread_is_bounded_by_its_timeout()
         assert outcome.timed_out and not outcome.ok, (task, outcome)
         assert time.monotonic() - started < 0.9, task
     assert reg.run("quick", "{}", 2000).ok
+
+
+def test_a_generator_handler_s_body_runs_and_its_errors_fail_the_run() -> None:
+    """A generator function called returns a generator without running a line
+    of it: such a handler was 'succeeded' whatever its body would have done."""
+    reg = TaskRegistry()
+    ran: list[str] = []
+
+    @reg.task("gen-ok")
+    def gen_ok(payload: Any) -> Iterator[int]:
+        ran.append("ok")
+        yield 1
+
+    @reg.task("gen-boom")
+    def gen_boom(payload: Any) -> Iterator[int]:
+        yield 1
+        raise RuntimeError("late")
+
+    assert reg.run("gen-ok", "{}").ok and ran == ["ok"]
+    failed = reg.run("gen-boom", "{}")
+    assert not failed.ok and "late" in (failed.error or "")
