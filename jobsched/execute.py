@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,6 +67,8 @@ class Executing(Execution):
         # each stands for: what a shutdown puts back (release_held).
         self._held: dict[str, tuple[Job, int]] = {}
         self._held_lock = threading.Lock()
+        self._keepers = 0  # runs in progress whose leases _keep renews
+        self._keeper: threading.Thread | None = None
 
     def execute_due(self, now: int) -> tuple[list[str], list[str]]:
         """Run every job due at or before ``now`` once; return (ran, failed).
@@ -105,33 +108,39 @@ class Executing(Execution):
         claims = self._claim_due_set(now, queued)
         if not claims:
             return [], []
+        mine = {claim.job.job_id: claim.job for claim in claims}  # what this call holds
         for claim in claims:
             self._hold(claim.job, claim.due)
         finished: list[Finished] = []
         ended: tuple[Job, Outcome] | None = None
         renew_at = self.wall_clock() + self.config.lease_ms // 3
         try:
-            with self._keeping(queued):
+            with self._keeping():
                 for claim in claims:
-                    lease_until = self.wall_clock() + self.config.lease_ms
-                    held = claim.job.evolve(locked_by=self.manual_owner, locked_until=lease_until)
+                    wall = self.wall_clock()
+                    held = claim.job.evolve(
+                        locked_by=self.manual_owner, locked_until=wall + self.config.lease_ms
+                    )
                     with self.store.transaction():
                         if ended is not None:
                             finished += self.finish_all([(*ended, now, now)])
                         # Renewed here too, between handlers, at no commit of its own.
-                        if (wall := self.wall_clock()) >= renew_at:
-                            self._renew(wall, queued)
+                        if wall >= renew_at:
+                            self._renew(wall)
                             renew_at = wall + self.config.lease_ms // 3
                         started = self.store.replace(held, JobState.RUNNING, queued)
+                    if ended is not None:
+                        self._unhold(mine.pop(ended[0].job_id))
                     ended = None
                     if started:  # else cancelled since the claim
                         self._hold(held, claim.due)
+                        mine[held.job_id] = held
                         ended = (held, self.run_handler(held, False, claim.due))
                 if ended is not None:
                     finished += self.finish_all([(*ended, now, now)])
         finally:
-            for claim in claims:
-                self._unhold(claim.job)
+            for job in mine.values():
+                self._unhold(job)
         return _ran(finished)
 
     def execute_one(self, job_id: str, force_fail: bool, now: int) -> Executed:
@@ -146,7 +155,10 @@ class Executing(Execution):
         transitions.check_runnable(job)
         lease_until = self.wall_clock() + self.config.lease_ms
         owner = self.manual_owner
-        held = job.evolve(state=JobState.RUNNING, locked_by=owner, locked_until=lease_until)
+        # updated_at: when it was claimed, the start of a run lost to a crash.
+        held = job.evolve(
+            state=JobState.RUNNING, locked_by=owner, locked_until=lease_until, updated_at=now
+        )
         with self.store.transaction():
             if not self.store.replace(held, job.state):
                 raise PreconditionFailed(job_id, "changed as it was about to run; try again")
@@ -190,34 +202,46 @@ class Executing(Execution):
             self._held[job.job_id] = (job, due)
 
     def _unhold(self, job: Job) -> None:
+        """Forget ``job`` if it is still the entry this run made (another run
+        of the same job may have made its own since this one ended)."""
         with self._held_lock:
-            self._held.pop(job.job_id, None)
+            entry = self._held.get(job.job_id)
+            if entry is not None and entry[0] is job:
+                del self._held[job.job_id]
 
     @contextmanager
-    def _keeping(self, *also: str) -> Iterator[None]:
-        """While handlers run in this thread: this node's leases (and those of
-        the owners ``also``) renewed every lease_ms / 3 from another thread,
-        so a handler longer than the lease is not rescued under it."""
-        stop = threading.Event()
-        lease_ms = self.config.lease_ms
-
-        def keep() -> None:
-            while not stop.wait(lease_ms / 3000):
-                try:
-                    self._renew(self.wall_clock(), *also)
-                except Exception:  # a store fault now; the next turn tries again
-                    log.warning("could not renew the leases of running jobs", exc_info=True)
-
-        keeper = threading.Thread(target=keep, name="jobsched-leases", daemon=True)
-        keeper.start()
+    def _keeping(self) -> Iterator[None]:
+        """While handlers run in this thread: the protocol runs' leases
+        renewed every lease_ms / 3 from another thread, so a handler longer
+        than the lease is not rescued under it. One thread for the engine's
+        life, started at its first run: a thread per run would each leave a
+        store connection behind (a store keeps one per thread until closed)."""
+        with self._held_lock:
+            self._keepers += 1
+            if self._keeper is None:
+                self._keeper = threading.Thread(
+                    target=self._keep, name="jobsched-leases", daemon=True
+                )
+                self._keeper.start()
         try:
             yield
         finally:
-            stop.set()
-            keeper.join()
+            with self._held_lock:
+                self._keepers -= 1
 
-    def _renew(self, wall: int, *also: str) -> None:
-        for owner in (self.manual_owner, *also):
+    def _keep(self) -> None:
+        while True:
+            time.sleep(self.config.lease_ms / 3000)
+            with self._held_lock:
+                busy = self._keepers > 0
+            if busy:
+                try:
+                    self._renew(self.wall_clock())
+                except Exception:  # a store fault now; the next turn tries again
+                    log.warning("could not renew the leases of running jobs", exc_info=True)
+
+    def _renew(self, wall: int) -> None:
+        for owner in (self.manual_owner, self.manual_owner + QUEUED):
             self.store.extend_leases(owner, wall + self.config.lease_ms)
 
 

@@ -163,8 +163,11 @@ class Execution:
                 self._unqueue(job, now)
                 continue
             # Occurrences that came due while the lost run held the job are
-            # skipped as a run's overlap skips them, and never silently.
-            over, skipped = policies.after_run(job, job.updated_at, now)
+            # skipped as a run's overlap skips them, and never silently; a
+            # paused job's (a manual run's) were held back by the pause.
+            over, skipped = job, 0
+            if job.paused_from is None:
+                over, skipped = policies.after_run(job, job.updated_at, now)
             new, decision = transitions.on_lost(over, now, self.rng)
             with self.store.transaction():
                 if not self.store.replace(new, JobState.RUNNING, job.locked_by):

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 
 from jobsched.errors import JobschedError
 from jobsched.http_conn import Response, error
-from jobsched.jsonfast import dumps
 from jobsched.messages import Context
 from jobsched.wire import Body, Envelope, Pending, bare, decode, dispatch, fast, unavailable
 
@@ -89,8 +88,9 @@ class Change:
     body: Body | None = None
     deep: bool = False
 
-    def line(self) -> str:
-        return self.text if self.body is None else dumps(self.body)
+    def message(self) -> str | Body:
+        """The line, or the bare body (never encoded and read again as a line)."""
+        return self.text if self.body is None else self.body
 
 
 def request(ctx: Context, change: Change) -> Pending | tuple[Body, Envelope] | None:
@@ -206,7 +206,7 @@ class GroupCommit:
             log.error("%d write(s) not committed: %s", len(group), exc.text)
             for w in group:
                 if w.reply is None:
-                    w.reply = unavailable(self.ctx, w.change.line(), why)
+                    w.reply = unavailable(self.ctx, w.change.message(), why)
                 else:
                     w.reply.fail_unavailable(why)
                 w.response = encoded(w.reply, w.change.created)

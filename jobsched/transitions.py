@@ -186,7 +186,10 @@ def on_lost(job: Job, now: int, rng: random.Random) -> tuple[Job, RetryDecision]
 
 def put_back(job: Job, due: int, now: int) -> Job:
     """A claimed job whose handler did not end before shutdown: runnable again
-    at the occurrence it was running (not an attempt: nothing failed)."""
+    at the occurrence it was running (not an attempt: nothing failed). A
+    paused job (a manual run's: only a paused job has paused_from) stays paused."""
+    if job.paused_from is not None:
+        return job.evolve(state=S.PAUSED, locked_by=None, locked_until=None, updated_at=now)
     state = S.RETRYING if job.attempts else S.SCHEDULED
     return job.evolve(state=state, due_at=due, locked_by=None, locked_until=None, updated_at=now)
 

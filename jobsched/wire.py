@@ -116,10 +116,11 @@ def handle(ctx: Context, line: str | bytes) -> Pending | None:
     return dispatch(ctx, *decoded) if reply is None else reply
 
 
-def unavailable(ctx: Context, line: str | bytes, text: str) -> Pending | None:
-    """Answer a line with error 11 without running it: its batch could not even
-    begin a transaction, so nothing in it was applied."""
-    decoded = decode(ctx, line)
+def unavailable(ctx: Context, line: str | bytes | Body, text: str) -> Pending | None:
+    """Answer a line (or a bare body a transport read itself) with error 11
+    without running it: its batch could not even begin a transaction, so
+    nothing in it was applied."""
+    decoded = bare(line) if isinstance(line, dict) else decode(ctx, line)
     if decoded is None or isinstance(decoded, Pending):
         return decoded
     body, envelope = decoded

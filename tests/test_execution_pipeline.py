@@ -19,6 +19,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from jobsched.dispatcher import Dispatcher
 from jobsched.engine import Engine, EngineConfig
 from jobsched.errors import PreconditionFailed
@@ -414,3 +416,58 @@ def test_a_node_that_dies_in_execute_jobs_loses_only_the_run_it_was_in(
     finally:
         mine.close()
         theirs.close()
+
+
+def test_manual_runs_share_one_lease_keeping_thread(tmp_path: Path) -> None:
+    """A keeper thread per run left a store connection behind each (a store
+    keeps one per thread until it is closed): one thread serves them all."""
+    from jobsched.stores.sqlite import SQLiteStore
+
+    store = SQLiteStore(str(tmp_path / "j.db"))
+    registry = TaskRegistry()
+
+    @registry.task("nap")
+    def nap(payload: object) -> None:
+        time.sleep(0.12)  # over a third of the lease: the keeper renews during it
+
+    engine = Engine(store, registry, EngineConfig(lease_ms=150))
+    try:
+        for i in range(6):
+            engine.schedule(schedule_spec({"task": "nap", "job_id": f"n{i}"}), T0)
+            assert engine.execute_one(f"n{i}", False, T0).ok
+        assert engine._keeper is not None  # started by the first run, for them all
+        assert len(store._all) <= 2  # this thread's connection and the keeper's
+    finally:
+        store.close()
+
+
+def test_a_paused_job_in_a_manual_run_cut_by_a_shutdown_stays_paused(
+    make_store: StoreFactory,
+) -> None:
+    store = make_store()
+    try:
+        registry = TaskRegistry()
+        engine = Engine(store, registry, EngineConfig(lease_ms=1000), wall_clock=lambda: T0)
+
+        @registry.task("stop")
+        def stop(payload: object) -> None:  # the shutdown comes while it runs
+            assert engine.release_held(T0 + 10, "interrupted by shutdown") == 1
+
+        job = engine.schedule(
+            schedule_spec({"task": "stop", "job_id": "p", "interval_ms": 1000}), T0
+        )
+        engine.pause(job.job_id, T0)
+        with pytest.raises(PreconditionFailed):  # put back under it: the outcome is not applied
+            engine.execute_one("p", False, T0)
+        back = store.get("p")
+        assert back is not None and back.state is JobState.PAUSED and back.locked_by is None
+        assert back.due_at == job.due_at and back.skipped == 0
+        # A lost manual run of a paused job counts no occurrence the pause held back.
+        held = back.evolve(state=JobState.RUNNING, locked_by="dead/1", locked_until=T0 + 1)
+        assert store.replace(held, JobState.PAUSED)
+        [rescued] = engine.rescue(T0 + 3_600_000, 10)
+        assert rescued.skipped == 0
+        after = store.get("p")
+        assert after is not None and after.state is JobState.PAUSED and after.skipped == 0
+    finally:
+        store.close()
