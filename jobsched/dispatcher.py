@@ -344,7 +344,7 @@ class Dispatcher:
         left = [run for run in s.active if not run.finished]
         try:
             runs = [(run.job, run.due, run.start_ms()) for run in left]
-            self.engine.release(runs, now, self.owner, SHUTDOWN)
+            self.engine.release(runs, now, SHUTDOWN)
             self._flush(now)
         except JobschedError as exc:
             # Not written: the leases expire and another node (or our restart) rescues them.

@@ -36,7 +36,6 @@ from jobsched.errors import JobNotFound, PreconditionFailed
 from jobsched.execution import QUEUED, Claim, Execution, Finished
 from jobsched.jobs import Job, JobState
 from jobsched.runner import Outcome
-from jobsched.stores.base import RunRecord
 
 log = logging.getLogger("jobsched.execute")
 
@@ -186,16 +185,8 @@ class Executing(Execution):
         run of this process still holds (its handler still running, or not
         started), at the occurrence it stood for; not an attempt."""
         with self._held_lock:
-            held = list(self._held.values())
-        n = 0
-        for job, due in held:
-            back = transitions.put_back(job, due, now)
-            with self.store.transaction():
-                if self.store.replace(back, JobState.RUNNING, job.locked_by):
-                    record = RunRecord(job.job_id, now, now, "lost", text, self.config.node_id)
-                    self.store.record_run(record)
-                    n += 1
-        return n
+            held = [(job, due, now) for job, due in self._held.values()]
+        return self.release(held, now, text)
 
     def _hold(self, job: Job, due: int) -> None:
         with self._held_lock:

@@ -184,23 +184,20 @@ class Execution:
     def _unqueue(self, job: Job, now: int) -> None:
         """Put back a job an execute_jobs claimed and never started (its node
         stopped first), due at once: not an attempt, since nothing ran."""
-        back = transitions.put_back(job, now, now)
         text = f"claimed by {job.locked_by} (execute_jobs), which stopped before running it"
-        with self.store.transaction():
-            if not self.store.replace(back, JobState.RUNNING, job.locked_by):
-                return
-            node = self.config.node_id
-            self.store.record_run(RunRecord(job.job_id, now, now, "lost", text, node))
-        log.warning("job %s (%s): %s; put back", job.job_id, job.task, text)
+        if self.release([(job, now, now)], now, text):
+            log.warning("job %s (%s): %s; put back", job.job_id, job.task, text)
 
-    def release(self, runs: Sequence[tuple[Job, int, int]], now: int, owner: str, text: str) -> int:
-        """Put back (job, due, started) whose handlers did not end before a
-        shutdown, in one transaction; returns how many were put back."""
+    def release(self, runs: Sequence[tuple[Job, int, int]], now: int, text: str) -> int:
+        """Put back (job, due, started), each as claimed (held by its
+        ``locked_by``), whose handler did not end before a shutdown (or, for
+        an execute_jobs, never started), in one transaction; returns how many
+        were put back: a job rescued or changed meanwhile keeps its newer state."""
         n = 0
         with self.store.transaction():
             for job, due, started in runs:
                 back = transitions.put_back(job, due, now)
-                if self.store.replace(back, JobState.RUNNING, owner):
+                if self.store.replace(back, JobState.RUNNING, job.locked_by):
                     record = RunRecord(job.job_id, started, now, "lost", text, self.config.node_id)
                     self.store.record_run(record)
                     n += 1

@@ -64,7 +64,7 @@ def schedule_spec(
     """The whole schedule_job request, validated; with ``now`` (the request's
     time) also whether it can have a first occurrence at all."""
     task = text(body.get("task"), "task")
-    payload = body.get("payload", _ABSENT)
+    payload = body.get("payload", {})
     payload_json = _payload_json(payload, max_payload)
     given = [name for name in WHEN_FIELDS if body.get(name) is not None]
     if len(given) > 1:
@@ -139,7 +139,7 @@ def once_spec(
     delay, run_at = body.get("delay_ms"), body.get("run_at")
     try:
         task = text(body.get("task"), "task")
-        payload_json = _payload_json(body.get("payload", _ABSENT), max_payload, depth)
+        payload_json = _payload_json(body.get("payload", {}), max_payload, depth)
         if delay is not None:
             if run_at is not None:
                 return None
@@ -255,10 +255,7 @@ def batch_specs(
 
 def _payload_json(payload: Any, max_payload: int, depth: int = MAX_DEPTH) -> str:
     """The payload as the compact JSON text stores keep, within the limits
-    (nesting at most ``depth`` levels: less inside a batch's spec). Left out,
-    it is ``{}``; ``null`` is a payload like any JSON value."""
-    if payload is _ABSENT:
-        return "{}"
+    (nesting at most ``depth`` levels: less inside a batch's spec)."""
     try:
         payload_json: str | None = _dumps_compact(payload)
     except RecursionError:
@@ -279,10 +276,6 @@ def _payload_json(payload: Any, max_payload: int, depth: int = MAX_DEPTH) -> str
         size = len(payload_json.encode())
         raise Malformed("payload", f"is {size} bytes as compact JSON; the limit is {max_payload}")
     return payload_json
-
-
-# "payload" left out (its default is {}), unlike "payload": null (a payload).
-_ABSENT: Any = object()
 
 
 def _payload_key(payload: Any, payload_json: str) -> str:

@@ -75,7 +75,7 @@ class MemoryStore(MemoryRuns, MemoryQueues, UndoLog, Store):
         # every due job of the queues it had to leave alone).
         self._heaps: list[dict[str, Heap]] = [{} for _ in range(MAX_PRIORITY + 1)]
         # By id of a heap with due records: next_due(after)'s last answer for it,
-        # (bound, key, record) or (bound, None, None); forgotten when it is pushed to.
+        # (bound, key) or (bound, None); forgotten when it is pushed to.
         self._after: dict[int, tuple[int, int | None]] = {}
         self._packer = Packer()
         # Pending records (scheduled, retrying): counted apart from the other
